@@ -1,0 +1,11 @@
+//! nsguard: a Kubernetes admission webhook and CLI that stops a Namespace DELETE from
+//! cascade-deleting other stacks' workloads, and keeps simple-container sub-env
+//! workloads in their own namespaces.
+//!
+//! The crate is a pure core ([`naming`], [`labels`], [`placement`]) and a thin shell
+//! around it ([`cli`]); the shell does I/O and calls the core, never the other way round.
+
+pub mod cli;
+pub mod labels;
+pub mod naming;
+pub mod placement;

@@ -1,0 +1,3 @@
+module nsguard.dev/go-reference
+
+go 1.19

@@ -1,0 +1,77 @@
+//! Properties every sanitized name must have, over arbitrary input.
+
+use nsguard::naming::{MAX_NAME_LEN, deployed_namespace, sanitize};
+use proptest::prelude::*;
+
+/// Strings biased toward the interesting alphabet: case, separators, runs of hyphens and
+/// characters whose lowercase is ASCII or expands.
+fn name_like() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-zA-Z0-9]{1,8}",
+        Just("-".to_owned()),
+        Just("---".to_owned()),
+        Just("_".to_owned()),
+        Just(".".to_owned()),
+        Just("İ".to_owned()),
+        Just("\u{212A}".to_owned()),
+        any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 0..60).prop_map(|p| p.concat())
+}
+
+fn assert_valid_name(name: &str) {
+    assert!(
+        name.len() <= MAX_NAME_LEN,
+        "{name:?} is {} bytes",
+        name.len()
+    );
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "{name:?}"
+    );
+    let (first, last) = (name.as_bytes()[0], name.as_bytes()[name.len() - 1]);
+    assert!(
+        first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric(),
+        "{name:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn sanitized_names_are_valid_rfc1123_labels(input in name_like()) {
+        let out = sanitize(&input);
+        if !out.is_empty() {
+            assert_valid_name(&out);
+        }
+    }
+
+    #[test]
+    fn arbitrary_unicode_never_breaks_the_rules(input in any::<String>()) {
+        let out = sanitize(&input);
+        if !out.is_empty() {
+            assert_valid_name(&out);
+        }
+    }
+
+    #[test]
+    fn truncation_is_deterministic_and_hash_suffixed(input in "[a-z0-9-]{64,120}") {
+        let once = sanitize(&input);
+        prop_assert_eq!(&once, &sanitize(&input));
+        let trimmed = input.trim_matches('-');
+        if trimmed.len() > MAX_NAME_LEN {
+            let suffix = &once[once.len() - 5..];
+            prop_assert!(suffix.starts_with('-'), "{}", once);
+            prop_assert!(suffix[1..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{}", once);
+        }
+    }
+
+    #[test]
+    fn deployed_namespaces_are_valid_or_an_error(base in name_like(), env in name_like(), parent in name_like()) {
+        if let Ok(ns) = deployed_namespace(&base, &env, &parent) {
+            assert_valid_name(&ns);
+        }
+    }
+}
