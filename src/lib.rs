@@ -3,9 +3,15 @@
 //! workloads in their own namespaces.
 //!
 //! The crate is a pure core ([`naming`], [`labels`], [`placement`]) and a thin shell
-//! around it ([`cli`]); the shell does I/O and calls the core, never the other way round.
+//! around it ([`admission`] decoding, [`server`], [`certs`], [`cli`]); the shell does
+//! I/O and calls the core, never the other way round.
 
+pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod labels;
+pub mod metrics;
 pub mod naming;
 pub mod placement;
+pub mod server;
+pub mod telemetry;

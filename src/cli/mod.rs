@@ -4,11 +4,15 @@
 //! one rule across the binary: 0 success (or "allowed"), 1 a finding (denied,
 //! misplaced objects), 2 an error the user must fix (clap's usage errors are 2 too).
 
+mod certs;
 mod naming;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
 
 /// Exit code for an error: bad input, an empty name, an unreachable cluster.
 pub const EXIT_ERROR: u8 = 2;
@@ -22,6 +26,17 @@ pub const EXIT_ERROR: u8 = 2;
     propagate_version = true
 )]
 pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "NSGUARD_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `nsguard=debug,kube=warn`, ...); RUST_LOG wins.
+    #[arg(long, global = true, env = "NSGUARD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,14 +47,24 @@ enum Command {
     Sanitize(naming::SanitizeArgs),
     /// Print the namespace simple-container deploys a stack into.
     NsName(naming::NsNameArgs),
+    /// Run the HTTPS admission webhook server.
+    Serve(Box<serve::ServeArgs>),
+    /// Write a CA and a serving certificate (ca.crt, tls.crt, tls.key) for the webhook.
+    Certs(certs::CertsArgs),
 }
 
 impl Cli {
     /// Run the chosen subcommand; errors are printed as one line on stderr.
     pub fn run(self) -> ExitCode {
+        if let Err(err) = telemetry::init(self.log_format, &self.log_level) {
+            eprintln!("nsguard: error: {}", one_line(&err));
+            return ExitCode::from(EXIT_ERROR);
+        }
         let result = match self.command {
             Command::Sanitize(args) => naming::sanitize(args),
             Command::NsName(args) => naming::ns_name(args),
+            Command::Serve(args) => serve::serve(*args),
+            Command::Certs(args) => certs::certs(args),
         };
         match result {
             Ok(code) => code,

@@ -1,0 +1,185 @@
+//! AdmissionReview in and out: decoding the API server's body, dispatching the request to
+//! the decisions, and building the response. Transport-free, so the HTTPS handlers, the
+//! benchmarks and the tests all go through the same code.
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::response::Status;
+use serde_json::error::Category;
+
+/// The only AdmissionReview version nsguard speaks (Kubernetes 1.16+; v1beta1 is gone
+/// from admissionregistration.k8s.io/v1 webhooks' defaults and from 1.22's API).
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Which webhook endpoint a review arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Validate,
+    Mutate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "validate",
+            Endpoint::Mutate => "mutate",
+        }
+    }
+}
+
+/// Why a body is not a review nsguard can answer. Each becomes an HTTP 400 whose
+/// message says exactly what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("request body is JSON but not an AdmissionReview: {0}")]
+    NotAReview(#[source] serde_json::Error),
+    #[error(
+        "unsupported AdmissionReview type apiVersion={api_version:?} kind={kind:?}: nsguard answers \
+         {API_VERSION} {KIND} only (set admissionReviewVersions: [v1])"
+    )]
+    WrongType { api_version: String, kind: String },
+    #[error("AdmissionReview has no request (it may be a response)")]
+    NoRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    NoUid,
+}
+
+/// Decode an AdmissionReview v1 body into its request.
+pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, DecodeError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|err| match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson(err),
+            Category::Data => DecodeError::NotAReview(err),
+        })?;
+    if review.types.api_version != API_VERSION || review.types.kind != KIND {
+        return Err(DecodeError::WrongType {
+            api_version: review.types.api_version,
+            kind: review.types.kind,
+        });
+    }
+    let request: AdmissionRequest<DynamicObject> =
+        review.try_into().map_err(|_| DecodeError::NoRequest)?;
+    if request.uid.is_empty() {
+        return Err(DecodeError::NoUid);
+    }
+    Ok(request)
+}
+
+/// What nsguard decided, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied,
+    /// Allowed with a JSONPatch.
+    Patched,
+    /// Allowed with warnings for the client.
+    Warned,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Patched => "patched",
+            Decision::Warned => "warned",
+        }
+    }
+
+    /// Read the decision back from a finished response.
+    pub fn of(response: &AdmissionResponse) -> Self {
+        if !response.allowed {
+            Decision::Denied
+        } else if response.patch.is_some() {
+            Decision::Patched
+        } else if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
+            Decision::Warned
+        } else {
+            Decision::Allowed
+        }
+    }
+}
+
+/// A denial in the form `kubectl` prints well: HTTP-style code 403, reason Forbidden.
+pub fn deny(
+    request: &AdmissionRequest<DynamicObject>,
+    message: impl Into<String>,
+) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(request);
+    response.allowed = false;
+    response.result = Status::failure(&message.into(), "Forbidden").with_code(403);
+    response
+}
+
+/// Serialize a response as a full AdmissionReview body.
+pub fn encode(response: AdmissionResponse) -> Vec<u8> {
+    // A review of strings, bools and bytes always serializes.
+    serde_json::to_vec(&response.into_review()).expect("AdmissionReview serializes")
+}
+
+/// Answers reviews. The decisions it calls are added by the guard and placement modules.
+#[derive(Debug, Default)]
+pub struct Webhook {}
+
+impl Webhook {
+    /// The answer to one review on one endpoint.
+    pub async fn review(
+        &self,
+        _endpoint: Endpoint,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> AdmissionResponse {
+        AdmissionResponse::from(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+        "uid":"u-1","kind":{"group":"","version":"v1","kind":"ConfigMap"},
+        "resource":{"group":"","version":"v1","resource":"configmaps"},
+        "name":"x","namespace":"ns","operation":"CREATE","userInfo":{"username":"me"},
+        "object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}}}"#;
+
+    #[test]
+    fn decodes_a_minimal_review() {
+        let req = decode(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(req.uid, "u-1");
+    }
+
+    #[test]
+    fn classifies_bad_bodies() {
+        assert!(matches!(decode(b"{not json"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(decode(b""), Err(DecodeError::NotJson(_))));
+        assert!(matches!(decode(b"[1,2]"), Err(DecodeError::NotAReview(_))));
+        let v1beta1 = MINIMAL.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
+        assert!(matches!(
+            decode(v1beta1.as_bytes()),
+            Err(DecodeError::WrongType { .. })
+        ));
+        let no_request = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert!(matches!(
+            decode(no_request.as_bytes()),
+            Err(DecodeError::NoRequest)
+        ));
+        let no_uid = MINIMAL.replace("\"u-1\"", "\"\"");
+        assert!(matches!(decode(no_uid.as_bytes()), Err(DecodeError::NoUid)));
+    }
+
+    #[test]
+    fn deny_is_a_403_with_the_message() {
+        let req = decode(MINIMAL.as_bytes()).unwrap();
+        let resp = deny(&req, "no");
+        assert!(!resp.allowed);
+        assert_eq!(resp.uid, "u-1");
+        let body: serde_json::Value = serde_json::from_slice(&encode(resp)).unwrap();
+        assert_eq!(body["response"]["status"]["code"], 403);
+        assert_eq!(body["response"]["status"]["message"], "no");
+        assert_eq!(body["apiVersion"], API_VERSION);
+        assert_eq!(body["kind"], KIND);
+    }
+}

@@ -1,0 +1,153 @@
+//! `nsguard serve`: the webhook server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Webhook;
+use crate::certs::{self, CertRequest};
+use crate::metrics::Metrics;
+use crate::server::tls::KeyPairFiles;
+use crate::server::{BoundServer, ServerOptions};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook port.
+    #[arg(long, env = "NSGUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Address of the plain-HTTP Prometheus /metrics port.
+    #[arg(long, env = "NSGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// PEM certificate chain of the serving certificate. Without --tls-cert and
+    /// --tls-key, nsguard uses --cert-dir and creates a development CA there if empty.
+    #[arg(long, env = "NSGUARD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the serving certificate.
+    #[arg(long, env = "NSGUARD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where the development certificates live when --tls-cert/--tls-key are not given.
+    #[arg(long, env = "NSGUARD_CERT_DIR", default_value = "certs")]
+    cert_dir: PathBuf,
+    /// PEM bundle of CAs; when set, clients must present a certificate signed by one.
+    #[arg(long, env = "NSGUARD_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "NSGUARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    tls_reload_interval: Duration,
+    /// Largest accepted request body. The API server's biggest reviews carry an object
+    /// and its old version, each up to etcd's 1.5 MiB limit.
+    #[arg(long, env = "NSGUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Bound on receiving a request (headers and body).
+    #[arg(long, env = "NSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Bound on a client's TLS handshake.
+    #[arg(long, env = "NSGUARD_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "NSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Open connections beyond this are closed at once.
+    #[arg(long, env = "NSGUARD_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+}
+
+impl ServeArgs {
+    /// The certificate pair to serve: explicit files, or the development pair in
+    /// --cert-dir, generated when missing.
+    fn key_pair(&self) -> anyhow::Result<KeyPairFiles> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            return Ok(KeyPairFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        let files = KeyPairFiles {
+            cert: self.cert_dir.join(certs::TLS_CERT_FILE),
+            key: self.cert_dir.join(certs::TLS_KEY_FILE),
+        };
+        match (files.cert.exists(), files.key.exists()) {
+            (true, true) => {}
+            (false, false) => {
+                let written =
+                    certs::generate(&CertRequest::default())?.write(&self.cert_dir, false)?;
+                tracing::warn!(
+                    dir = %self.cert_dir.display(),
+                    files = ?written,
+                    "no --tls-cert/--tls-key: generated a development CA and serving certificate; \
+                     trust ca.crt to call the webhook"
+                );
+            }
+            _ => bail!(
+                "{} holds only one of {} and {}; remove it or pass --tls-cert and --tls-key",
+                self.cert_dir.display(),
+                certs::TLS_CERT_FILE,
+                certs::TLS_KEY_FILE
+            ),
+        }
+        Ok(files)
+    }
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve_async(args))
+}
+
+async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let options = ServerOptions {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        tls: args.key_pair()?,
+        client_ca: args.client_ca.clone(),
+        tls_reload_interval: args.tls_reload_interval,
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: args.request_timeout,
+        handshake_timeout: args.handshake_timeout,
+        shutdown_grace: args.shutdown_grace,
+        max_connections: args.max_connections,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let webhook = Arc::new(Webhook::default());
+    let server = BoundServer::bind(options, webhook, metrics).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stop.clone()));
+    server.run(stop).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancel `stop` on SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C).
+async fn stop_on_signal(stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
+    stop.cancel();
+}

@@ -1,0 +1,160 @@
+//! Prometheus metrics, served in text format on the plain-HTTP metrics port.
+//!
+//! Label values are `&'static str` from fixed sets, so cardinality is bounded no matter
+//! what clients send.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    endpoint: &'static str,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Latency buckets from 100 µs to 10 s: webhooks answer in well under a millisecond,
+/// the guard's cluster lookup can take seconds.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// Every metric nsguard exports.
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<DecisionLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram>,
+    rejections: Family<ReasonLabels, Counter>,
+    lookup_errors: Family<ReasonLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nsguard");
+        let reviews = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "AdmissionReviews answered, by endpoint and decision",
+            reviews.clone(),
+        );
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register(
+            "admission_review_duration_seconds",
+            "Time from request received to response ready, by endpoint",
+            latency.clone(),
+        );
+        let rejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_rejections",
+            "Requests or connections refused before a decision, by reason",
+            rejections.clone(),
+        );
+        let lookup_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "lookup_errors",
+            "Failed or incomplete cluster-state lookups, by reason",
+            lookup_errors.clone(),
+        );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Attempts to load a changed serving certificate, by result",
+            tls_reloads.clone(),
+        );
+        Self {
+            registry,
+            reviews,
+            latency,
+            rejections,
+            lookup_errors,
+            tls_reloads,
+        }
+    }
+
+    /// Count one answered review and its latency.
+    pub fn review(&self, endpoint: &'static str, decision: &'static str, elapsed: Duration) {
+        self.reviews
+            .get_or_create(&DecisionLabels { endpoint, decision })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count a request or connection refused before any decision.
+    pub fn rejection(&self, reason: &'static str) {
+        self.rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn lookup_error(&self, reason: &'static str) {
+        self.lookup_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn tls_reload(&self, result: &'static str) {
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_show_up_in_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.review("validate", "denied", Duration::from_millis(3));
+        metrics.rejection("plain_http");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"nsguard_admission_reviews_total{endpoint="validate",decision="denied"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"nsguard_http_rejections_total{reason="plain_http"} 1"#));
+        assert!(text.contains("nsguard_admission_review_duration_seconds_bucket"));
+    }
+}

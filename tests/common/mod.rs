@@ -1,0 +1,401 @@
+//! Test harness: runs the real `nsguard serve` binary on loopback ports and talks HTTPS
+//! to it with a rustls + hyper client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use nsguard::certs::{CertRequest, GeneratedCerts};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A fixture body from `tests/fixtures/admission-review/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = repo_path("tests/fixtures/admission-review").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every fixture review, validating and mutating, as (relative path, body).
+pub fn all_fixtures() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dir in ["", "mutating/"] {
+        let base = repo_path("tests/fixtures/admission-review").join(dir);
+        let mut names: Vec<_> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for name in names {
+            let rel = format!("{dir}{name}");
+            out.push((rel.clone(), fixture(&rel)));
+        }
+    }
+    out
+}
+
+/// Generate a CA + serving pair (and a client pair) and write them to `dir`.
+pub fn write_certs(dir: &Path, client: bool) -> GeneratedCerts {
+    let request = CertRequest {
+        client_name: client.then(|| "kube-apiserver".to_owned()),
+        ..CertRequest::default()
+    };
+    let certs = nsguard::certs::generate(&request).unwrap();
+    certs.write(dir, true).unwrap();
+    certs
+}
+
+/// A running `nsguard serve` process.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+    pub certs: GeneratedCerts,
+}
+
+pub struct ServerBuilder {
+    args: Vec<String>,
+    client_certs: bool,
+    tls_files: Option<(PathBuf, PathBuf, GeneratedCerts)>,
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            args: Vec::new(),
+            client_certs: false,
+            tls_files: None,
+        }
+    }
+
+    pub fn start() -> Server {
+        Self::builder().start()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} in {:#?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> HttpsClient {
+        HttpsClient::new(&self.certs.ca_cert, None)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit, returning its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nsguard did not exit; logs: {:#?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The metrics exposition, over plain HTTP.
+    pub async fn metrics(&self) -> String {
+        let tcp = TcpStream::connect(self.metrics_addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/metrics")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}
+
+impl ServerBuilder {
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Also write client.crt/client.key next to the serving pair.
+    pub fn with_client_certs(mut self) -> Self {
+        self.client_certs = true;
+        self
+    }
+
+    /// Serve this certificate pair (the caller manages the files) instead of a fresh one.
+    pub fn tls_files(mut self, cert: PathBuf, key: PathBuf, certs: GeneratedCerts) -> Self {
+        self.tls_files = Some((cert, key, certs));
+        self
+    }
+
+    pub fn start(self) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, certs) = match self.tls_files {
+            Some(files) => files,
+            None => {
+                let certs = write_certs(dir.path(), self.client_certs);
+                (
+                    dir.path().join("tls.crt"),
+                    dir.path().join("tls.key"),
+                    certs,
+                )
+            }
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(["--log-format", "json", "--log-level", "info", "serve"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .args(&self.args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nsguard");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (addr, metrics_addr) = loop {
+            let lines = logs.lock().unwrap().clone();
+            let find = |needle: &str| {
+                lines.iter().find_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    (v["message"].as_str()?.contains(needle))
+                        .then(|| v["addr"].as_str()?.parse().ok())?
+                })
+            };
+            if let (Some(a), Some(m)) = (find("webhook listening"), find("metrics listening")) {
+                break (a, m);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("nsguard exited with {status} before listening: {lines:#?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nsguard did not start: {lines:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            addr,
+            metrics_addr,
+            logs,
+            dir,
+            certs,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS client trusting one CA, optionally presenting a client certificate.
+#[derive(Clone)]
+pub struct HttpsClient {
+    connector: TlsConnector,
+}
+
+impl HttpsClient {
+    pub fn new(ca_pem: &str, client: Option<(&str, &str)>) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(cert.as_bytes())
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        Self {
+            connector: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
+    /// A raw TLS stream, for tests that write HTTP by hand.
+    pub async fn connect_tls(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        self.connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+    }
+
+    /// Open one keep-alive HTTP/1.1 connection over TLS.
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<Connection> {
+        let tls = self.connect_tls(addr).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Connection { sender })
+    }
+
+    /// One request on a fresh connection.
+    pub async fn post(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut conn = self.connect(addr).await.expect("connect");
+        conn.post(path, content_type, body).await.expect("request")
+    }
+
+    pub async fn get(&self, addr: SocketAddr, path: &str) -> Reply {
+        let mut conn = self.connect(addr).await.expect("connect");
+        conn.send(Method::GET, path, None, Vec::new())
+            .await
+            .expect("request")
+    }
+}
+
+/// A status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> hyper::Result<Reply> {
+        self.send(Method::POST, path, Some(content_type), body)
+            .await
+    }
+
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> hyper::Result<Reply> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, body })
+    }
+}
+
+/// POST a review to `path` and return the decoded AdmissionReview response.
+pub async fn review(
+    client: &HttpsClient,
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+) -> serde_json::Value {
+    let reply = client.post(addr, path, "application/json", body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}

@@ -1,0 +1,264 @@
+//! The HTTPS server, end to end: the real binary on a loopback port, a real TLS client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HttpsClient, Server, all_fixtures, fixture, review};
+use hyper::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn uid_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["request"]["uid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_fixture_review_gets_its_uid_back_on_both_endpoints() {
+    let server = Server::start();
+    let client = server.client();
+    let fixtures = all_fixtures();
+    assert!(fixtures.len() >= 20, "fixtures missing: {}", fixtures.len());
+    for (name, body) in fixtures {
+        for path in ["/validate", "/mutate"] {
+            let resp = review(&client, server.addr, path, body.clone()).await;
+            assert_eq!(resp["apiVersion"], "admission.k8s.io/v1", "{name} {path}");
+            assert_eq!(resp["kind"], "AdmissionReview", "{name} {path}");
+            assert_eq!(resp["response"]["uid"], uid_of(&body), "{name} {path}");
+            assert!(resp["response"]["allowed"].is_boolean(), "{name} {path}");
+            assert!(
+                resp.get("request").is_none(),
+                "{name} {path}: request echoed back"
+            );
+        }
+    }
+}
+
+/// (what, method, path, content type, body, expected status, text the message must hold)
+type BadInput = (
+    &'static str,
+    Method,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+);
+
+/// Each bad input gets its precise status and message, and a good review still works
+/// right after it on a new connection.
+#[tokio::test]
+async fn bad_inputs_get_precise_answers_and_the_server_keeps_serving() {
+    let server = Server::builder()
+        .args(&["--max-body-bytes", "65536"])
+        .start();
+    let client = server.client();
+    let good = fixture("configmap-create.json");
+    let cases: Vec<BadInput> = vec![
+        ("malformed json", Method::POST, "/validate", Some("application/json"), b"{\"kind\":".to_vec(), StatusCode::BAD_REQUEST, "not valid JSON"),
+        ("empty body", Method::POST, "/validate", Some("application/json"), Vec::new(), StatusCode::BAD_REQUEST, "not valid JSON"),
+        ("json array", Method::POST, "/mutate", Some("application/json"), b"[]".to_vec(), StatusCode::BAD_REQUEST, "not an AdmissionReview"),
+        ("wrong version", Method::POST, "/validate", Some("application/json"),
+            String::from_utf8(good.clone()).unwrap().replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1").into_bytes(),
+            StatusCode::BAD_REQUEST, "admission.k8s.io/v1beta1"),
+        ("no request", Method::POST, "/validate", Some("application/json"),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), StatusCode::BAD_REQUEST, "no request"),
+        ("missing uid", Method::POST, "/validate", Some("application/json"),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"kind":{"group":"","version":"v1","kind":"Pod"}}}"#.to_vec(),
+            StatusCode::BAD_REQUEST, "uid"),
+        ("wrong content type", Method::POST, "/validate", Some("text/plain"), good.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "text/plain"),
+        ("no content type", Method::POST, "/validate", None, good.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing Content-Type"),
+        ("oversized", Method::POST, "/validate", Some("application/json"), vec![b' '; 70_000], StatusCode::PAYLOAD_TOO_LARGE, "65536-byte limit"),
+        ("wrong method", Method::GET, "/validate", None, Vec::new(), StatusCode::METHOD_NOT_ALLOWED, "GET"),
+        ("unknown path", Method::POST, "/admit", Some("application/json"), good.clone(), StatusCode::NOT_FOUND, "/admit"),
+    ];
+    for (what, method, path, content_type, body, status, needle) in cases {
+        let mut conn = client.connect(server.addr).await.unwrap();
+        let reply = conn.send(method, path, content_type, body).await.unwrap();
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        let v = reply.json();
+        assert_eq!(v["kind"], "Status", "{what}");
+        assert_eq!(v["code"], status.as_u16(), "{what}");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{what}: {message:?} lacks {needle:?}"
+        );
+        let after = review(&client, server.addr, "/validate", good.clone()).await;
+        assert_eq!(after["response"]["uid"], uid_of(&good), "after {what}");
+    }
+    let metrics = server.metrics().await;
+    for reason in [
+        "bad_review",
+        "unsupported_media_type",
+        "payload_too_large",
+        "method_not_allowed",
+        "not_found",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_a_readable_400() {
+    let server = Server::start();
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("HTTPS"), "{answer}");
+    let good = fixture("pod-create.json");
+    let resp = review(&server.client(), server.addr, "/validate", good.clone()).await;
+    assert_eq!(resp["response"]["uid"], uid_of(&good));
+    server.wait_for_log("non-TLS bytes on the HTTPS port", Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_ca_cannot_connect() {
+    let server = Server::start();
+    let other = nsguard::certs::generate(&Default::default()).unwrap();
+    let stranger = HttpsClient::new(&other.ca_cert, None);
+    assert!(stranger.connect(server.addr).await.is_err());
+    // The server logs the failed handshake and keeps serving.
+    server.wait_for_log("TLS handshake failed", Duration::from_secs(5));
+    let resp = server.client().get(server.addr, "/healthz").await;
+    assert_eq!(resp.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let server = Server::start();
+    let client = server.client();
+    assert_eq!(
+        client.get(server.addr, "/healthz").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.get(server.addr, "/readyz").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_reviews_by_endpoint_and_decision() {
+    let server = Server::start();
+    let client = server.client();
+    review(
+        &client,
+        server.addr,
+        "/validate",
+        fixture("service-create.json"),
+    )
+    .await;
+    review(
+        &client,
+        server.addr,
+        "/mutate",
+        fixture("mutating/service-create.json"),
+    )
+    .await;
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"nsguard_admission_reviews_total{endpoint="validate",decision="allowed"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"nsguard_admission_reviews_total{endpoint="mutate",decision="allowed"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"nsguard_admission_review_duration_seconds_count{endpoint="validate"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_and_verified_with_client_ca() {
+    // The client CA is separate from the CA that signed the serving certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::write_certs(dir.path(), true);
+    let ca = dir.path().join("ca.crt");
+    let server = Server::builder()
+        .arg("--client-ca")
+        .arg(ca.to_str().unwrap())
+        .start();
+    let (client_cert, client_key) = certs.client.clone().unwrap();
+
+    // No client certificate: refused.
+    let anonymous = server.client();
+    let refused = match anonymous.connect(server.addr).await {
+        Err(_) => true,
+        // TLS 1.3 reports the missing certificate on the first read.
+        Ok(mut conn) => conn
+            .post("/validate", "application/json", fixture("pod-create.json"))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate was served");
+
+    // A certificate from the trusted client CA: served.
+    let trusted = HttpsClient::new(&server.certs.ca_cert, Some((&client_cert, &client_key)));
+    let body = fixture("pod-create.json");
+    let resp = review(&trusted, server.addr, "/validate", body.clone()).await;
+    assert_eq!(resp["response"]["uid"], uid_of(&body));
+
+    // A certificate from another CA: refused.
+    let other = nsguard::certs::generate(&nsguard::certs::CertRequest {
+        client_name: Some("intruder".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (bad_cert, bad_key) = other.client.unwrap();
+    let intruder = HttpsClient::new(&server.certs.ca_cert, Some((&bad_cert, &bad_key)));
+    let refused = match intruder.connect(server.addr).await {
+        Err(_) => true,
+        Ok(mut conn) => conn
+            .post("/validate", "application/json", body.clone())
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "a client certificate from an unknown CA was accepted"
+    );
+}
+
+#[tokio::test]
+async fn refuses_to_start_with_a_broken_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("tls.key"), "not a key").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nsguard: error:") && err.contains("CERTIFICATE"),
+        "{err}"
+    );
+}

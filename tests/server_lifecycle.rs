@@ -1,0 +1,173 @@
+//! Certificate hot reload and graceful shutdown of the real server process.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{HttpsClient, Server, fixture, review};
+use nsguard::certs::{CertRequest, GeneratedCerts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Lay out a pair the way the kubelet mounts a Secret: `tls.crt -> ..data/tls.crt`,
+/// `..data -> ..<version>`, and rotate by swapping `..data` atomically.
+fn mount_secret(dir: &Path, version: &str, cert: &str, key: &str) {
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&versioned).unwrap();
+    std::fs::write(versioned.join("tls.crt"), cert).unwrap();
+    std::fs::write(versioned.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+}
+
+fn pair() -> GeneratedCerts {
+    nsguard::certs::generate(&CertRequest::default()).unwrap()
+}
+
+#[tokio::test]
+async fn rotated_certificates_are_served_without_dropping_connections() {
+    let mount = tempfile::tempdir().unwrap();
+    let (old, new) = (pair(), pair());
+    mount_secret(mount.path(), "v1", &old.tls_cert, &old.tls_key);
+    let server = Server::builder()
+        .args(&["--tls-reload-interval", "100ms"])
+        .tls_files(
+            mount.path().join("tls.crt"),
+            mount.path().join("tls.key"),
+            old.clone(),
+        )
+        .start();
+    let old_client = HttpsClient::new(&old.ca_cert, None);
+    let new_client = HttpsClient::new(&new.ca_cert, None);
+    let body = fixture("deployment-create.json");
+
+    // A keep-alive connection opened under the old certificate.
+    let mut open = old_client.connect(server.addr).await.unwrap();
+    assert!(
+        open.post("/validate", "application/json", body.clone())
+            .await
+            .unwrap()
+            .status
+            .is_success()
+    );
+    assert!(
+        new_client.connect(server.addr).await.is_err(),
+        "new CA trusted before rotation"
+    );
+
+    mount_secret(mount.path(), "v2", &new.tls_cert, &new.tls_key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while new_client.connect(server.addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate never served: {:#?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.wait_for_log("reloaded TLS certificate", Duration::from_secs(5));
+
+    // The connection opened before the rotation still works; new handshakes get the new pair.
+    let reply = open
+        .post("/validate", "application/json", body.clone())
+        .await
+        .unwrap();
+    assert!(reply.status.is_success(), "{}", reply.text());
+    // A fresh client (no session to resume) that trusts only the old CA is refused.
+    let fresh_old_client = HttpsClient::new(&old.ca_cert, None);
+    assert!(
+        fresh_old_client.connect(server.addr).await.is_err(),
+        "old certificate still served"
+    );
+    review(&new_client, server.addr, "/validate", body.clone()).await;
+
+    // A broken pair is rejected with a log line, and the current one keeps serving.
+    mount_secret(mount.path(), "v3", "garbage", "garbage");
+    server.wait_for_log("new TLS certificate rejected", Duration::from_secs(10));
+    review(&new_client, server.addr, "/validate", body.clone()).await;
+    // A pair whose key does not match its certificate is rejected too.
+    mount_secret(mount.path(), "v4", &old.tls_cert, &new.tls_key);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("new TLS certificate rejected"))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "mismatched pair not rejected: {:#?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    review(&new_client, server.addr, "/validate", body).await;
+
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"nsguard_tls_reloads_total{result="success"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"nsguard_tls_reloads_total{result="error"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let mut server = Server::builder().args(&["--shutdown-grace", "15s"]).start();
+    let client = server.client();
+    let body = fixture("deployment-create.json");
+    let (head, tail) = body.split_at(body.len() / 2);
+
+    // An in-flight review: headers and half the body sent.
+    let mut tls = client.connect_tls(server.addr).await.unwrap();
+    let request_head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(request_head.as_bytes()).await.unwrap();
+    tls.write_all(head).await.unwrap();
+    tls.flush().await.unwrap();
+    // An idle keep-alive connection, which shutdown may close at once.
+    let mut idle = client.connect(server.addr).await.unwrap();
+    assert!(
+        idle.post("/validate", "application/json", body.clone())
+            .await
+            .unwrap()
+            .status
+            .is_success()
+    );
+
+    server.signal("TERM");
+    server.wait_for_log("shutting down", Duration::from_secs(5));
+    // No new connections once shutdown has begun.
+    assert!(
+        client.connect(server.addr).await.is_err(),
+        "accepted a connection while draining"
+    );
+
+    // The in-flight request completes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tls.write_all(tail).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    let uid = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["request"]["uid"].clone();
+    assert!(answer.contains(uid.as_str().unwrap()), "{answer}");
+
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    server.wait_for_log("all connections drained", Duration::from_secs(1));
+}
