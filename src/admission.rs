@@ -2,10 +2,18 @@
 //! the decisions, and building the response. Transport-free, so the HTTPS handlers, the
 //! benchmarks and the tests all go through the same code.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::Status;
 use serde_json::error::Category;
+
+use crate::cluster::{ClusterSource, LookupError};
+use crate::guard::{DeleteRequest, GuardConfig, GuardDecision};
+use crate::labels::LabelScheme;
+use crate::metrics::Metrics;
 
 /// The only AdmissionReview version nsguard speaks (Kubernetes 1.16+; v1beta1 is gone
 /// from admissionregistration.k8s.io/v1 webhooks' defaults and from 1.22's API).
@@ -120,19 +128,102 @@ pub fn encode(response: AdmissionResponse) -> Vec<u8> {
     serde_json::to_vec(&response.into_review()).expect("AdmissionReview serializes")
 }
 
-/// Answers reviews. The decisions it calls are added by the guard and placement modules.
-#[derive(Debug, Default)]
-pub struct Webhook {}
+/// Answers reviews: routes each request to the decision that applies to it.
+pub struct Webhook {
+    pub scheme: LabelScheme,
+    pub guard: GuardConfig,
+    pub cluster: ClusterSource,
+    /// Deadline of the guard's cluster lookup; past it, the delete is denied.
+    pub lookup_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
 
 impl Webhook {
     /// The answer to one review on one endpoint.
     pub async fn review(
         &self,
-        _endpoint: Endpoint,
+        endpoint: Endpoint,
         request: &AdmissionRequest<DynamicObject>,
     ) -> AdmissionResponse {
+        if endpoint == Endpoint::Validate && is_namespace_delete(request) {
+            return self.guard_namespace_delete(request).await;
+        }
         AdmissionResponse::from(request)
     }
+
+    /// The namespace guard, with its audit event. Runs the same way under `dryRun`: the
+    /// decision has no side effects, so `kubectl delete ns X --dry-run=server` asks
+    /// "would this be allowed?".
+    async fn guard_namespace_delete(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> AdmissionResponse {
+        let started = Instant::now();
+        let namespace = request.name.as_str();
+        let delete = DeleteRequest {
+            namespace,
+            username: request.user_info.username.as_deref().unwrap_or(""),
+            groups: request.user_info.groups.as_deref().unwrap_or(&[]),
+            annotations: request
+                .old_object
+                .as_ref()
+                .and_then(|ns| ns.metadata.annotations.as_ref()),
+        };
+        let (decision, scan) = self
+            .cluster
+            .guard(&self.guard, &delete, self.lookup_timeout)
+            .await;
+        match scan {
+            Some(Err(LookupError::Deadline { .. })) => self.metrics.lookup_error("deadline"),
+            Some(Err(LookupError::Discovery(_))) => self.metrics.lookup_error("discovery"),
+            Some(Ok(scan)) if !scan.unverified.is_empty() => {
+                self.metrics.lookup_error("unverified_types")
+            }
+            _ => {}
+        }
+        audit(request, &decision, started.elapsed());
+        if decision.allowed() {
+            AdmissionResponse::from(request)
+        } else {
+            deny(request, decision.message())
+        }
+    }
+}
+
+fn is_namespace_delete(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request.operation == Operation::Delete
+        && request.kind.group.is_empty()
+        && request.kind.kind == "Namespace"
+        && request.sub_resource.is_none()
+}
+
+/// One structured audit event per guard decision, allowed or denied.
+fn audit(request: &AdmissionRequest<DynamicObject>, decision: &GuardDecision, elapsed: Duration) {
+    let owners: Vec<String> = decision
+        .owners
+        .iter()
+        .map(|o| format!("{}({})", o.owner, o.total))
+        .collect();
+    let unverified: Vec<&str> = decision
+        .unverified
+        .iter()
+        .map(|u| u.resource.as_str())
+        .collect();
+    tracing::info!(
+        target: "nsguard::audit",
+        event = "namespace-delete",
+        uid = %request.uid,
+        user = request.user_info.username.as_deref().unwrap_or(""),
+        namespace = %decision.namespace,
+        dry_run = request.dry_run,
+        decision = if decision.allowed() { "allowed" } else { "denied" },
+        reason = decision.verdict.code(),
+        owners = %owners.join(","),
+        unverified = %unverified.join(","),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "namespace delete {}",
+        if decision.allowed() { "allowed" } else { "denied" }
+    );
 }
 
 #[cfg(test)]

@@ -2,13 +2,17 @@
 //! cascade-deleting other stacks' workloads, and keeps simple-container sub-env
 //! workloads in their own namespaces.
 //!
-//! The crate is a pure core ([`naming`], [`labels`], [`placement`]) and a thin shell
-//! around it ([`admission`] decoding, [`server`], [`certs`], [`cli`]); the shell does
-//! I/O and calls the core, never the other way round.
+//! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`]) and a
+//! thin shell around it ([`admission`], [`cluster`] lookups, [`documents`] reading,
+//! [`server`], [`certs`], [`cli`]); the shell does I/O and calls the core, never the
+//! other way round.
 
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
+pub mod documents;
+pub mod guard;
 pub mod labels;
 pub mod metrics;
 pub mod naming;

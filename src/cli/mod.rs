@@ -4,7 +4,9 @@
 //! one rule across the binary: 0 success (or "allowed"), 1 a finding (denied,
 //! misplaced objects), 2 an error the user must fix (clap's usage errors are 2 too).
 
+mod can_delete;
 mod certs;
+mod guard_args;
 mod naming;
 mod serve;
 
@@ -35,8 +37,9 @@ pub struct Cli {
     )]
     log_format: LogFormat,
     /// Log filter (`info`, `debug`, `nsguard=debug,kube=warn`, ...); RUST_LOG wins.
-    #[arg(long, global = true, env = "NSGUARD_LOG_LEVEL", default_value = "info")]
-    log_level: String,
+    /// Default: info for `serve`, warn for the other commands (their output is stdout).
+    #[arg(long, global = true, env = "NSGUARD_LOG_LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,12 +54,27 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Write a CA and a serving certificate (ca.crt, tls.crt, tls.key) for the webhook.
     Certs(certs::CertsArgs),
+    /// Would deleting NAMESPACE be allowed? Exit 0 allowed, 1 denied (owners printed),
+    /// 2 error.
+    CanDelete(Box<can_delete::CanDeleteArgs>),
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 impl Cli {
     /// Run the chosen subcommand; errors are printed as one line on stderr.
     pub fn run(self) -> ExitCode {
-        if let Err(err) = telemetry::init(self.log_format, &self.log_level) {
+        let default_level = match self.command {
+            Command::Serve(_) => "info",
+            _ => "warn",
+        };
+        let level = self.log_level.as_deref().unwrap_or(default_level);
+        if let Err(err) = telemetry::init(self.log_format, level) {
             eprintln!("nsguard: error: {}", one_line(&err));
             return ExitCode::from(EXIT_ERROR);
         }
@@ -65,6 +83,7 @@ impl Cli {
             Command::NsName(args) => naming::ns_name(args),
             Command::Serve(args) => serve::serve(*args),
             Command::Certs(args) => certs::certs(args),
+            Command::CanDelete(args) => can_delete::can_delete(*args),
         };
         match result {
             Ok(code) => code,

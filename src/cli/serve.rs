@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::guard_args::{ClusterArgs, Fallback, GuardArgs, LabelArgs};
 use crate::admission::Webhook;
 use crate::certs::{self, CertRequest};
 use crate::metrics::Metrics;
@@ -56,6 +57,12 @@ pub struct ServeArgs {
     /// Open connections beyond this are closed at once.
     #[arg(long, env = "NSGUARD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    #[command(flatten)]
+    labels: LabelArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
 }
 
 impl ServeArgs {
@@ -117,7 +124,14 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
     };
     let metrics = Arc::new(Metrics::new());
-    let webhook = Arc::new(Webhook::default());
+    let scheme = args.labels.scheme();
+    let webhook = Arc::new(Webhook {
+        cluster: args.cluster.source(&scheme, Fallback::Example).await?,
+        scheme,
+        guard: args.guard.config(),
+        lookup_timeout: args.cluster.lookup_timeout,
+        metrics: metrics.clone(),
+    });
     let server = BoundServer::bind(options, webhook, metrics).await?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));

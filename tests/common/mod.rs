@@ -74,6 +74,14 @@ pub struct ServerBuilder {
     args: Vec<String>,
     client_certs: bool,
     tls_files: Option<(PathBuf, PathBuf, GeneratedCerts)>,
+    cluster: Cluster,
+}
+
+/// Where the server under test reads cluster state.
+pub enum Cluster {
+    Dump(PathBuf),
+    /// A replayed API server, through a kubeconfig pointing at it.
+    Kubeconfig(PathBuf),
 }
 
 impl Server {
@@ -82,6 +90,7 @@ impl Server {
             args: Vec::new(),
             client_certs: false,
             tls_files: None,
+            cluster: Cluster::Dump(repo_path("examples/cluster-dump.yaml")),
         }
     }
 
@@ -175,6 +184,11 @@ impl ServerBuilder {
         self
     }
 
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// Serve this certificate pair (the caller manages the files) instead of a fresh one.
     pub fn tls_files(mut self, cert: PathBuf, key: PathBuf, certs: GeneratedCerts) -> Self {
         self.tls_files = Some((cert, key, certs));
@@ -194,7 +208,21 @@ impl ServerBuilder {
                 )
             }
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nsguard"));
+        command
+            .env_remove("NSGUARD_CLUSTER_DUMP")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", dir.path());
+        match &self.cluster {
+            Cluster::Dump(path) => {
+                command.env("NSGUARD_CLUSTER_DUMP", path);
+            }
+            Cluster::Kubeconfig(path) => {
+                command.env("KUBECONFIG", path);
+            }
+        }
+        let mut child = command
             .args(["--log-format", "json", "--log-level", "info", "serve"])
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--tls-cert")

@@ -1,0 +1,65 @@
+//! `nsguard can-delete NAMESPACE`: the guard's decision from the command line, against a
+//! live cluster or a dump. Exit 0 allowed, 1 denied, 2 error (the lookup failed).
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::OutputFormat;
+use super::guard_args::{ClusterArgs, Fallback, GuardArgs, LabelArgs};
+use crate::guard::{DeleteRequest, Verdict};
+
+#[derive(Debug, Args)]
+pub struct CanDeleteArgs {
+    /// The namespace whose deletion to check.
+    namespace: String,
+    /// Evaluate exemptions as this user.
+    #[arg(long = "as", value_name = "USER", default_value = "")]
+    as_user: String,
+    /// Evaluate exemptions as a member of this group (repeatable).
+    #[arg(long = "as-group", value_name = "GROUP")]
+    as_groups: Vec<String>,
+    /// text for people, json for machines.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: OutputFormat,
+    #[command(flatten)]
+    labels: LabelArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let scheme = args.labels.scheme();
+        let source = args.cluster.source(&scheme, Fallback::Error).await?;
+        let annotations = source.namespace_annotations(&args.namespace).await?;
+        let request = DeleteRequest {
+            namespace: &args.namespace,
+            username: &args.as_user,
+            groups: &args.as_groups,
+            annotations: annotations.as_ref(),
+        };
+        let config = args.guard.config();
+        let (decision, _) = source
+            .guard(&config, &request, args.cluster.lookup_timeout)
+            .await;
+        match args.output {
+            OutputFormat::Text => println!("{}", decision.message()),
+            OutputFormat::Json => {
+                let mut value = serde_json::to_value(&decision)?;
+                value["allowed"] = decision.allowed().into();
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            }
+        }
+        Ok(match decision.verdict {
+            Verdict::LookupFailed { .. } => ExitCode::from(super::EXIT_ERROR),
+            _ if decision.allowed() => ExitCode::SUCCESS,
+            _ => ExitCode::from(1),
+        })
+    })
+}

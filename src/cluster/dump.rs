@@ -1,0 +1,139 @@
+//! Cluster state from a dump file: what `kubectl get ... -A -o yaml|json` prints.
+//! Loaded once and indexed by namespace, keeping only what the guard reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::documents::{self, ObjectHead};
+use crate::guard::{NamespaceScan, OwnedObject};
+use crate::labels::LabelScheme;
+
+/// A loaded dump: owned objects per namespace, and the Namespaces' annotations.
+#[derive(Debug, Default)]
+pub struct ClusterDump {
+    owned: HashMap<String, Vec<OwnedObject>>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    objects: usize,
+}
+
+impl ClusterDump {
+    pub fn load(path: &Path, scheme: &LabelScheme) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading cluster dump {}", path.display()))?;
+        Self::parse(&text, scheme).with_context(|| format!("cluster dump {}", path.display()))
+    }
+
+    /// Index a dump's text. Cluster-scoped objects other than Namespaces are ignored.
+    pub fn parse(text: &str, scheme: &LabelScheme) -> anyhow::Result<Self> {
+        let mut dump = Self::default();
+        for (index, document) in documents::parse(text)? {
+            for (item, value) in documents::objects(&document).enumerate() {
+                let head = ObjectHead::of(value)
+                    .map_err(|e| anyhow::anyhow!("document {index}, item {item}: {e}"))?;
+                dump.add(head, scheme);
+            }
+        }
+        Ok(dump)
+    }
+
+    fn add(&mut self, head: ObjectHead, scheme: &LabelScheme) {
+        self.objects += 1;
+        if head.kind == "Namespace" && head.group().is_empty() {
+            self.namespaces
+                .insert(head.metadata.name.clone(), head.metadata.annotations);
+            return;
+        }
+        let Some(namespace) = head.metadata.namespace.clone().filter(|ns| !ns.is_empty()) else {
+            return;
+        };
+        if let Some(owner) = scheme.owner(&head.metadata.labels) {
+            let kind = head.qualified_kind();
+            self.owned.entry(namespace).or_default().push(OwnedObject {
+                owner,
+                kind,
+                name: head.metadata.name,
+            });
+        }
+    }
+
+    /// What the namespace holds. A dump is complete by construction: nothing unverified.
+    pub fn scan(&self, namespace: &str) -> NamespaceScan {
+        NamespaceScan {
+            objects: self.owned.get(namespace).cloned().unwrap_or_default(),
+            unverified: Vec::new(),
+            resource_types: 0,
+        }
+    }
+
+    /// The annotations of a Namespace in the dump, if the dump has it.
+    pub fn namespace_annotations(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.namespaces.get(namespace)
+    }
+
+    /// How many objects the dump held, for the startup log.
+    pub fn object_count(&self) -> usize {
+        self.objects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata:
+    name: shared
+    annotations: {nsguard.dev/allow-delete: "true"}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata:
+    name: api
+    namespace: shared
+    labels: {simple-container-com/app-name: api, simple-container-com/env: prod}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: unowned, namespace: shared}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: legacy
+  namespace: shared
+  labels: {appName: api-tenant-a, appEnv: tenant-a}
+"#;
+
+    #[test]
+    fn indexes_owned_objects_by_namespace() {
+        let dump = ClusterDump::parse(DUMP, &LabelScheme::default()).unwrap();
+        let scan = dump.scan("shared");
+        let kinds: Vec<_> = scan
+            .objects
+            .iter()
+            .map(|o| (o.kind.as_str(), o.owner.env.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![("Deployment.apps", "prod"), ("Service", "tenant-a")]
+        );
+        assert!(dump.scan("absent").objects.is_empty());
+        assert_eq!(
+            dump.namespace_annotations("shared").unwrap()["nsguard.dev/allow-delete"],
+            "true"
+        );
+        assert_eq!(dump.object_count(), 4);
+    }
+
+    #[test]
+    fn malformed_items_are_errors_with_a_position() {
+        let err =
+            ClusterDump::parse("kind: List\nitems:\n- 42\n", &LabelScheme::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("document 0, item 0"), "{err:#}");
+    }
+}

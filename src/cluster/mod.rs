@@ -1,0 +1,70 @@
+//! Where the guard learns what a namespace holds: a live API server or a dump file,
+//! behind one interface.
+
+pub mod dump;
+pub mod live;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::guard::{self, DeleteRequest, GuardConfig, GuardDecision, NamespaceScan};
+pub use dump::ClusterDump;
+pub use live::{LiveCluster, LiveOptions, LookupError};
+
+/// The source of cluster state.
+pub enum ClusterSource {
+    Live(LiveCluster),
+    Dump(ClusterDump),
+}
+
+impl ClusterSource {
+    /// What `namespace` holds, within `timeout`. A dump answers at once.
+    pub async fn scan(
+        &self,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<NamespaceScan, LookupError> {
+        match self {
+            ClusterSource::Live(live) => live.scan(namespace, timeout).await,
+            ClusterSource::Dump(dump) => Ok(dump.scan(namespace)),
+        }
+    }
+
+    /// The annotations of a Namespace, when the source knows the Namespace.
+    pub async fn namespace_annotations(
+        &self,
+        namespace: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        match self {
+            ClusterSource::Live(live) => live.namespace_annotations(namespace).await,
+            ClusterSource::Dump(dump) => Ok(dump.namespace_annotations(namespace).cloned()),
+        }
+    }
+
+    /// The guard's whole question, as the webhook and the CLI both ask it: exemptions
+    /// first (no lookup needed), then a scan under `timeout`, then the decision. The scan
+    /// (or its error) is returned too, for metrics.
+    pub async fn guard(
+        &self,
+        config: &GuardConfig,
+        request: &DeleteRequest<'_>,
+        timeout: Duration,
+    ) -> (GuardDecision, Option<Result<NamespaceScan, LookupError>>) {
+        if let Some(decision) = guard::exemption(config, request) {
+            return (decision, None);
+        }
+        let scan = self.scan(request.namespace, timeout).await;
+        let decision = match &scan {
+            Ok(scan) => guard::decide(config, request.namespace, Ok(scan)),
+            Err(err) => guard::decide(config, request.namespace, Err(&err.to_string())),
+        };
+        (decision, Some(scan))
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ClusterSource::Live(_) => "live API server",
+            ClusterSource::Dump(_) => "cluster dump",
+        }
+    }
+}

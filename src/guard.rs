@@ -1,0 +1,490 @@
+//! The namespace guard's decision, over plain data: may this Namespace be deleted?
+//!
+//! Deleting a Namespace cascade-deletes everything in it. When objects of two or more
+//! stacks (owners) live inside, one stack's teardown would take its siblings with it, so
+//! the delete is denied. The guard fails closed: a lookup that failed, ran out of time, or
+//! could not read every resource type is a denial that says why, never a silent allow.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::labels::Owner;
+
+/// The annotation that lets a Namespace be deleted regardless of what is inside.
+pub const BREAK_GLASS_ANNOTATION: &str = "nsguard.dev/allow-delete";
+
+/// How many example objects a message names per owner.
+const EXAMPLES_PER_OWNER: usize = 3;
+
+/// When a delete is denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuardPolicy {
+    /// Deny while objects of two or more owners remain (the outage case).
+    #[default]
+    MultiOwner,
+    /// Deny while any owned object remains: a stack that destroys itself empties its
+    /// namespace before deleting it.
+    NonEmpty,
+}
+
+/// The guard's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct GuardConfig {
+    pub policy: GuardPolicy,
+    pub exempt_users: Vec<String>,
+    pub exempt_groups: Vec<String>,
+}
+
+/// Who asks to delete which namespace, and the annotations it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteRequest<'a> {
+    pub namespace: &'a str,
+    pub username: &'a str,
+    pub groups: &'a [String],
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// One owned object found in the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedObject {
+    pub owner: Owner,
+    /// Kind, qualified with the API group when it has one (`Deployment.apps`).
+    pub kind: String,
+    pub name: String,
+}
+
+/// A resource type whose objects could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unverified {
+    pub resource: String,
+    pub reason: String,
+}
+
+/// What a lookup found in one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceScan {
+    pub objects: Vec<OwnedObject>,
+    /// Resource types that could not be listed; their objects are unknown.
+    pub unverified: Vec<Unverified>,
+    /// How many resource types were read, for the audit log.
+    pub resource_types: usize,
+}
+
+/// The objects of one owner, summarized for a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OwnerSummary {
+    pub owner: Owner,
+    pub total: usize,
+    pub by_kind: BTreeMap<String, usize>,
+    pub examples: Vec<String>,
+}
+
+/// Why a delete is allowed or denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Verdict {
+    BreakGlass,
+    ExemptUser {
+        user: String,
+    },
+    ExemptGroup {
+        group: String,
+    },
+    /// Nothing owned inside, or (multi-owner policy) a single owner.
+    Safe,
+    MultipleOwners,
+    OwnedObjectsRemain,
+    /// The lookup did not finish: fail closed.
+    LookupFailed {
+        error: String,
+    },
+    /// Some resource types could not be read and what was read does not already deny.
+    Incomplete,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        matches!(
+            self,
+            Verdict::BreakGlass
+                | Verdict::ExemptUser { .. }
+                | Verdict::ExemptGroup { .. }
+                | Verdict::Safe
+        )
+    }
+
+    /// A short, fixed name for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Verdict::BreakGlass => "break-glass",
+            Verdict::ExemptUser { .. } => "exempt-user",
+            Verdict::ExemptGroup { .. } => "exempt-group",
+            Verdict::Safe => "safe",
+            Verdict::MultipleOwners => "multiple-owners",
+            Verdict::OwnedObjectsRemain => "owned-objects-remain",
+            Verdict::LookupFailed { .. } => "lookup-failed",
+            Verdict::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// The guard's answer for one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardDecision {
+    pub namespace: String,
+    pub verdict: Verdict,
+    pub owners: Vec<OwnerSummary>,
+    pub unverified: Vec<Unverified>,
+}
+
+impl GuardDecision {
+    pub fn allowed(&self) -> bool {
+        self.verdict.allowed()
+    }
+
+    fn without_lookup(namespace: &str, verdict: Verdict) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            verdict,
+            owners: Vec::new(),
+            unverified: Vec::new(),
+        }
+    }
+}
+
+/// Allowed without looking inside: the break-glass annotation or an exempt user/group.
+/// Checked first so that an emergency delete does not depend on the API server's lists.
+pub fn exemption(config: &GuardConfig, request: &DeleteRequest<'_>) -> Option<GuardDecision> {
+    let verdict = if request
+        .annotations
+        .and_then(|a| a.get(BREAK_GLASS_ANNOTATION))
+        .is_some_and(|v| v == "true")
+    {
+        Verdict::BreakGlass
+    } else if config.exempt_users.iter().any(|u| u == request.username) {
+        Verdict::ExemptUser {
+            user: request.username.to_owned(),
+        }
+    } else if let Some(group) = request
+        .groups
+        .iter()
+        .find(|g| config.exempt_groups.contains(g))
+    {
+        Verdict::ExemptGroup {
+            group: group.clone(),
+        }
+    } else {
+        return None;
+    };
+    Some(GuardDecision::without_lookup(request.namespace, verdict))
+}
+
+/// Decide over a finished (or failed) lookup. Call [`exemption`] first.
+pub fn decide(
+    config: &GuardConfig,
+    namespace: &str,
+    scan: Result<&NamespaceScan, &str>,
+) -> GuardDecision {
+    let scan = match scan {
+        Ok(scan) => scan,
+        Err(error) => {
+            return GuardDecision::without_lookup(
+                namespace,
+                Verdict::LookupFailed {
+                    error: error.to_owned(),
+                },
+            );
+        }
+    };
+    let owners = summarize(&scan.objects);
+    let verdict = match (config.policy, owners.len()) {
+        (_, n) if n >= 2 => Verdict::MultipleOwners,
+        (GuardPolicy::NonEmpty, 1) => Verdict::OwnedObjectsRemain,
+        // What could not be read might hold a second owner: fail closed.
+        _ if !scan.unverified.is_empty() => Verdict::Incomplete,
+        _ => Verdict::Safe,
+    };
+    GuardDecision {
+        namespace: namespace.to_owned(),
+        verdict,
+        owners,
+        unverified: scan.unverified.clone(),
+    }
+}
+
+/// Group objects by owner, counting kinds and keeping a few names, in a stable order.
+fn summarize(objects: &[OwnedObject]) -> Vec<OwnerSummary> {
+    let mut by_owner: BTreeMap<&Owner, Vec<&OwnedObject>> = BTreeMap::new();
+    for object in objects {
+        by_owner.entry(&object.owner).or_default().push(object);
+    }
+    by_owner
+        .into_iter()
+        .map(|(owner, mut objects)| {
+            objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+            let mut by_kind = BTreeMap::new();
+            for object in &objects {
+                *by_kind.entry(object.kind.clone()).or_insert(0) += 1;
+            }
+            OwnerSummary {
+                owner: owner.clone(),
+                total: objects.len(),
+                by_kind,
+                examples: objects
+                    .iter()
+                    .take(EXAMPLES_PER_OWNER)
+                    .map(|o| format!("{}/{}", o.kind, o.name))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+impl GuardDecision {
+    /// The message for `kubectl` (denials) or the CLI: who owns what, and how to proceed.
+    pub fn message(&self) -> String {
+        let ns = &self.namespace;
+        let mut out = match &self.verdict {
+            Verdict::BreakGlass => {
+                format!("namespace {ns:?} may be deleted: it carries {BREAK_GLASS_ANNOTATION}=true")
+            }
+            Verdict::ExemptUser { user } => {
+                format!("namespace {ns:?} may be deleted: user {user:?} is exempt")
+            }
+            Verdict::ExemptGroup { group } => {
+                format!("namespace {ns:?} may be deleted: group {group:?} is exempt")
+            }
+            Verdict::Safe => match self.owners.as_slice() {
+                [] => format!("namespace {ns:?} may be deleted: no stack owns objects in it"),
+                [only] => format!(
+                    "namespace {ns:?} may be deleted: only stack {} owns objects in it",
+                    only.owner
+                ),
+                _ => unreachable!("two owners are never safe"),
+            },
+            Verdict::MultipleOwners => format!(
+                "nsguard: namespace {ns:?} holds objects of {} stacks; deleting it would delete all of them:",
+                self.owners.len()
+            ),
+            Verdict::OwnedObjectsRemain => format!(
+                "nsguard: namespace {ns:?} still holds objects of stack {} (policy non-empty: a stack empties its namespace before deleting it):",
+                self.owners[0].owner
+            ),
+            Verdict::LookupFailed { error } => format!(
+                "nsguard: cannot verify what namespace {ns:?} holds, so its deletion is denied (fail closed): {error}"
+            ),
+            Verdict::Incomplete => format!(
+                "nsguard: namespace {ns:?} could not be fully checked, so its deletion is denied (fail closed):"
+            ),
+        };
+        for summary in &self.owners {
+            let kinds: Vec<String> = summary
+                .by_kind
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
+            let _ = write!(
+                out,
+                "\n  - stack {} (app-name={}, env={}): {} object{}: {} (e.g. {})",
+                summary.owner,
+                summary.owner.app_name,
+                summary.owner.env,
+                summary.total,
+                if summary.total == 1 { "" } else { "s" },
+                kinds.join(", "),
+                summary.examples.join(", ")
+            );
+        }
+        if !self.unverified.is_empty() {
+            let _ = write!(out, "\n  could not list:");
+            for u in &self.unverified {
+                let _ = write!(out, "\n  - {}: {}", u.resource, u.reason);
+            }
+        }
+        if !self.allowed() {
+            let _ = write!(out, "\n{}", self.how_to_proceed());
+        }
+        out
+    }
+
+    fn how_to_proceed(&self) -> String {
+        let ns = &self.namespace;
+        let override_hint = format!(
+            "if deleting everything in it is intended, run: kubectl annotate namespace {ns} {BREAK_GLASS_ANNOTATION}=true"
+        );
+        match self.verdict {
+            Verdict::LookupFailed { .. } => format!(
+                "To proceed: retry when the API server answers nsguard's lookups; {override_hint}"
+            ),
+            Verdict::Incomplete => format!(
+                "To proceed: let nsguard list those types (RBAC), or exclude them with --skip-resource; {override_hint}"
+            ),
+            _ => format!(
+                "To proceed: tear down each stack with its own tool first (or move its objects out) so one stack is left; {override_hint}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(app: &str, env: &str) -> Owner {
+        Owner {
+            app_name: app.into(),
+            env: env.into(),
+        }
+    }
+
+    fn obj(app: &str, env: &str, kind: &str, name: &str) -> OwnedObject {
+        OwnedObject {
+            owner: owner(app, env),
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+
+    fn scan(objects: Vec<OwnedObject>) -> NamespaceScan {
+        NamespaceScan {
+            objects,
+            unverified: vec![],
+            resource_types: 10,
+        }
+    }
+
+    #[test]
+    fn two_owners_deny_with_a_readable_message() {
+        let s = scan(vec![
+            obj("wallet", "production", "Deployment.apps", "wallet"),
+            obj("wallet", "production", "Service", "wallet"),
+            obj(
+                "wallet-tenant-a",
+                "tenant-a",
+                "Deployment.apps",
+                "wallet-tenant-a",
+            ),
+        ]);
+        let d = decide(&GuardConfig::default(), "wallet", Ok(&s));
+        assert_eq!(d.verdict, Verdict::MultipleOwners);
+        assert!(!d.allowed());
+        let msg = d.message();
+        assert!(msg.contains("holds objects of 2 stacks"), "{msg}");
+        assert!(msg.contains("stack wallet/production (app-name=wallet, env=production): 2 objects: 1 Deployment.apps, 1 Service"), "{msg}");
+        assert!(
+            msg.contains("e.g. Deployment.apps/wallet-tenant-a"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("kubectl annotate namespace wallet nsguard.dev/allow-delete=true"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn one_owner_or_none_is_safe_under_the_default_policy() {
+        let one = scan(vec![
+            obj("a", "prod", "Service", "a"),
+            obj("a", "prod", "Secret", "b"),
+        ]);
+        assert!(decide(&GuardConfig::default(), "a", Ok(&one)).allowed());
+        assert!(decide(&GuardConfig::default(), "a", Ok(&scan(vec![]))).allowed());
+    }
+
+    #[test]
+    fn strict_policy_denies_any_owned_object() {
+        let config = GuardConfig {
+            policy: GuardPolicy::NonEmpty,
+            ..Default::default()
+        };
+        let one = scan(vec![obj("a", "prod", "Service", "a")]);
+        assert_eq!(
+            decide(&config, "a", Ok(&one)).verdict,
+            Verdict::OwnedObjectsRemain
+        );
+        assert!(decide(&config, "a", Ok(&scan(vec![]))).allowed());
+    }
+
+    #[test]
+    fn same_app_in_two_envs_is_two_owners() {
+        let s = scan(vec![
+            obj("a", "prod", "Service", "a"),
+            obj("a", "staging", "Service", "b"),
+        ]);
+        assert_eq!(
+            decide(&GuardConfig::default(), "a", Ok(&s)).verdict,
+            Verdict::MultipleOwners
+        );
+    }
+
+    #[test]
+    fn failures_fail_closed() {
+        let d = decide(&GuardConfig::default(), "a", Err("deadline of 3s exceeded"));
+        assert!(!d.allowed());
+        assert!(d.message().contains("deadline of 3s exceeded"));
+
+        let mut partial = scan(vec![obj("a", "prod", "Service", "a")]);
+        partial.unverified.push(Unverified {
+            resource: "widgets.example.com".into(),
+            reason: "403 Forbidden".into(),
+        });
+        let d = decide(&GuardConfig::default(), "a", Ok(&partial));
+        assert_eq!(d.verdict, Verdict::Incomplete);
+        assert!(
+            d.message().contains("widgets.example.com: 403 Forbidden"),
+            "{}",
+            d.message()
+        );
+
+        // Two owners already seen: the denial is about them, the gap is still listed.
+        partial.objects.push(obj("b", "prod", "Service", "b"));
+        let d = decide(&GuardConfig::default(), "a", Ok(&partial));
+        assert_eq!(d.verdict, Verdict::MultipleOwners);
+        assert!(d.message().contains("could not list"));
+    }
+
+    #[test]
+    fn exemptions() {
+        let config = GuardConfig {
+            exempt_users: vec!["root-admin".into()],
+            exempt_groups: vec!["platform".into()],
+            ..Default::default()
+        };
+        let groups = vec!["system:authenticated".to_owned(), "platform".to_owned()];
+        let none = BTreeMap::new();
+        let mut req = DeleteRequest {
+            namespace: "a",
+            username: "alice",
+            groups: &[],
+            annotations: Some(&none),
+        };
+        assert_eq!(exemption(&config, &req), None);
+        req.groups = &groups;
+        assert_eq!(
+            exemption(&config, &req).unwrap().verdict,
+            Verdict::ExemptGroup {
+                group: "platform".into()
+            }
+        );
+        req.groups = &[];
+        req.username = "root-admin";
+        assert!(exemption(&config, &req).unwrap().allowed());
+        req.username = "alice";
+        let almost = BTreeMap::from([(BREAK_GLASS_ANNOTATION.to_owned(), "yes".to_owned())]);
+        req.annotations = Some(&almost);
+        assert_eq!(
+            exemption(&config, &req),
+            None,
+            "only the exact value true counts"
+        );
+        let glass = BTreeMap::from([(BREAK_GLASS_ANNOTATION.to_owned(), "true".to_owned())]);
+        req.annotations = Some(&glass);
+        assert_eq!(
+            exemption(&config, &req).unwrap().verdict,
+            Verdict::BreakGlass
+        );
+    }
+}

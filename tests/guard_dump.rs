@@ -1,0 +1,190 @@
+//! The namespace guard's decisions over cluster dumps, through `nsguard can-delete`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::repo_path;
+
+fn can_delete(namespace: &str, dump: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .arg("can-delete")
+        .arg(namespace)
+        .arg("--cluster-dump")
+        .arg(repo_path(dump))
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run nsguard")
+}
+
+const EXAMPLE: &str = "examples/cluster-dump.yaml";
+const GENERATIONS: &str = "tests/data/dumps/legacy-and-mixed.yaml";
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn shared_legacy_namespace_is_denied_and_every_owner_is_named() {
+    let out = can_delete("pay-space-wallet", EXAMPLE, &[]);
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    assert!(text.contains("holds objects of 3 stacks"), "{text}");
+    for owner in [
+        "pay-space-wallet/production",
+        "pay-space-wallet-tenant-a/tenant-a",
+        "pay-space-wallet-tenant-b/tenant-b",
+    ] {
+        assert!(
+            text.contains(&format!("stack {owner}")),
+            "{owner} missing: {text}"
+        );
+    }
+    assert!(text.contains("1 Deployment.apps"), "{text}");
+    assert!(
+        text.contains("kubectl annotate namespace pay-space-wallet nsguard.dev/allow-delete=true"),
+        "{text}"
+    );
+}
+
+#[test]
+fn single_owner_and_empty_namespaces_are_allowed() {
+    for ns in [
+        "pay-space-wallet-tenant-c",
+        "billing",
+        "scratch",
+        "does-not-exist",
+    ] {
+        assert_exit(&can_delete(ns, EXAMPLE, &[]), 0);
+    }
+}
+
+#[test]
+fn break_glass_annotation_allows() {
+    let out = can_delete("reports", EXAMPLE, &[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("nsguard.dev/allow-delete=true"));
+}
+
+#[test]
+fn exempt_users_and_groups_are_allowed() {
+    assert_exit(
+        &can_delete("pay-space-wallet", EXAMPLE, &["--as", "alice"]),
+        1,
+    );
+    assert_exit(
+        &can_delete(
+            "pay-space-wallet",
+            EXAMPLE,
+            &["--as", "alice", "--exempt-user", "alice"],
+        ),
+        0,
+    );
+    assert_exit(
+        &can_delete(
+            "pay-space-wallet",
+            EXAMPLE,
+            &["--as-group", "platform", "--exempt-group", "platform,sre"],
+        ),
+        0,
+    );
+}
+
+#[test]
+fn strict_policy_denies_any_owned_object() {
+    let strict = ["--guard-policy", "non-empty"];
+    let out = can_delete("billing", EXAMPLE, &strict);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).contains("policy non-empty"),
+        "{}",
+        stdout(&out)
+    );
+    assert_exit(&can_delete("scratch", EXAMPLE, &strict), 0);
+    assert_exit(&can_delete("unowned", GENERATIONS, &strict), 0);
+}
+
+#[test]
+fn legacy_keys_and_mixed_generations() {
+    let out = can_delete("legacy-shared", GENERATIONS, &[]);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).contains("stack a-preview/preview"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = can_delete("mixed", GENERATIONS, &[]);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).contains("holds objects of 3 stacks"),
+        "{}",
+        stdout(&out)
+    );
+
+    // One stack seen through three generations is still one owner.
+    let out = can_delete("same-stack-mixed", GENERATIONS, &[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("3 objects"), "{}", stdout(&out));
+
+    // Half a label pair identifies no one; generations never combine on one object.
+    assert_exit(
+        &can_delete(
+            "half-labelled",
+            GENERATIONS,
+            &["--guard-policy", "non-empty"],
+        ),
+        0,
+    );
+}
+
+#[test]
+fn custom_label_keys_replace_the_defaults() {
+    // With only the legacy generation configured, the current-key stacks are invisible.
+    let legacy_only = [
+        "--label-keys",
+        "appName,appEnv,simplecontainer.com/parent-env",
+    ];
+    let out = can_delete("mixed", GENERATIONS, &legacy_only);
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn json_output_for_machines() {
+    let out = can_delete("pay-space-wallet", EXAMPLE, &["--output", "json"]);
+    assert_exit(&out, 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["verdict"]["reason"], "multiple-owners");
+    assert_eq!(v["owners"].as_array().unwrap().len(), 3);
+    assert_eq!(v["owners"][0]["by_kind"]["Deployment.apps"], 1);
+}
+
+#[test]
+fn unreadable_dumps_are_errors_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "kind: List\nitems: [\n").unwrap();
+    for path in [broken.to_str().unwrap(), "/does/not/exist.yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(["can-delete", "x", "--cluster-dump", path])
+            .output()
+            .unwrap();
+        assert_exit(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("nsguard: error:"), "{err}");
+    }
+}
