@@ -2,6 +2,8 @@
 //! to it with a rustls + hyper client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod replay;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

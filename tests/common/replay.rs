@@ -1,0 +1,301 @@
+//! A stand-in kube-apiserver over plain HTTP: replays the recorded discovery documents
+//! from `tests/fixtures/kube-apiserver/discovery/` and answers metadata-only list calls
+//! (`PartialObjectMetadataList`) from objects the test defines, with injectable faults.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::repo_path;
+
+/// What a list of one resource type does instead of answering normally.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Forbidden,
+    ServerError,
+    Slow(Duration),
+    Hang,
+    Garbage,
+    /// Headers and half a body, then the connection is cut.
+    Truncated,
+}
+
+#[derive(Default)]
+pub struct ReplayState {
+    /// (namespace, plural) -> object metadata.
+    pub objects: HashMap<(String, String), Vec<Value>>,
+    /// plural -> fault.
+    pub faults: HashMap<String, Fault>,
+    /// Every request path served, for assertions.
+    pub requests: Vec<String>,
+    /// When set, every request fails with 503 (an API server that is down).
+    pub down: bool,
+}
+
+pub struct Replay {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<ReplayState>>,
+    discovery: Arc<BTreeMap<String, Value>>,
+}
+
+impl Replay {
+    pub async fn start() -> Replay {
+        let discovery = Arc::new(load_discovery());
+        let state = Arc::new(Mutex::new(ReplayState::default()));
+        let app = Router::new()
+            .fallback(serve)
+            .with_state((state.clone(), discovery.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Replay {
+            addr,
+            state,
+            discovery,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Add an owned object of `plural` in `namespace`.
+    pub fn add(&self, namespace: &str, plural: &str, name: &str, labels: &[(&str, &str)]) {
+        let mut state = self.state.lock().unwrap();
+        let list = state
+            .objects
+            .entry((namespace.to_owned(), plural.to_owned()))
+            .or_default();
+        let uid = format!("uid-{namespace}-{plural}-{name}");
+        let labels: BTreeMap<_, _> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        list.push(json!({"name": name, "namespace": namespace, "uid": uid, "labels": labels}));
+    }
+
+    pub fn fault(&self, plural: &str, fault: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .insert(plural.to_owned(), fault);
+    }
+
+    pub fn clear_faults(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.faults.clear();
+        state.down = false;
+    }
+
+    /// How many namespaced, listable resource types the replayed discovery serves at
+    /// each group's preferred version (what a discovery client should find).
+    pub fn listable_types(&self) -> usize {
+        let mut versions = vec!["/api/v1".to_owned()];
+        for group in self.discovery["/apis"]["groups"].as_array().unwrap() {
+            versions.push(format!(
+                "/apis/{}",
+                group["preferredVersion"]["groupVersion"].as_str().unwrap()
+            ));
+        }
+        versions
+            .iter()
+            .flat_map(|path| {
+                self.discovery[path]["resources"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|r| {
+                r["namespaced"] == true
+                    && !r["name"].as_str().unwrap().contains('/')
+                    && r["verbs"].as_array().unwrap().iter().any(|v| v == "list")
+            })
+            .count()
+    }
+}
+
+/// Discovery documents by request path. `/apis` is narrowed to the groups whose
+/// per-version document was recorded, so every group it names can be discovered.
+fn load_discovery() -> BTreeMap<String, Value> {
+    let dir = repo_path("tests/fixtures/kube-apiserver/discovery");
+    let mut docs = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        if name == "aggregated_v2" {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        docs.insert(format!("/{}", name.replace("__", "/")), value);
+    }
+    let mut apis = docs["/apis"].clone();
+    let groups: Vec<Value> = apis["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| {
+            docs.contains_key(&format!(
+                "/apis/{}",
+                g["preferredVersion"]["groupVersion"].as_str().unwrap()
+            ))
+        })
+        .cloned()
+        .collect();
+    apis["groups"] = Value::Array(groups);
+    docs.insert("/apis".to_owned(), apis);
+    docs
+}
+
+type AppState = (Arc<Mutex<ReplayState>>, Arc<BTreeMap<String, Value>>);
+
+async fn serve(
+    State((state, discovery)): State<AppState>,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let path = uri.path().to_owned();
+    let (fault, objects, down) = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(uri.to_string());
+        let segments: Vec<&str> = path.split('/').collect();
+        // /api/v1/namespaces/NS/PLURAL or /apis/G/V/namespaces/NS/PLURAL
+        let list = match segments.as_slice() {
+            ["", "api", _, "namespaces", ns, plural]
+            | ["", "apis", _, _, "namespaces", ns, plural] => {
+                Some((ns.to_string(), plural.to_string()))
+            }
+            _ => None,
+        };
+        match list {
+            Some((ns, plural)) => (
+                state.faults.get(&plural).cloned(),
+                Some(
+                    state
+                        .objects
+                        .get(&(ns, plural))
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                state.down,
+            ),
+            None => (None, None, state.down),
+        }
+    };
+    if down {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is down",
+        );
+    }
+    let Some(objects) = objects else {
+        return match discovery.get(&path) {
+            Some(doc) => (
+                [(header::CONTENT_TYPE, "application/json")],
+                doc.to_string(),
+            )
+                .into_response(),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        };
+    };
+    match fault {
+        Some(Fault::Forbidden) => {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "User \"system:serviceaccount:nsguard-system:nsguard\" cannot list resource",
+            );
+        }
+        Some(Fault::ServerError) => {
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "etcdserver: request timed out",
+            );
+        }
+        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Hang) => tokio::time::sleep(Duration::from_secs(3600)).await,
+        Some(Fault::Garbage) => {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                "<html>proxy error</html>",
+            )
+                .into_response();
+        }
+        Some(Fault::Truncated) => {
+            let stream = futures::stream::iter(vec![
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                    b"{\"kind\":\"PartialObjectMetadataList\",\"items\":[",
+                )),
+                Err(std::io::Error::other("connection reset")),
+            ]);
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, "4096")
+                .body(Body::from_stream(stream))
+                .unwrap();
+        }
+        None => {}
+    }
+    list_response(objects, &query)
+}
+
+/// A PartialObjectMetadataList page: label selector (`k1,k2` existence), limit, continue.
+fn list_response(objects: Vec<Value>, query: &HashMap<String, String>) -> Response {
+    let required: Vec<&str> = query
+        .get("labelSelector")
+        .map(|s| s.split(',').collect())
+        .unwrap_or_default();
+    let matching: Vec<Value> = objects
+        .into_iter()
+        .filter(|o| required.iter().all(|k| o["labels"].get(*k).is_some()))
+        .collect();
+    let start: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(usize::MAX);
+    let end = start.saturating_add(limit).min(matching.len());
+    let items: Vec<Value> = matching[start.min(end)..end]
+        .iter()
+        .map(|m| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": m}))
+        .collect();
+    let mut meta = json!({"resourceVersion": "4242"});
+    if end < matching.len() {
+        meta["continue"] = end.to_string().into();
+    }
+    let body = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

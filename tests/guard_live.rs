@@ -1,0 +1,338 @@
+//! The live lookup against a replayed kube-apiserver: recorded discovery documents,
+//! metadata-only lists, and injected faults. The guard must fail closed within its
+//! deadline on every fault, and recover when the API server does.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::replay::{Fault, Replay};
+use common::{Cluster, Server, fixture, review};
+use nsguard::cluster::{LiveCluster, LiveOptions, LookupError};
+use nsguard::guard::{self, GuardConfig, Verdict};
+use nsguard::labels::LabelScheme;
+
+const CURRENT: [(&str, &str); 2] = [
+    ("simple-container-com/app-name", "wallet"),
+    ("simple-container-com/env", "production"),
+];
+const TENANT_A: [(&str, &str); 3] = [
+    ("simple-container-com/app-name", "wallet-tenant-a"),
+    ("simple-container-com/env", "tenant-a"),
+    ("simple-container-com/parent-env", "production"),
+];
+const LEGACY_B: [(&str, &str); 2] = [("appName", "wallet-tenant-b"), ("appEnv", "tenant-b")];
+
+fn live(replay: &Replay, options: LiveOptions) -> LiveCluster {
+    let config = kube::Config::new(replay.url().parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    LiveCluster::new(client, LabelScheme::default(), options)
+}
+
+fn decide(scan: &Result<nsguard::guard::NamespaceScan, LookupError>) -> Verdict {
+    let config = GuardConfig::default();
+    match scan {
+        Ok(scan) => guard::decide(&config, "wallet", Ok(scan)).verdict,
+        Err(err) => guard::decide(&config, "wallet", Err(&err.to_string())).verdict,
+    }
+}
+
+#[tokio::test]
+async fn discovery_lists_every_namespaced_listable_type_except_skipped_ones() {
+    let replay = Replay::start().await;
+    let all = live(
+        &replay,
+        LiveOptions {
+            skip: vec![],
+            ..LiveOptions::default()
+        },
+    );
+    let (types, failed) = all.resource_types().await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(types.len(), replay.listable_types());
+    let ids: Vec<&str> = types.iter().map(|t| t.id.as_str()).collect();
+    for id in [
+        "deployments.apps",
+        "configmaps",
+        "services",
+        "secrets",
+        "cronjobs.batch",
+        "leases.coordination.k8s.io",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    for id in [
+        "namespaces",
+        "nodes",
+        "pods/log",
+        "bindings",
+        "clusterroles.rbac.authorization.k8s.io",
+    ] {
+        assert!(!ids.contains(&id), "{id} must not be listed");
+    }
+    let defaults = live(&replay, LiveOptions::default());
+    let (types, _) = defaults.resource_types().await.unwrap();
+    let ids: Vec<&str> = types.iter().map(|t| t.id.as_str()).collect();
+    assert!(
+        !ids.contains(&"secrets")
+            && !ids.contains(&"events")
+            && !ids.contains(&"events.events.k8s.io")
+    );
+}
+
+#[tokio::test]
+async fn scan_finds_every_owner_across_types_generations_and_pages() {
+    let replay = Replay::start().await;
+    for i in 0..7 {
+        replay.add("wallet", "configmaps", &format!("cm-{i}"), &CURRENT);
+    }
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    replay.add("wallet", "services", "wallet-tenant-b", &LEGACY_B);
+    replay.add("wallet", "services", "unlabelled", &[("app", "x")]);
+    // Carries two generations: matched by two selectors, counted once.
+    replay.add(
+        "wallet",
+        "services",
+        "both",
+        &[
+            CURRENT[0],
+            CURRENT[1],
+            ("appName", "wallet"),
+            ("appEnv", "production"),
+        ],
+    );
+    replay.add("elsewhere", "deployments", "other", &TENANT_A);
+
+    let cluster = live(
+        &replay,
+        LiveOptions {
+            page_size: 2,
+            ..LiveOptions::default()
+        },
+    );
+    let scan = cluster
+        .scan("wallet", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(scan.unverified.is_empty(), "{:?}", scan.unverified);
+    assert_eq!(scan.objects.len(), 11, "{:#?}", scan.objects);
+    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+    assert_eq!(decision.verdict, Verdict::MultipleOwners);
+    let owners: Vec<String> = decision
+        .owners
+        .iter()
+        .map(|o| o.owner.to_string())
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            "wallet/production",
+            "wallet-tenant-a/tenant-a",
+            "wallet-tenant-b/tenant-b"
+        ]
+    );
+    assert_eq!(decision.owners[0].by_kind["ConfigMap"], 7);
+
+    // Server-side filtering: every list call carried a label selector and a page limit.
+    let requests = replay.state.lock().unwrap().requests.clone();
+    let lists: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("/namespaces/wallet/"))
+        .collect();
+    assert!(!lists.is_empty());
+    assert!(
+        lists
+            .iter()
+            .all(|r| r.contains("labelSelector=") && r.contains("limit=2")),
+        "{lists:?}"
+    );
+    assert!(
+        lists.iter().any(|r| r.contains("continue=")),
+        "pagination never used"
+    );
+}
+
+#[tokio::test]
+async fn a_single_owner_with_full_visibility_is_allowed() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    let scan = live(&replay, LiveOptions::default())
+        .scan("wallet", Duration::from_secs(10))
+        .await;
+    assert_eq!(decide(&scan), Verdict::Safe);
+}
+
+#[tokio::test]
+async fn every_list_fault_is_named_and_fails_closed() {
+    for (fault, needle) in [
+        (Fault::Forbidden, "403"),
+        (Fault::ServerError, "500"),
+        (Fault::Garbage, ""),
+        (Fault::Truncated, ""),
+    ] {
+        let replay = Replay::start().await;
+        replay.add("wallet", "deployments", "wallet", &CURRENT);
+        replay.fault("statefulsets", fault.clone());
+        let scan = live(&replay, LiveOptions::default())
+            .scan("wallet", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(scan.unverified.len(), 1, "{fault:?}: {:?}", scan.unverified);
+        assert_eq!(scan.unverified[0].resource, "statefulsets.apps");
+        assert!(
+            scan.unverified[0].reason.contains(needle),
+            "{fault:?}: {}",
+            scan.unverified[0].reason
+        );
+        let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+        assert_eq!(decision.verdict, Verdict::Incomplete, "{fault:?}");
+        assert!(
+            decision.message().contains("statefulsets.apps"),
+            "{}",
+            decision.message()
+        );
+
+        // Recovery: once the API server answers, the same lookup allows.
+        replay.clear_faults();
+        let scan = live(&replay, LiveOptions::default())
+            .scan("wallet", Duration::from_secs(10))
+            .await;
+        assert_eq!(decide(&scan), Verdict::Safe, "{fault:?} after recovery");
+    }
+}
+
+#[tokio::test]
+async fn hung_and_slow_lists_fail_closed_at_the_deadline() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    let cluster = live(&replay, LiveOptions::default());
+    let deadline = Duration::from_millis(700);
+    for fault in [Fault::Hang, Fault::Slow(Duration::from_secs(5))] {
+        replay.fault("services", fault.clone());
+        let started = Instant::now();
+        let scan = cluster.scan("wallet", deadline).await;
+        let elapsed = started.elapsed();
+        let Err(LookupError::Deadline {
+            timeout,
+            done,
+            total,
+        }) = &scan
+        else {
+            panic!("{fault:?}: expected a deadline error, got {scan:?}");
+        };
+        assert_eq!(*timeout, deadline);
+        assert!(done < total, "{done} of {total}");
+        // Bounded: the answer comes at the deadline, not when the API server answers.
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "{fault:?} took {elapsed:?}"
+        );
+        assert!(matches!(decide(&scan), Verdict::LookupFailed { .. }));
+    }
+    // A slow answer within the deadline is fine.
+    replay.fault("services", Fault::Slow(Duration::from_millis(50)));
+    assert_eq!(
+        decide(&cluster.scan("wallet", Duration::from_secs(10)).await),
+        Verdict::Safe
+    );
+}
+
+#[tokio::test]
+async fn an_api_server_that_is_down_fails_closed_and_recovery_is_seen() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    let cluster = live(
+        &replay,
+        LiveOptions {
+            discovery_ttl: Duration::ZERO,
+            ..LiveOptions::default()
+        },
+    );
+    replay.state.lock().unwrap().down = true;
+    // Discovery fails (or the client's retries of the 503 run into the deadline).
+    let scan = cluster.scan("wallet", Duration::from_secs(2)).await;
+    assert!(
+        matches!(
+            scan,
+            Err(LookupError::Discovery(_) | LookupError::Deadline { .. })
+        ),
+        "{scan:?}"
+    );
+    assert!(matches!(decide(&scan), Verdict::LookupFailed { .. }));
+    replay.clear_faults();
+    assert_eq!(
+        decide(&cluster.scan("wallet", Duration::from_secs(5)).await),
+        Verdict::Safe
+    );
+    // Discovery succeeded once; when the server goes down again the lists fail: named, denied.
+    replay.state.lock().unwrap().down = true;
+    let scan = cluster.scan("wallet", Duration::from_secs(2)).await;
+    assert!(!matches!(decide(&scan), Verdict::Safe), "{scan:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_hang() {
+    let replay = Replay::start().await;
+    replay.add(
+        "pay-space-wallet",
+        "deployments",
+        "pay-space-wallet",
+        &CURRENT,
+    );
+    replay.add(
+        "pay-space-wallet",
+        "deployments",
+        "pay-space-wallet-tenant-a",
+        &TENANT_A,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: '{}'}}}}]\n\
+             users: [{{name: nsguard, user: {{token: replay-token}}}}]\n\
+             contexts: [{{name: replay, context: {{cluster: replay, user: nsguard}}}}]\ncurrent-context: replay\n",
+            replay.url()
+        ),
+    )
+    .unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig))
+        .args(&["--lookup-timeout", "800ms"])
+        .start();
+    let client = server.client();
+    let resp = review(
+        &client,
+        server.addr,
+        "/validate",
+        fixture("namespace-delete.json"),
+    )
+    .await;
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let message = resp["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("holds objects of 2 stacks"), "{message}");
+
+    replay.fault("deployments", Fault::Hang);
+    let started = Instant::now();
+    let resp = review(
+        &client,
+        server.addr,
+        "/validate",
+        fixture("namespace-delete-dryrun.json"),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let message = resp["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("fail closed") && message.contains("did not finish within 800ms"),
+        "{message}"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"nsguard_lookup_errors_total{reason="deadline"} 1"#),
+        "{metrics}"
+    );
+}
