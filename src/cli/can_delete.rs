@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::OutputFormat;
-use super::guard_args::{ClusterArgs, Fallback, GuardArgs, LabelArgs};
+use super::guard_args::{Fallback, GuardInputs};
 use crate::guard::{DeleteRequest, Verdict};
 
 #[derive(Debug, Args)]
@@ -23,11 +23,7 @@ pub struct CanDeleteArgs {
     #[arg(long, short, value_enum, default_value = "text")]
     output: OutputFormat,
     #[command(flatten)]
-    labels: LabelArgs,
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    guard: GuardArgs,
+    inputs: GuardInputs,
 }
 
 pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
@@ -35,8 +31,8 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let scheme = args.labels.scheme();
-        let source = args.cluster.source(&scheme, Fallback::Error).await?;
+        let scheme = args.inputs.labels.scheme();
+        let source = args.inputs.cluster.source(&scheme, Fallback::Error).await?;
         let annotations = source.namespace_annotations(&args.namespace).await?;
         let request = DeleteRequest {
             namespace: &args.namespace,
@@ -44,9 +40,9 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
             groups: &args.as_groups,
             annotations: annotations.as_ref(),
         };
-        let config = args.guard.config();
+        let config = args.inputs.guard.config();
         let (decision, _) = source
-            .guard(&config, &request, args.cluster.lookup_timeout)
+            .guard(&config, &request, args.inputs.cluster.lookup_timeout)
             .await;
         match args.output {
             OutputFormat::Text => println!("{}", decision.message()),

@@ -14,6 +14,18 @@ use crate::labels::{LabelKeys, LabelScheme};
 /// The realistic example dump built into the binary, served when no cluster is configured.
 pub const EXAMPLE_DUMP: &str = include_str!("../../examples/cluster-dump.yaml");
 
+/// Everything the guard needs to decide, as flags: one group shared by every command
+/// that decides namespace deletes.
+#[derive(Debug, Args, Clone)]
+pub struct GuardInputs {
+    #[command(flatten)]
+    pub labels: LabelArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct LabelArgs {
     /// One label generation as APP_NAME_KEY,ENV_KEY,PARENT_ENV_KEY (repeatable, newest

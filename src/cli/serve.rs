@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::guard_args::{ClusterArgs, Fallback, GuardArgs, LabelArgs};
+use super::guard_args::{Fallback, GuardInputs};
 use crate::admission::Webhook;
 use crate::certs::{self, CertRequest};
 use crate::metrics::Metrics;
@@ -58,11 +58,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NSGUARD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
     #[command(flatten)]
-    labels: LabelArgs,
-    #[command(flatten)]
-    cluster: ClusterArgs,
-    #[command(flatten)]
-    guard: GuardArgs,
+    inputs: GuardInputs,
 }
 
 impl ServeArgs {
@@ -124,12 +120,16 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
     };
     let metrics = Arc::new(Metrics::new());
-    let scheme = args.labels.scheme();
+    let scheme = args.inputs.labels.scheme();
     let webhook = Arc::new(Webhook {
-        cluster: args.cluster.source(&scheme, Fallback::Example).await?,
+        cluster: args
+            .inputs
+            .cluster
+            .source(&scheme, Fallback::Example)
+            .await?,
         scheme,
-        guard: args.guard.config(),
-        lookup_timeout: args.cluster.lookup_timeout,
+        guard: args.inputs.guard.config(),
+        lookup_timeout: args.inputs.cluster.lookup_timeout,
         metrics: metrics.clone(),
     });
     let server = BoundServer::bind(options, webhook, metrics).await?;
