@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::Status;
@@ -14,6 +15,7 @@ use crate::cluster::{ClusterSource, LookupError};
 use crate::guard::{DeleteRequest, GuardConfig, GuardDecision};
 use crate::labels::LabelScheme;
 use crate::metrics::Metrics;
+use crate::placement::{self, Placement, PlacementMode};
 
 /// The only AdmissionReview version nsguard speaks (Kubernetes 1.16+; v1beta1 is gone
 /// from admissionregistration.k8s.io/v1 webhooks' defaults and from 1.22's API).
@@ -123,9 +125,26 @@ pub fn deny(
 }
 
 /// Serialize a response as a full AdmissionReview body.
+///
+/// `response.patch` is a Go `[]byte`, which JSON carries as a base64 string. kube-core
+/// serializes its `Vec<u8>` as an array of numbers (kube-rs/kube#1781), so a patched
+/// response is re-encoded here.
 pub fn encode(response: AdmissionResponse) -> Vec<u8> {
+    use base64::Engine as _;
+    let patch = response
+        .patch
+        .as_ref()
+        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+    let review = response.into_review();
     // A review of strings, bools and bytes always serializes.
-    serde_json::to_vec(&response.into_review()).expect("AdmissionReview serializes")
+    match patch {
+        None => serde_json::to_vec(&review).expect("AdmissionReview serializes"),
+        Some(patch) => {
+            let mut value = serde_json::to_value(&review).expect("AdmissionReview serializes");
+            value["response"]["patch"] = serde_json::Value::String(patch);
+            serde_json::to_vec(&value).expect("JSON value serializes")
+        }
+    }
 }
 
 /// Answers reviews: routes each request to the decision that applies to it.
@@ -135,6 +154,7 @@ pub struct Webhook {
     pub cluster: ClusterSource,
     /// Deadline of the guard's cluster lookup; past it, the delete is denied.
     pub lookup_timeout: Duration,
+    pub placement: PlacementMode,
     pub metrics: Arc<Metrics>,
 }
 
@@ -148,7 +168,85 @@ impl Webhook {
         if endpoint == Endpoint::Validate && is_namespace_delete(request) {
             return self.guard_namespace_delete(request).await;
         }
+        if self.placement != PlacementMode::Off
+            && matches!(request.operation, Operation::Create | Operation::Update)
+            && request.sub_resource.is_none()
+        {
+            return self.place(endpoint, request);
+        }
         AdmissionResponse::from(request)
+    }
+
+    /// Sub-env placement of one CREATE/UPDATE, per mode and endpoint: `rewrite` patches on
+    /// `/mutate`, `enforce` denies and `warn` warns on `/validate`. Objects that are not
+    /// misplaced, cluster-scoped objects and exempt objects are allowed untouched.
+    fn place(
+        &self,
+        endpoint: Endpoint,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> AdmissionResponse {
+        let allow = || AdmissionResponse::from(request);
+        let (Some(object), Some(namespace)) = (&request.object, request.namespace.as_deref())
+        else {
+            return allow();
+        };
+        let meta = &object.metadata;
+        let controller_owned = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true));
+        let Some(labels) = meta.labels.as_ref() else {
+            return allow();
+        };
+        // A Namespace's request carries its own name as the namespace; the Namespace of a
+        // shared legacy namespace may carry a sub-env's labels. Neither is "misplaced".
+        let is_namespace = request.kind.group.is_empty() && request.kind.kind == "Namespace";
+        if namespace.is_empty()
+            || is_namespace
+            || placement::exempt(meta.annotations.as_ref(), controller_owned)
+        {
+            return allow();
+        }
+        let Placement::Misplaced(misplaced) = placement::place(&self.scheme, labels, namespace)
+        else {
+            return allow();
+        };
+        let kind = request.kind.kind.as_str();
+        let name = display_name(request, meta);
+        tracing::info!(
+            uid = %request.uid,
+            endpoint = endpoint.as_str(),
+            mode = ?self.placement,
+            kind,
+            name = %name,
+            owner = %misplaced.owner,
+            namespace,
+            target = %misplaced.target,
+            dry_run = request.dry_run,
+            "misplaced sub-env object"
+        );
+        match (endpoint, self.placement) {
+            (Endpoint::Mutate, PlacementMode::Rewrite) => {
+                match allow().with_patch(misplaced.patch(meta.namespace.is_some())) {
+                    Ok(response) => response,
+                    // A one-operation patch of strings always serializes; stay safe anyway.
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot serialize the placement patch");
+                        allow()
+                    }
+                }
+            }
+            (Endpoint::Validate, PlacementMode::Enforce) => {
+                deny(request, misplaced.denial(kind, &name))
+            }
+            (Endpoint::Validate, PlacementMode::Warn) => {
+                let mut response = allow();
+                response.warnings = Some(vec![misplaced.warning(kind, &name)]);
+                response
+            }
+            _ => allow(),
+        }
     }
 
     /// The namespace guard, with its audit event. Runs the same way under `dryRun`: the
@@ -187,6 +285,17 @@ impl Webhook {
         } else {
             deny(request, decision.message())
         }
+    }
+}
+
+/// The object's name for messages; `generateName` creates have none yet.
+fn display_name(request: &AdmissionRequest<DynamicObject>, meta: &ObjectMeta) -> String {
+    if !request.name.is_empty() {
+        request.name.clone()
+    } else if let Some(name) = &meta.name {
+        name.clone()
+    } else {
+        format!("{}*", meta.generate_name.as_deref().unwrap_or(""))
     }
 }
 
@@ -259,6 +368,21 @@ mod tests {
         ));
         let no_uid = MINIMAL.replace("\"u-1\"", "\"\"");
         assert!(matches!(decode(no_uid.as_bytes()), Err(DecodeError::NoUid)));
+    }
+
+    #[test]
+    fn patches_are_base64_strings_on_the_wire() {
+        let req = decode(MINIMAL.as_bytes()).unwrap();
+        let patch: json_patch::Patch =
+            serde_json::from_str(r#"[{"op":"replace","path":"/metadata/namespace","value":"b"}]"#)
+                .unwrap();
+        let resp = AdmissionResponse::from(&req).with_patch(patch).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&encode(resp)).unwrap();
+        assert_eq!(
+            body["response"]["patch"],
+            "W3sib3AiOiJyZXBsYWNlIiwicGF0aCI6Ii9tZXRhZGF0YS9uYW1lc3BhY2UiLCJ2YWx1ZSI6ImIifV0="
+        );
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod documents;
 pub mod guard;
 pub mod labels;
+pub mod manifests;
 pub mod metrics;
 pub mod naming;
 pub mod placement;

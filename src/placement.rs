@@ -6,6 +6,12 @@
 //! `sanitize(sanitize(stack + "-" + stackEnv))`, so the target is `sanitize(app-name)`.
 //! It is derived from the labels alone and never from the namespace the object is in:
 //! suffixing the current namespace is how `myapp-tenant-a-tenant-a` happens.
+//!
+//! Two kinds of objects are never judged: those a controller owns (an ownerReference with
+//! `controller: true`: a ReplicaSet or Pod follows its Deployment, and denying the
+//! controller's writes would break rollouts of stacks already deployed), and those that
+//! opt out with [`SKIP_ANNOTATION`] (stacks with an explicit simple-container namespace,
+//! whose target the labels cannot reveal).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +20,25 @@ use serde::Serialize;
 
 use crate::labels::{LabelScheme, Owner};
 use crate::naming::sanitize;
+
+/// `nsguard.dev/skip-placement: "true"` on an object exempts it from placement.
+pub const SKIP_ANNOTATION: &str = "nsguard.dev/skip-placement";
+
+/// What the webhook does with a misplaced sub-env object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementMode {
+    /// `/mutate` answers with a JSONPatch to the target namespace (for clients that apply
+    /// it; a live kube-apiserver refuses to store the moved object).
+    Rewrite,
+    /// `/validate` denies, naming the target namespace and the fix.
+    Enforce,
+    /// `/validate` allows with a warning that kubectl prints.
+    #[default]
+    Warn,
+    /// Placement is not checked.
+    Off,
+}
 
 /// The outcome of [`place`] for one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,6 +78,48 @@ impl fmt::Display for Misplacement {
             self.owner, self.owner.app_name, self.owner.env, self.parent_env, self.target, current
         )
     }
+}
+
+impl Misplacement {
+    /// The denial for `enforce` mode: what, where, where instead, and the fix.
+    pub fn denial(&self, kind: &str, name: &str) -> String {
+        format!(
+            "nsguard: {kind} {name:?} is in the wrong namespace: {self}. \
+             Fix: deploy the stack with simple-container 2026.5.8 or later, which creates {target:?}, \
+             or run `nsguard rewrite -f <manifests>` before applying them.",
+            target = self.target
+        )
+    }
+
+    /// The short warning for `warn` mode (kubectl prints it as `Warning: ...`).
+    pub fn warning(&self, kind: &str, name: &str) -> String {
+        format!(
+            "nsguard: {kind} {name:?} of sub-env {} belongs in namespace {:?}, not {:?}",
+            self.owner, self.target, self.current
+        )
+    }
+
+    /// The JSONPatch that moves the object: `replace` when the object names a namespace,
+    /// `add` when it names none. Nothing else changes.
+    pub fn patch(&self, has_namespace: bool) -> json_patch::Patch {
+        let path = json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "namespace"]);
+        let value = serde_json::Value::String(self.target.clone());
+        let op = if has_namespace {
+            json_patch::PatchOperation::Replace(json_patch::ReplaceOperation { path, value })
+        } else {
+            json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
+        };
+        json_patch::Patch(vec![op])
+    }
+}
+
+/// Whether placement leaves an object alone whatever its labels: controller-owned
+/// objects and objects with the skip annotation.
+pub fn exempt(annotations: Option<&BTreeMap<String, String>>, controller_owned: bool) -> bool {
+    controller_owned
+        || annotations
+            .and_then(|a| a.get(SKIP_ANNOTATION))
+            .is_some_and(|v| v == "true")
 }
 
 /// The deployed namespace of a sub-env stack, from its app-name label.
@@ -162,6 +229,43 @@ mod tests {
                 "{stack}/{env}"
             );
         }
+    }
+
+    #[test]
+    fn patch_moves_only_the_namespace() {
+        let scheme = LabelScheme::default();
+        let Placement::Misplaced(m) = place(
+            &scheme,
+            &sub_env("myapp-tenant-a", "tenant-a", "production"),
+            "myapp",
+        ) else {
+            panic!()
+        };
+        let mut object = serde_json::json!({"kind": "Service", "metadata": {"name": "x", "namespace": "myapp"}, "spec": {"a": 1}});
+        let original = object.clone();
+        json_patch::patch(&mut object, &m.patch(true)).unwrap();
+        assert_eq!(object["metadata"]["namespace"], "myapp-tenant-a");
+        object["metadata"]["namespace"] = original["metadata"]["namespace"].clone();
+        assert_eq!(object, original);
+        assert_eq!(
+            serde_json::to_value(m.patch(true)).unwrap(),
+            serde_json::json!([{"op": "replace", "path": "/metadata/namespace", "value": "myapp-tenant-a"}])
+        );
+        let mut bare = serde_json::json!({"metadata": {"name": "x"}});
+        json_patch::patch(&mut bare, &m.patch(false)).unwrap();
+        assert_eq!(bare["metadata"]["namespace"], "myapp-tenant-a");
+        assert!(m.denial("Deployment", "x").contains("\"myapp-tenant-a\""));
+        assert!(m.warning("Deployment", "x").len() < 256);
+    }
+
+    #[test]
+    fn controller_owned_and_opted_out_objects_are_exempt() {
+        assert!(exempt(None, true));
+        assert!(!exempt(None, false));
+        let skip = BTreeMap::from([(SKIP_ANNOTATION.to_owned(), "true".to_owned())]);
+        assert!(exempt(Some(&skip), false));
+        let no = BTreeMap::from([(SKIP_ANNOTATION.to_owned(), "false".to_owned())]);
+        assert!(!exempt(Some(&no), false));
     }
 
     #[test]

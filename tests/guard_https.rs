@@ -39,7 +39,7 @@ async fn deleting_the_shared_namespace_is_denied_with_owners_named() {
     }
     // Every decision is an audit event, dry runs included.
     let audit: Vec<Value> = server
-        .logs()
+        .wait_for_logs("nsguard::audit", 2, std::time::Duration::from_secs(5))
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["target"] == "nsguard::audit")

@@ -8,6 +8,7 @@ mod can_delete;
 mod certs;
 mod guard_args;
 mod naming;
+mod placement;
 mod serve;
 
 use std::process::ExitCode;
@@ -57,6 +58,11 @@ enum Command {
     /// Would deleting NAMESPACE be allowed? Exit 0 allowed, 1 denied (owners printed),
     /// 2 error.
     CanDelete(Box<can_delete::CanDeleteArgs>),
+    /// Report sub-env objects in manifests that sit outside their namespace. Exit 0 none,
+    /// 1 some, 2 bad input.
+    Check(placement::ManifestArgs),
+    /// Print manifests with misplaced sub-env objects moved to their namespace.
+    Rewrite(placement::ManifestArgs),
 }
 
 /// How a command prints its result.
@@ -84,6 +90,8 @@ impl Cli {
             Command::Serve(args) => serve::serve(*args),
             Command::Certs(args) => certs::certs(args),
             Command::CanDelete(args) => can_delete::can_delete(*args),
+            Command::Check(args) => placement::check(args),
+            Command::Rewrite(args) => placement::rewrite(args),
         };
         match result {
             Ok(code) => code,

@@ -14,6 +14,7 @@ use super::guard_args::{Fallback, GuardInputs};
 use crate::admission::Webhook;
 use crate::certs::{self, CertRequest};
 use crate::metrics::Metrics;
+use crate::placement::PlacementMode;
 use crate::server::tls::KeyPairFiles;
 use crate::server::{BoundServer, ServerOptions};
 
@@ -57,6 +58,15 @@ pub struct ServeArgs {
     /// Open connections beyond this are closed at once.
     #[arg(long, env = "NSGUARD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// What to do with a sub-env object outside its namespace: rewrite (JSONPatch on
+    /// /mutate), enforce (deny on /validate), warn (allow with a warning), off.
+    #[arg(
+        long,
+        env = "NSGUARD_PLACEMENT_MODE",
+        value_enum,
+        default_value = "warn"
+    )]
+    placement_mode: PlacementMode,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -130,6 +140,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         scheme,
         guard: args.inputs.guard.config(),
         lookup_timeout: args.inputs.cluster.lookup_timeout,
+        placement: args.placement_mode,
         metrics: metrics.clone(),
     });
     let server = BoundServer::bind(options, webhook, metrics).await?;

@@ -104,6 +104,20 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Wait until `count` log lines contain `needle` (logs arrive through a pipe, a little
+    /// after the response), and return them.
+    pub fn wait_for_logs(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines: Vec<String> = self.logs().into_iter().filter(|l| l.contains(needle)).collect();
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "{} of {count} log lines with {needle:?} in {:#?}", lines.len(), self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Wait until a log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
