@@ -48,7 +48,17 @@ pub struct Replay {
 
 impl Replay {
     pub async fn start() -> Replay {
-        let discovery = Arc::new(load_discovery());
+        Self::start_with_crds(0).await
+    }
+
+    /// Also serve a CRD group `bench.nsguard.dev/v1` with `crds` namespaced kinds
+    /// (`widget0s` ...), for lookups over many resource types.
+    pub async fn start_with_crds(crds: usize) -> Replay {
+        let mut discovery = load_discovery();
+        if crds > 0 {
+            add_crd_group(&mut discovery, crds);
+        }
+        let discovery = Arc::new(discovery);
         let state = Arc::new(Mutex::new(ReplayState::default()));
         let app = Router::new()
             .fallback(serve)
@@ -155,6 +165,24 @@ fn load_discovery() -> BTreeMap<String, Value> {
     apis["groups"] = Value::Array(groups);
     docs.insert("/apis".to_owned(), apis);
     docs
+}
+
+fn add_crd_group(discovery: &mut BTreeMap<String, Value>, crds: usize) {
+    let gv = json!({"groupVersion": "bench.nsguard.dev/v1", "version": "v1"});
+    discovery.get_mut("/apis").unwrap()["groups"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "bench.nsguard.dev", "versions": [gv], "preferredVersion": gv}));
+    let resources: Vec<Value> = (0..crds)
+        .map(|i| {
+            json!({"name": format!("widget{i}s"), "singularName": format!("widget{i}"), "namespaced": true,
+                   "kind": format!("Widget{i}"), "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
+        })
+        .collect();
+    discovery.insert(
+        "/apis/bench.nsguard.dev/v1".to_owned(),
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "bench.nsguard.dev/v1", "resources": resources}),
+    );
 }
 
 type AppState = (Arc<Mutex<ReplayState>>, Arc<BTreeMap<String, Value>>);
