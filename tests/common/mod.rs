@@ -109,11 +109,20 @@ impl Server {
     pub fn wait_for_logs(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let lines: Vec<String> = self.logs().into_iter().filter(|l| l.contains(needle)).collect();
+            let lines: Vec<String> = self
+                .logs()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
             if lines.len() >= count {
                 return lines;
             }
-            assert!(Instant::now() < deadline, "{} of {count} log lines with {needle:?} in {:#?}", lines.len(), self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} log lines with {needle:?} in {:#?}",
+                lines.len(),
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -1,0 +1,212 @@
+//! The install manifests agree with the code and with what a production webhook needs.
+//! (Schema validation of the rendered kustomizations runs in .ci/run.)
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::repo_path;
+use nsguard::labels::LabelScheme;
+use serde::Deserialize;
+use serde_json::Value;
+
+fn load(relative: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo_path(relative)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn webhooks(relative: &str) -> Vec<Value> {
+    load(relative)[0]["webhooks"].as_array().unwrap().clone()
+}
+
+const EXEMPT: [&str; 4] = [
+    "kube-system",
+    "kube-node-lease",
+    "kube-public",
+    "nsguard-system",
+];
+
+fn assert_common(webhook: &Value, path: &str) {
+    let name = webhook["name"].as_str().unwrap();
+    assert_eq!(
+        webhook["admissionReviewVersions"],
+        serde_json::json!(["v1"]),
+        "{name}"
+    );
+    assert_eq!(webhook["sideEffects"], "None", "{name}");
+    let timeout = webhook["timeoutSeconds"].as_u64().unwrap();
+    assert!(
+        (1..=10).contains(&timeout),
+        "{name}: timeoutSeconds {timeout}"
+    );
+    let service = &webhook["clientConfig"]["service"];
+    assert_eq!(service["name"], "nsguard", "{name}");
+    assert_eq!(service["namespace"], "nsguard-system", "{name}");
+    assert_eq!(service["path"], path, "{name}");
+    let selector = &webhook["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(selector["key"], "kubernetes.io/metadata.name");
+    assert_eq!(selector["operator"], "NotIn");
+    let exempt: BTreeSet<&str> = selector["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(exempt, EXEMPT.into_iter().collect(), "{name}");
+}
+
+fn parent_env_keys() -> BTreeSet<String> {
+    LabelScheme::default()
+        .generations()
+        .iter()
+        .map(|g| g.parent_env.clone())
+        .collect()
+}
+
+#[test]
+fn validating_webhooks_guard_namespaces_fail_closed_and_place_sub_envs_fail_open() {
+    let hooks = webhooks("manifests/base/validatingwebhookconfiguration.yaml");
+    let guard = &hooks[0];
+    assert_common(guard, "/validate");
+    assert_eq!(guard["failurePolicy"], "Fail");
+    assert_eq!(
+        guard["rules"][0]["operations"],
+        serde_json::json!(["DELETE"])
+    );
+    assert_eq!(
+        guard["rules"][0]["resources"],
+        serde_json::json!(["namespaces"])
+    );
+    assert!(
+        guard.get("objectSelector").is_none(),
+        "every namespace must be checked"
+    );
+
+    let mut keys = BTreeSet::new();
+    for hook in &hooks[1..] {
+        assert_common(hook, "/validate");
+        assert_eq!(hook["failurePolicy"], "Ignore");
+        assert_eq!(
+            hook["rules"][0]["operations"],
+            serde_json::json!(["CREATE", "UPDATE"])
+        );
+        assert_eq!(hook["rules"][0]["scope"], "Namespaced");
+        let selector = &hook["objectSelector"]["matchExpressions"][0];
+        assert_eq!(selector["operator"], "Exists");
+        keys.insert(selector["key"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        keys,
+        parent_env_keys(),
+        "one placement webhook per label generation"
+    );
+}
+
+#[test]
+fn the_mutating_overlay_mirrors_the_placement_webhooks() {
+    let hooks = webhooks("manifests/overlays/rewrite/mutatingwebhookconfiguration.yaml");
+    let keys: BTreeSet<String> = hooks
+        .iter()
+        .map(|hook| {
+            assert_common(hook, "/mutate");
+            assert_eq!(hook["failurePolicy"], "Ignore");
+            assert_eq!(hook["reinvocationPolicy"], "Never");
+            hook["objectSelector"]["matchExpressions"][0]["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys, parent_env_keys());
+}
+
+#[test]
+fn the_deployment_is_highly_available_and_locked_down() {
+    let deployment = &load("manifests/base/deployment.yaml")[0];
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_u64().unwrap() >= 2);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(
+        pod["priorityClassName"],
+        load("manifests/base/priorityclass.yaml")[0]["metadata"]["name"]
+    );
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    // Longer than serve's default --shutdown-grace (20s), so in-flight reviews finish.
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 20);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path);
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS");
+    }
+    assert!(container["resources"]["limits"]["memory"].is_string());
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&format!("--tls-cert={mount}/tls.crt").as_str()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--tls-key={mount}/tls.key").as_str()),
+        "{args:?}"
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "nsguard-tls");
+
+    let pdb = &load("manifests/base/poddisruptionbudget.yaml")[0];
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+}
+
+#[test]
+fn rbac_only_lists_and_leaves_secrets_out() {
+    for object in load("manifests/base/rbac.yaml") {
+        for rule in object["rules"].as_array().into_iter().flatten() {
+            assert_eq!(rule["verbs"], serde_json::json!(["list"]), "{rule}");
+            let resources = rule["resources"].as_array().unwrap();
+            let core = rule["apiGroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g == "" || g == "*");
+            assert!(!resources.iter().any(|r| r == "secrets"), "{rule}");
+            assert!(
+                !(core && resources.iter().any(|r| r == "*")),
+                "wildcard on the core group grants Secrets: {rule}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_locked_and_runs_non_root_without_a_shell() {
+    let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    let runtime = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("FROM "))
+        .unwrap();
+    assert!(
+        runtime.contains("distroless") && runtime.contains("nonroot"),
+        "{runtime}"
+    );
+    assert!(dockerfile.lines().any(|l| l.starts_with("USER 65532")));
+    assert!(dockerfile.contains("EXPOSE 8443 9090"));
+    // Everything the binary embeds is copied into the build stage.
+    assert!(dockerfile.contains("COPY examples ./examples"));
+}
