@@ -1,0 +1,126 @@
+//! Micro-benchmarks of the pure core and the review path without transport:
+//! decode + decide + encode for the fixture reviews, the guard over a dump of thousands of
+//! objects, and the naming functions. `cargo bench --bench core`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nsguard::admission::{self, Endpoint, Webhook};
+use nsguard::cluster::{ClusterDump, ClusterSource};
+use nsguard::guard::GuardConfig;
+use nsguard::labels::LabelScheme;
+use nsguard::metrics::Metrics;
+use nsguard::placement::PlacementMode;
+
+/// A fixture body as the API server sends it: compact JSON (the fixtures are
+/// pretty-printed for reading).
+fn fixture(name: &str) -> Vec<u8> {
+    let pretty = std::fs::read(format!(
+        "{}/tests/fixtures/admission-review/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&pretty).unwrap()).unwrap()
+}
+
+/// A dump of `objects` owned objects: a third in the namespace being deleted, spread over
+/// three owners, the rest in other namespaces.
+fn big_dump(objects: usize) -> String {
+    let mut items = Vec::new();
+    for i in 0..objects {
+        let namespace = if i % 3 == 0 {
+            "pay-space-wallet".to_owned()
+        } else {
+            format!("team-{}", i % 50)
+        };
+        let (app, env) = [
+            ("wallet", "production"),
+            ("wallet-tenant-a", "tenant-a"),
+            ("wallet-tenant-b", "tenant-b"),
+        ][i % 3];
+        items.push(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i}"), "namespace": namespace,
+                         "labels": {"simple-container-com/app-name": app, "simple-container-com/env": env}},
+            "data": {"k": "v"}
+        }));
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+fn webhook(dump: &str, placement: PlacementMode) -> Webhook {
+    let scheme = LabelScheme::default();
+    Webhook {
+        cluster: ClusterSource::Dump(ClusterDump::parse(dump, &scheme).unwrap()),
+        scheme,
+        guard: GuardConfig::default(),
+        lookup_timeout: Duration::from_secs(5),
+        placement,
+        metrics: Arc::new(Metrics::new()),
+    }
+}
+
+fn reviews(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deployment = fixture("deployment-create.json");
+    let update = fixture("deployment-update.json");
+    let delete = fixture("namespace-delete.json");
+    let warn = webhook(&big_dump(6_000), PlacementMode::Warn);
+
+    let mut group = c.benchmark_group("review");
+    group.bench_function("decode_deployment_create", |b| {
+        b.iter(|| admission::decode(&deployment).unwrap())
+    });
+    group.bench_function("deployment_create_decode_place_encode", |b| {
+        b.iter(|| {
+            let request = admission::decode(&deployment).unwrap();
+            let response = runtime.block_on(warn.review(Endpoint::Validate, &request));
+            admission::encode(response)
+        })
+    });
+    group.bench_function("deployment_update_decode_place_encode", |b| {
+        b.iter(|| {
+            let request = admission::decode(&update).unwrap();
+            admission::encode(runtime.block_on(warn.review(Endpoint::Validate, &request)))
+        })
+    });
+    group.bench_function("namespace_delete_over_6000_object_dump", |b| {
+        b.iter(|| {
+            let request = admission::decode(&delete).unwrap();
+            admission::encode(runtime.block_on(warn.review(Endpoint::Validate, &request)))
+        })
+    });
+    group.finish();
+}
+
+fn naming(c: &mut Criterion) {
+    let mut group = c.benchmark_group("naming");
+    group.bench_function("deployed_namespace_short", |b| {
+        b.iter(|| {
+            nsguard::naming::deployed_namespace("pay-space-wallet", "tenant-a", "production")
+                .unwrap()
+        })
+    });
+    let long = "Payments_Settlement.Reconciliation-Service-For-European-Markets";
+    group.bench_function("deployed_namespace_long_hashed", |b| {
+        b.iter(|| {
+            nsguard::naming::deployed_namespace(long, "tenant-customer-acme", "production").unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn dump_loading(c: &mut Criterion) {
+    let text = big_dump(6_000);
+    let scheme = LabelScheme::default();
+    c.bench_function("dump/parse_6000_objects", |b| {
+        b.iter(|| ClusterDump::parse(&text, &scheme).unwrap())
+    });
+}
+
+criterion_group!(benches, reviews, naming, dump_loading);
+criterion_main!(benches);

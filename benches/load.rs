@@ -1,0 +1,389 @@
+//! End-to-end load over HTTPS on loopback: N keep-alive connections post a real
+//! AdmissionReview body to a running `nsguard serve`, then the same load hits a baseline
+//! server (rustls + hyper answering a canned AdmissionReview: the transport's limit on
+//! this machine). Reports requests/s, latency percentiles, errors, the servers' peak RSS,
+//! and nsguard's throughput as a ratio of the baseline's.
+//!
+//! `cargo bench --bench load`; tune with NSGUARD_LOAD_CONNECTIONS (32),
+//! NSGUARD_LOAD_SECONDS (10), NSGUARD_LOAD_WARMUP_SECONDS (2), NSGUARD_LOAD_BODY (a
+//! fixture name under tests/fixtures/admission-review, default deployment-create.json).
+//! Both servers run as separate processes; this process is only the load generator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const ROLE: &str = "NSGUARD_LOAD_ROLE";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn repo(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; other harness flags are ignored.
+    if std::env::var(ROLE).as_deref() == Ok("baseline") {
+        baseline::serve();
+        return;
+    }
+    let connections: usize = env_or("NSGUARD_LOAD_CONNECTIONS", 32);
+    let seconds: u64 = env_or("NSGUARD_LOAD_SECONDS", 10);
+    let warmup: u64 = env_or("NSGUARD_LOAD_WARMUP_SECONDS", 2);
+    let body_name =
+        std::env::var("NSGUARD_LOAD_BODY").unwrap_or_else(|_| "deployment-create.json".into());
+    // Compact, as the API server sends it (the fixtures are pretty-printed for reading).
+    let pretty = std::fs::read(repo("tests/fixtures/admission-review").join(&body_name)).unwrap();
+    let body = Bytes::from(
+        serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&pretty).unwrap()).unwrap(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = nsguard::certs::generate(&Default::default()).unwrap();
+    certs.write(dir.path(), true).unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "load: {connections} keep-alive HTTPS connections, {seconds}s after {warmup}s warm-up, body {body_name} ({} bytes), {} CPUs",
+        body.len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    let mut results = Vec::new();
+    for (name, mut server) in [
+        ("nsguard", Server::nsguard(&cert, &key)),
+        ("baseline", Server::baseline(&cert, &key)),
+    ] {
+        let stats = runtime.block_on(run_load(
+            server.addr,
+            &certs.ca_cert,
+            body.clone(),
+            connections,
+            warmup,
+            seconds,
+        ));
+        let rss = server.peak_rss_kib();
+        server.stop();
+        stats.print(name, rss);
+        results.push((name, stats, rss));
+    }
+    let ratio = results[0].1.rps() / results[1].1.rps();
+    println!(
+        "nsguard throughput = {:.1}% of the baseline's",
+        ratio * 100.0
+    );
+    let nsguard = &results[0];
+    println!(
+        "targets: throughput >= 80% of baseline: {}; p99 <= 2 ms: {}; peak RSS <= 50 MB: {}; zero errors: {}",
+        verdict(ratio >= 0.8),
+        verdict(nsguard.1.percentile(99.0) <= Duration::from_millis(2)),
+        verdict(nsguard.2.is_some_and(|kib| kib <= 50 * 1024)),
+        verdict(nsguard.1.errors == 0),
+    );
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// A server process on a loopback port.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn nsguard(cert: &Path, key: &Path) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nsguard"));
+        command
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .arg("--cluster-dump")
+            .arg(repo("examples/cluster-dump.yaml"));
+        Self::spawn(command, "webhook listening")
+    }
+
+    fn baseline(cert: &Path, key: &Path) -> Server {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .env(ROLE, "baseline")
+            .env("BASELINE_CERT", cert)
+            .env("BASELINE_KEY", key);
+        Self::spawn(command, "baseline listening")
+    }
+
+    /// Start and read the listening address from the first matching stderr line.
+    fn spawn(mut command: Command, needle: &str) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if line.contains(needle) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                break v["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+
+    /// Peak resident set size (VmHWM) in KiB, from /proc.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Stats {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::MAX;
+        }
+        let index = ((p / 100.0) * (self.latencies.len() - 1) as f64).round() as usize;
+        self.latencies[index]
+    }
+
+    fn print(&self, name: &str, rss_kib: Option<u64>) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{name:>8}: {:>8.0} req/s  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  errors {}  requests {}  peak RSS {}",
+            self.rps(),
+            ms(self.percentile(50.0)),
+            ms(self.percentile(90.0)),
+            ms(self.percentile(99.0)),
+            ms(self.latencies.last().copied().unwrap_or_default()),
+            self.errors,
+            self.latencies.len(),
+            rss_kib.map_or("n/a".into(), |k| format!("{:.1} MB", k as f64 / 1024.0)),
+        );
+    }
+}
+
+async fn run_load(
+    addr: SocketAddr,
+    ca_pem: &str,
+    body: Bytes,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+) -> Stats {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = TlsConnector::from(Arc::new(config));
+    let start = Instant::now() + Duration::from_secs(warmup);
+    let end = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let connector = connector.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            connection(addr, connector, body, start, end).await
+        }));
+    }
+    let mut stats = Stats {
+        latencies: Vec::new(),
+        errors: 0,
+        elapsed: Duration::from_secs(seconds),
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        stats.latencies.extend(latencies);
+        stats.errors += errors;
+    }
+    stats.latencies.sort_unstable();
+    stats
+}
+
+/// One keep-alive connection posting until `end`; latencies after `start` count.
+async fn connection(
+    addr: SocketAddr,
+    connector: TlsConnector,
+    body: Bytes,
+    start: Instant,
+    end: Instant,
+) -> (Vec<Duration>, usize) {
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let mut errors = 0;
+    'reconnect: while Instant::now() < end {
+        let Ok(tcp) = TcpStream::connect(addr).await else {
+            errors += 1;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(tls) = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+        else {
+            errors += 1;
+            continue;
+        };
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await
+        else {
+            errors += 1;
+            continue;
+        };
+        tokio::spawn(conn);
+        while Instant::now() < end {
+            let request = Request::post("/validate")
+                .header("host", "localhost")
+                .header("content-type", "application/json")
+                .body(Full::new(body.clone()))
+                .unwrap();
+            let sent = Instant::now();
+            let ok = match sender.send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    response.into_body().collect().await.is_ok() && status.is_success()
+                }
+                Err(_) => false,
+            };
+            let latency = sent.elapsed();
+            if sent >= start {
+                if ok {
+                    latencies.push(latency);
+                } else {
+                    errors += 1;
+                }
+            }
+            if !ok {
+                continue 'reconnect;
+            }
+        }
+    }
+    (latencies, errors)
+}
+
+/// The baseline: the same TLS and HTTP stack as nsguard (rustls, hyper-util auto
+/// builder, tokio multi-thread), reading each body and answering a canned review.
+mod baseline {
+    use super::*;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioExecutor;
+    use hyper_util::server::conn::auto;
+    use rustls::pki_types::PrivateKeyDer;
+
+    const CANNED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"3ee7cc9f-aa44-4291-9c8b-491a9fd89e86","allowed":true,"status":{}}}"#;
+
+    pub fn serve() {
+        let cert = std::fs::read(std::env::var("BASELINE_CERT").unwrap()).unwrap();
+        let key = std::fs::read(std::env::var("BASELINE_KEY").unwrap()).unwrap();
+        let certs = CertificateDer::pem_slice_iter(&cert)
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(&key).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            eprintln!(
+                r#"{{"message":"baseline listening","addr":"{}"}}"#,
+                listener.local_addr().unwrap()
+            );
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service =
+                        service_fn(|request: Request<hyper::body::Incoming>| async move {
+                            let _ = request.into_body().collect().await;
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from_static(CANNED)))
+                                    .unwrap(),
+                            )
+                        });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    }
+}
