@@ -2,11 +2,14 @@
 //! the decisions, and building the response. Transport-free, so the HTTPS handlers, the
 //! benchmarks and the tests all go through the same code.
 
+mod object;
+
+pub use object::ReviewedObject;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::Status;
 use serde_json::error::Category;
@@ -58,8 +61,8 @@ pub enum DecodeError {
 }
 
 /// Decode an AdmissionReview v1 body into its request.
-pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, DecodeError> {
-    let review: AdmissionReview<DynamicObject> =
+pub fn decode(body: &[u8]) -> Result<AdmissionRequest<ReviewedObject>, DecodeError> {
+    let review: AdmissionReview<ReviewedObject> =
         serde_json::from_slice(body).map_err(|err| match err.classify() {
             Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson(err),
             Category::Data => DecodeError::NotAReview(err),
@@ -70,7 +73,7 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, DecodeErro
             kind: review.types.kind,
         });
     }
-    let request: AdmissionRequest<DynamicObject> =
+    let request: AdmissionRequest<ReviewedObject> =
         review.try_into().map_err(|_| DecodeError::NoRequest)?;
     if request.uid.is_empty() {
         return Err(DecodeError::NoUid);
@@ -115,7 +118,7 @@ impl Decision {
 
 /// A denial in the form `kubectl` prints well: HTTP-style code 403, reason Forbidden.
 pub fn deny(
-    request: &AdmissionRequest<DynamicObject>,
+    request: &AdmissionRequest<ReviewedObject>,
     message: impl Into<String>,
 ) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(request);
@@ -163,7 +166,7 @@ impl Webhook {
     pub async fn review(
         &self,
         endpoint: Endpoint,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &AdmissionRequest<ReviewedObject>,
     ) -> AdmissionResponse {
         if endpoint == Endpoint::Validate && is_namespace_delete(request) {
             return self.guard_namespace_delete(request).await;
@@ -183,7 +186,7 @@ impl Webhook {
     fn place(
         &self,
         endpoint: Endpoint,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &AdmissionRequest<ReviewedObject>,
     ) -> AdmissionResponse {
         let allow = || AdmissionResponse::from(request);
         let (Some(object), Some(namespace)) = (&request.object, request.namespace.as_deref())
@@ -214,7 +217,10 @@ impl Webhook {
         };
         let kind = request.kind.kind.as_str();
         let name = display_name(request, meta);
-        tracing::info!(
+        // Debug, not info: this runs for every misplaced write, on the hot path. Each
+        // decision is counted in nsguard_admission_reviews_total, and the API server's
+        // audit log keeps the denials and warnings.
+        tracing::debug!(
             uid = %request.uid,
             endpoint = endpoint.as_str(),
             mode = ?self.placement,
@@ -254,7 +260,7 @@ impl Webhook {
     /// "would this be allowed?".
     async fn guard_namespace_delete(
         &self,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &AdmissionRequest<ReviewedObject>,
     ) -> AdmissionResponse {
         let started = Instant::now();
         let namespace = request.name.as_str();
@@ -289,7 +295,7 @@ impl Webhook {
 }
 
 /// The object's name for messages; `generateName` creates have none yet.
-fn display_name(request: &AdmissionRequest<DynamicObject>, meta: &ObjectMeta) -> String {
+fn display_name(request: &AdmissionRequest<ReviewedObject>, meta: &ObjectMeta) -> String {
     if !request.name.is_empty() {
         request.name.clone()
     } else if let Some(name) = &meta.name {
@@ -299,7 +305,7 @@ fn display_name(request: &AdmissionRequest<DynamicObject>, meta: &ObjectMeta) ->
     }
 }
 
-fn is_namespace_delete(request: &AdmissionRequest<DynamicObject>) -> bool {
+fn is_namespace_delete(request: &AdmissionRequest<ReviewedObject>) -> bool {
     request.operation == Operation::Delete
         && request.kind.group.is_empty()
         && request.kind.kind == "Namespace"
@@ -307,7 +313,7 @@ fn is_namespace_delete(request: &AdmissionRequest<DynamicObject>) -> bool {
 }
 
 /// One structured audit event per guard decision, allowed or denied.
-fn audit(request: &AdmissionRequest<DynamicObject>, decision: &GuardDecision, elapsed: Duration) {
+fn audit(request: &AdmissionRequest<ReviewedObject>, decision: &GuardDecision, elapsed: Duration) {
     let owners: Vec<String> = decision
         .owners
         .iter()
