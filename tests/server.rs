@@ -264,3 +264,75 @@ async fn refuses_to_start_with_a_broken_certificate() {
         "{err}"
     );
 }
+
+/// Read until the server closes the connection, or give up after `limit`.
+async fn closed_within(stream: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
+    let mut sink = Vec::new();
+    matches!(
+        tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn slow_drip_headers_and_bodies_are_cut_off_at_the_request_timeout() {
+    let server = Server::builder().args(&["--request-timeout", "1s"]).start();
+    let client = server.client();
+
+    // Headers that never finish.
+    let mut headers = client.connect_tls(server.addr).await.unwrap();
+    headers
+        .write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A body that never finishes.
+    let mut body = client.connect_tls(server.addr).await.unwrap();
+    body.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"kind\":").await.unwrap();
+
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut headers, Duration::from_secs(5)).await,
+        "slow headers not cut off"
+    );
+    assert!(
+        closed_within(&mut body, Duration::from_secs(5)).await,
+        "slow body not cut off"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+    server.wait_for_log(
+        "request not received within --request-timeout",
+        Duration::from_secs(2),
+    );
+
+    let good = fixture("configmap-create.json");
+    let resp = review(&client, server.addr, "/validate", good.clone()).await;
+    assert_eq!(resp["response"]["uid"], uid_of(&good));
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains(r#"nsguard_http_rejections_total{reason="request_timeout"} 2"#)
+    );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let server = Server::builder().args(&["--idle-timeout", "1s"]).start();
+    let client = server.client();
+    let mut tls = client.connect_tls(server.addr).await.unwrap();
+    let body = fixture("configmap-create.json");
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    // The answer arrives, then the idle connection is closed by the server.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "idle connection was not closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
+}

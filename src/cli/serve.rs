@@ -46,9 +46,14 @@ pub struct ServeArgs {
     /// and its old version, each up to etcd's 1.5 MiB limit.
     #[arg(long, env = "NSGUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Bound on receiving a request (headers and body).
+    /// Bound on receiving a request (headers and body); a slower client's connection is
+    /// closed. Checked once a second.
     #[arg(long, env = "NSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// Keep-alive connections with no traffic for this long are closed. Longer than the
+    /// API server's own idle timeout (90s), so it never reuses a connection being closed.
+    #[arg(long, env = "NSGUARD_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
     /// Bound on a client's TLS handshake.
     #[arg(long, env = "NSGUARD_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -125,6 +130,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_reload_interval: args.tls_reload_interval,
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
+        idle_timeout: args.idle_timeout,
         handshake_timeout: args.handshake_timeout,
         shutdown_grace: args.shutdown_grace,
         max_connections: args.max_connections,

@@ -7,6 +7,7 @@
 
 pub mod routes;
 pub mod tls;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -28,6 +29,7 @@ use crate::admission::Webhook;
 use crate::metrics::Metrics;
 use routes::AppState;
 use tls::{KeyPairFiles, Tls};
+use watchdog::{Expired, Progress, Watched};
 
 /// Everything `serve` needs besides the webhook itself.
 #[derive(Debug, Clone)]
@@ -39,6 +41,7 @@ pub struct ServerOptions {
     pub tls_reload_interval: Duration,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
@@ -72,7 +75,6 @@ impl BoundServer {
             metrics,
             ready: false.into(),
             max_body_bytes: options.max_body_bytes,
-            request_timeout: options.request_timeout,
         });
         Ok(Self {
             listener,
@@ -121,13 +123,8 @@ impl BoundServer {
         });
 
         let service = TowerToHyperService::new(routes::webhook_router(state.clone()));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.request_timeout);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
+        // No hyper timers: slow requests and idle connections are the watchdog's job.
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(options.max_connections));
         state.ready.store(true, Ordering::Relaxed);
@@ -155,16 +152,39 @@ impl BoundServer {
             let service = service.clone();
             let metrics = state.metrics.clone();
             let watcher = graceful.watcher();
-            let handshake_timeout = options.handshake_timeout;
+            let (handshake_timeout, request_timeout, idle_timeout) = (
+                options.handshake_timeout,
+                options.request_timeout,
+                options.idle_timeout,
+            );
             tokio::spawn(async move {
                 let _slot = slot;
                 let Some(tls) = accept_tls(tcp, peer, &acceptor, handshake_timeout, &metrics).await
                 else {
                     return;
                 };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                if let Err(err) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                let progress = Progress::new();
+                let io = TokioIo::new(Watched::new(tls, progress.clone()));
+                let conn = watcher.watch(
+                    builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                );
+                tokio::select! {
+                    result = conn => if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    },
+                    // Returning drops the connection, which closes it.
+                    expired = watchdog::expiry(progress, request_timeout, idle_timeout) => match expired {
+                        Expired::SlowRequest => {
+                            metrics.rejection("request_timeout");
+                            tracing::warn!(%peer, timeout = ?request_timeout, "request not received within --request-timeout; connection closed");
+                        }
+                        Expired::Idle => {
+                            metrics.rejection("idle_timeout");
+                            tracing::debug!(%peer, timeout = ?idle_timeout, "idle connection closed");
+                        }
+                    },
                 }
             });
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -26,8 +26,6 @@ pub struct AppState {
     /// routing new reviews to a draining pod.
     pub ready: AtomicBool,
     pub max_body_bytes: usize,
-    /// Bound on reading the body (slow clients) and deciding.
-    pub request_timeout: Duration,
 }
 
 /// Routes of the webhook (TLS) port.
@@ -110,39 +108,27 @@ async fn handle(state: &AppState, endpoint: Endpoint, headers: &HeaderMap, body:
         state.metrics.rejection("unsupported_media_type");
         return status_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
     }
-    let bytes =
-        match tokio::time::timeout(state.request_timeout, read_body(body, state.max_body_bytes))
-            .await
-        {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(BodyError::TooLarge)) => {
-                state.metrics.rejection("payload_too_large");
-                return status_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body exceeds the {}-byte limit (--max-body-bytes)",
-                        state.max_body_bytes
-                    ),
-                );
-            }
-            Ok(Err(BodyError::Read(err))) => {
-                state.metrics.rejection("body_read_error");
-                return status_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read request body: {err}"),
-                );
-            }
-            Err(_) => {
-                state.metrics.rejection("timeout");
-                return status_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "request body not received within {:?} (--request-timeout)",
-                        state.request_timeout
-                    ),
-                );
-            }
-        };
+    // Slow bodies are bounded by the connection watchdog (--request-timeout).
+    let bytes = match read_body(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            state.metrics.rejection("payload_too_large");
+            return status_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body exceeds the {}-byte limit (--max-body-bytes)",
+                    state.max_body_bytes
+                ),
+            );
+        }
+        Err(BodyError::Read(err)) => {
+            state.metrics.rejection("body_read_error");
+            return status_error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {err}"),
+            );
+        }
+    };
     let request = match admission::decode(&bytes) {
         Ok(request) => request,
         Err(err) => {
@@ -212,7 +198,6 @@ pub fn status_error(code: StatusCode, message: String) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
         StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-        StatusCode::REQUEST_TIMEOUT => "Timeout",
         _ => "InternalError",
     };
     let body = serde_json::json!({
