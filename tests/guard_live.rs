@@ -271,6 +271,35 @@ async fn an_api_server_that_is_down_fails_closed_and_recovery_is_seen() {
     assert!(!matches!(decide(&scan), Verdict::Safe), "{scan:?}");
 }
 
+#[tokio::test]
+async fn an_api_server_that_refuses_connections_fails_closed_within_the_deadline() {
+    // A port that was just free: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let cluster = LiveCluster::new(
+        kube::Client::try_from(config).unwrap(),
+        LabelScheme::default(),
+        LiveOptions::default(),
+    );
+    let started = Instant::now();
+    let scan = cluster.scan("wallet", Duration::from_secs(2)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(scan.is_err(), "{scan:?}");
+    let verdict = decide(&scan);
+    assert!(
+        matches!(verdict, Verdict::LookupFailed { .. }),
+        "{verdict:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_hang() {
     let replay = Replay::start().await;
