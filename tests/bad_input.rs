@@ -202,14 +202,13 @@ async fn connections_beyond_the_limit_are_refused_and_service_resumes() {
     // Slots free up as the idle connections close.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        if let Ok(mut conn) = client.connect(server.addr).await {
-            if let Ok(reply) = conn
+        if let Ok(mut conn) = client.connect(server.addr).await
+            && let Ok(reply) = conn
                 .post("/validate", "application/json", fixture("pod-create.json"))
                 .await
-            {
-                assert_eq!(reply.status, 200);
-                break;
-            }
+        {
+            assert_eq!(reply.status, 200);
+            break;
         }
         assert!(
             std::time::Instant::now() < deadline,
