@@ -134,8 +134,8 @@ fn the_deployment_is_highly_available_and_locked_down() {
         load("manifests/base/priorityclass.yaml")[0]["metadata"]["name"]
     );
     assert!(pod["affinity"]["podAntiAffinity"].is_object());
-    // Longer than serve's default --shutdown-grace (20s), so in-flight reviews finish.
-    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 20);
+    // Longer than serve's default --shutdown-delay + --shutdown-grace (3s + 20s).
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 23);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"],

@@ -125,7 +125,9 @@ async fn rotated_certificates_are_served_without_dropping_connections() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
-    let mut server = Server::builder().args(&["--shutdown-grace", "15s"]).start();
+    let mut server = Server::builder()
+        .args(&["--shutdown-grace", "15s", "--shutdown-delay", "0s"])
+        .start();
     let client = server.client();
     let body = fixture("deployment-create.json");
     let (head, tail) = body.split_at(body.len() / 2);
@@ -170,4 +172,86 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
 
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     server.wait_for_log("all connections drained", Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_sustained_load_fails_no_request() {
+    let mount = tempfile::tempdir().unwrap();
+    let pairs: Vec<GeneratedCerts> = (0..4).map(|_| pair()).collect();
+    mount_secret(mount.path(), "v0", &pairs[0].tls_cert, &pairs[0].tls_key);
+    let server = Server::builder()
+        .args(&["--tls-reload-interval", "100ms"])
+        .tls_files(
+            mount.path().join("tls.crt"),
+            mount.path().join("tls.key"),
+            pairs[0].clone(),
+        )
+        .start();
+    // During a rotation the caBundle holds the old and the new CA.
+    let bundle: String = pairs.iter().map(|p| p.ca_cert.as_str()).collect();
+    let client = HttpsClient::new(&bundle, None);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(common::sustained_load(
+        client,
+        server.addr,
+        fixture("deployment-create.json"),
+        8,
+        20,
+        stop.clone(),
+    ));
+    for (i, pair) in pairs.iter().enumerate().skip(1) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        mount_secret(
+            mount.path(),
+            &format!("v{i}"),
+            &pair.tls_cert,
+            &pair.tls_key,
+        );
+    }
+    server.wait_for_logs("reloaded TLS certificate", 3, Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let result = load.await.unwrap();
+    assert!(
+        result.failed.is_empty(),
+        "{} failed: {:?}",
+        result.failed.len(),
+        &result.failed[..result.failed.len().min(5)]
+    );
+    assert!(result.ok > 100, "only {} requests", result.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_sustained_load_fails_no_request_while_endpoints_update() {
+    let mut server = Server::builder().args(&["--shutdown-delay", "2s"]).start();
+    let client = server.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(common::sustained_load(
+        client.clone(),
+        server.addr,
+        fixture("deployment-create.json"),
+        8,
+        20,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal("TERM");
+    server.wait_for_log(
+        "still serving while endpoints update",
+        Duration::from_secs(5),
+    );
+    // Readiness fails at once, so the kubelet takes the pod out of the endpoints ...
+    assert_eq!(client.get(server.addr, "/readyz").await.status, 503);
+    // ... while requests keep being answered until the API server has moved on.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let result = load.await.unwrap();
+    assert!(
+        result.failed.is_empty(),
+        "{} failed: {:?}",
+        result.failed.len(),
+        &result.failed[..result.failed.len().min(5)]
+    );
+    assert!(result.ok > 100, "only {} requests", result.ok);
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "NSGUARD_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// After SIGTERM, keep serving this long with /readyz failing, so the Service's
+    /// endpoints drop the pod before it stops accepting. Then drain (--shutdown-grace).
+    #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "3s", value_parser = humantime::parse_duration)]
+    shutdown_delay: Duration,
     /// Open connections beyond this are closed at once.
     #[arg(long, env = "NSGUARD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
@@ -133,6 +137,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: args.idle_timeout,
         handshake_timeout: args.handshake_timeout,
         shutdown_grace: args.shutdown_grace,
+        shutdown_delay: args.shutdown_delay,
         max_connections: args.max_connections,
     };
     let metrics = Arc::new(Metrics::new());

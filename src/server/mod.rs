@@ -44,6 +44,9 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long to keep serving with /readyz failing, so endpoints drop
+    /// this pod before it stops accepting connections.
+    pub shutdown_delay: Duration,
     pub max_connections: usize,
 }
 
@@ -129,6 +132,25 @@ impl BoundServer {
         let slots = Arc::new(Semaphore::new(options.max_connections));
         state.ready.store(true, Ordering::Relaxed);
 
+        // On stop: fail readiness at once, keep serving for the delay, then drain.
+        let drain = CancellationToken::new();
+        tokio::spawn({
+            let (stop, drain, state) = (stop.clone(), drain.clone(), state.clone());
+            let delay = options.shutdown_delay;
+            async move {
+                stop.cancelled().await;
+                state.ready.store(false, Ordering::Relaxed);
+                if !delay.is_zero() {
+                    tracing::info!(
+                        ?delay,
+                        "shutdown requested: /readyz fails, still serving while endpoints update"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                drain.cancel();
+            }
+        });
+
         loop {
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -140,7 +162,7 @@ impl BoundServer {
                         continue;
                     }
                 },
-                () = stop.cancelled() => break,
+                () = drain.cancelled() => break,
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 state.metrics.rejection("too_many_connections");

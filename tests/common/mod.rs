@@ -452,3 +452,67 @@ pub async fn review(
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     reply.json()
 }
+
+/// What a sustained load saw.
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    pub ok: usize,
+    pub failed: Vec<String>,
+}
+
+/// Post `body` to `/validate` on `connections` keep-alive connections until `stop` is set,
+/// reopening each connection every `reconnect_every` requests so handshakes keep happening.
+pub async fn sustained_load(
+    client: HttpsClient,
+    addr: SocketAddr,
+    body: Vec<u8>,
+    connections: usize,
+    reconnect_every: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> LoadResult {
+    use std::sync::atomic::Ordering;
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let (client, body, stop) = (client.clone(), body.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut result = LoadResult::default();
+            while !stop.load(Ordering::Relaxed) {
+                let mut conn = match client.connect(addr).await {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        result.failed.push(format!("connect: {err}"));
+                        continue;
+                    }
+                };
+                for _ in 0..reconnect_every {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match conn
+                        .post("/validate", "application/json", body.clone())
+                        .await
+                    {
+                        Ok(reply) if reply.status == StatusCode::OK => result.ok += 1,
+                        Ok(reply) => {
+                            result
+                                .failed
+                                .push(format!("{}: {}", reply.status, reply.text()))
+                        }
+                        Err(err) => {
+                            result.failed.push(format!("request: {err}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            result
+        }));
+    }
+    let mut total = LoadResult::default();
+    for worker in workers {
+        let result = worker.await.unwrap();
+        total.ok += result.ok;
+        total.failed.extend(result.failed);
+    }
+    total
+}
