@@ -4,7 +4,9 @@
 //! this machine). Reports requests/s, latency percentiles, errors, the servers' peak RSS,
 //! and nsguard's throughput as a ratio of the baseline's.
 //!
-//! `cargo bench --bench load`; tune with NSGUARD_LOAD_CONNECTIONS (32),
+//! `cargo bench --bench load`; for a soak, `NSGUARD_LOAD_SECONDS=40` (about a million
+//! reviews here): the server's RSS is sampled every second and its first, last and peak
+//! values printed, to show memory stays flat. Tune with NSGUARD_LOAD_CONNECTIONS (32),
 //! NSGUARD_LOAD_SECONDS (10), NSGUARD_LOAD_WARMUP_SECONDS (2), NSGUARD_LOAD_BODY (a
 //! fixture name under tests/fixtures/admission-review, default deployment-create.json).
 //! Both servers run as separate processes; this process is only the load generator.
@@ -77,6 +79,15 @@ fn main() {
         ("nsguard", Server::nsguard(&cert, &key)),
         ("baseline", Server::baseline(&cert, &key)),
     ] {
+        let pid = server.child.id();
+        let sampler = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            for _ in 0..(warmup + seconds) {
+                std::thread::sleep(Duration::from_secs(1));
+                samples.extend(rss_kib(pid, "VmRSS:"));
+            }
+            samples
+        });
         let stats = runtime.block_on(run_load(
             server.addr,
             &certs.ca_cert,
@@ -85,6 +96,16 @@ fn main() {
             warmup,
             seconds,
         ));
+        let samples = sampler.join().unwrap();
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            println!(
+                "{name:>8}: RSS over the run: first {:.1} MB, last {:.1} MB, max {:.1} MB ({} samples)",
+                *first as f64 / 1024.0,
+                *last as f64 / 1024.0,
+                *samples.iter().max().unwrap() as f64 / 1024.0,
+                samples.len()
+            );
+        }
         let rss = server.peak_rss_kib();
         server.stop();
         stats.print(name, rss);
@@ -172,17 +193,22 @@ impl Server {
 
     /// Peak resident set size (VmHWM) in KiB, from /proc.
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kib(self.child.id(), "VmHWM:")
     }
 
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A memory figure of a process from /proc/PID/status, in KiB.
+fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 struct Stats {
