@@ -271,6 +271,38 @@ async fn an_api_server_that_is_down_fails_closed_and_recovery_is_seen() {
     assert!(!matches!(decide(&scan), Verdict::Safe), "{scan:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_are_bounded_and_the_excess_fails_closed() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.fault("services", Fault::Slow(Duration::from_millis(1500)));
+    let cluster = std::sync::Arc::new(live(
+        &replay,
+        LiveOptions {
+            max_concurrent_scans: 1,
+            ..LiveOptions::default()
+        },
+    ));
+    let first = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.scan("wallet", Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The only slot is taken for 1.5 s; a lookup with a 500 ms deadline cannot start.
+    let second = cluster.scan("wallet", Duration::from_millis(500)).await;
+    assert!(
+        matches!(second, Err(LookupError::Busy { limit: 1, .. })),
+        "{second:?}"
+    );
+    assert!(matches!(decide(&second), Verdict::LookupFailed { .. }));
+    assert_eq!(decide(&first.await.unwrap()), Verdict::Safe);
+    // With the slot free again, lookups run.
+    assert_eq!(
+        decide(&cluster.scan("wallet", Duration::from_secs(10)).await),
+        Verdict::Safe
+    );
+}
+
 #[tokio::test]
 async fn an_api_server_that_refuses_connections_fails_closed_within_the_deadline() {
     // A port that was just free: connections are refused.

@@ -280,6 +280,7 @@ impl Webhook {
         match scan {
             Some(Err(LookupError::Deadline { .. })) => self.metrics.lookup_error("deadline"),
             Some(Err(LookupError::Discovery(_))) => self.metrics.lookup_error("discovery"),
+            Some(Err(LookupError::Busy { .. })) => self.metrics.lookup_error("busy"),
             Some(Ok(scan)) if !scan.unverified.is_empty() => {
                 self.metrics.lookup_error("unverified_types")
             }

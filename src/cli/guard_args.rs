@@ -57,6 +57,10 @@ pub struct ClusterArgs {
     /// List calls in flight at once during a lookup.
     #[arg(long, env = "NSGUARD_LOOKUP_CONCURRENCY", default_value_t = 16)]
     lookup_concurrency: usize,
+    /// Namespace lookups in flight at once (each is many list calls); more wait within
+    /// --lookup-timeout, then are denied (fail closed).
+    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_LOOKUPS", default_value_t = 4)]
+    max_concurrent_lookups: usize,
     /// How long API discovery results are reused.
     #[arg(long, env = "NSGUARD_DISCOVERY_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     discovery_ttl: Duration,
@@ -103,6 +107,7 @@ impl ClusterArgs {
                 concurrency: self.lookup_concurrency.max(1),
                 discovery_ttl: self.discovery_ttl,
                 skip: self.skip_resources.clone(),
+                max_concurrent_scans: self.max_concurrent_lookups.max(1),
                 ..LiveOptions::default()
             };
             return Ok(ClusterSource::Live(LiveCluster::new(

@@ -45,6 +45,11 @@ pub struct LiveOptions {
     pub skip: Vec<String>,
     /// Objects per list page.
     pub page_size: u32,
+    /// Namespace scans in flight at once. Each is ~(types x generations) list calls, so
+    /// this bounds what nsguard can ask of the API server, however many deletes (or
+    /// `--dry-run=server` checks) arrive together. Scans beyond it wait, under the same
+    /// deadline.
+    pub max_concurrent_scans: usize,
 }
 
 impl Default for LiveOptions {
@@ -54,6 +59,7 @@ impl Default for LiveOptions {
             discovery_ttl: Duration::from_secs(60),
             skip: DEFAULT_SKIP.iter().map(|s| s.to_string()).collect(),
             page_size: 500,
+            max_concurrent_scans: 4,
         }
     }
 }
@@ -71,6 +77,10 @@ pub enum LookupError {
     },
     #[error("API discovery failed: {0}")]
     Discovery(String),
+    #[error(
+        "{limit} namespace lookups were already running and none finished within {timeout:?}; retry"
+    )]
+    Busy { limit: usize, timeout: Duration },
 }
 
 /// A namespaced resource type that supports `list`.
@@ -95,6 +105,7 @@ pub struct LiveCluster {
     scheme: LabelScheme,
     options: LiveOptions,
     discovered: tokio::sync::Mutex<Option<Discovered>>,
+    scans: tokio::sync::Semaphore,
 }
 
 impl LiveCluster {
@@ -102,6 +113,7 @@ impl LiveCluster {
         Self {
             client,
             scheme,
+            scans: tokio::sync::Semaphore::new(options.max_concurrent_scans.max(1)),
             options,
             discovered: tokio::sync::Mutex::new(None),
         }
@@ -113,8 +125,18 @@ impl LiveCluster {
         namespace: &str,
         timeout: Duration,
     ) -> Result<NamespaceScan, LookupError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let busy = || LookupError::Busy {
+            limit: self.options.max_concurrent_scans.max(1),
+            timeout,
+        };
+        let _permit = match tokio::time::timeout_at(deadline, self.scans.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a closed one would be as good as full.
+            Ok(Err(_)) | Err(_) => return Err(busy()),
+        };
         let progress = Progress::default();
-        match tokio::time::timeout(timeout, self.scan_unbounded(namespace, &progress)).await {
+        match tokio::time::timeout_at(deadline, self.scan_unbounded(namespace, &progress)).await {
             Ok(result) => result,
             Err(_) => Err(LookupError::Deadline {
                 timeout,
