@@ -460,6 +460,20 @@ pub struct LoadResult {
     pub failed: Vec<String>,
 }
 
+impl LoadResult {
+    /// No request failed, and at least `min_ok` succeeded (the load really ran).
+    #[track_caller]
+    pub fn assert_clean(&self, min_ok: usize) {
+        let shown = &self.failed[..self.failed.len().min(5)];
+        assert!(
+            self.failed.is_empty(),
+            "{} failed: {shown:?}",
+            self.failed.len()
+        );
+        assert!(self.ok >= min_ok, "only {} requests", self.ok);
+    }
+}
+
 /// Post `body` to `/validate` on `connections` keep-alive connections until `stop` is set,
 /// reopening each connection every `reconnect_every` requests so handshakes keep happening.
 pub async fn sustained_load(
