@@ -33,11 +33,6 @@ impl LabelKeys {
             parent_env: parent_env.to_owned(),
         }
     }
-
-    /// Every key of this generation, for building label selectors.
-    pub fn keys(&self) -> [&str; 3] {
-        [&self.app_name, &self.env, &self.parent_env]
-    }
 }
 
 impl std::str::FromStr for LabelKeys {

@@ -50,13 +50,11 @@ async fn deleting_the_shared_namespace_is_denied_with_owners_named() {
     assert_eq!(audit[0]["user"], "admin");
     assert_eq!(audit[0]["namespace"], "pay-space-wallet");
     assert_eq!(audit[1]["dry_run"], true);
-    let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(
-            r#"nsguard_admission_reviews_total{endpoint="validate",decision="denied"} 2"#
-        ),
-        "{metrics}"
-    );
+    server
+        .assert_metrics(&[
+            r#"nsguard_admission_reviews_total{endpoint="validate",decision="denied"} 2"#,
+        ])
+        .await;
 }
 
 #[tokio::test]

@@ -391,9 +391,7 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
         message.contains("fail closed") && message.contains("did not finish within 800ms"),
         "{message}"
     );
-    let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(r#"nsguard_lookup_errors_total{reason="deadline"} 1"#),
-        "{metrics}"
-    );
+    server
+        .assert_metrics(&[r#"nsguard_lookup_errors_total{reason="deadline"} 1"#])
+        .await;
 }

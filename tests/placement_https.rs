@@ -102,13 +102,11 @@ async fn warn_allows_with_a_warning_kubectl_prints() {
             "{warning}"
         );
     }
-    let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(
-            r#"nsguard_admission_reviews_total{endpoint="validate",decision="warned"} 7"#
-        ),
-        "{metrics}"
-    );
+    server
+        .assert_metrics(&[
+            r#"nsguard_admission_reviews_total{endpoint="validate",decision="warned"} 7"#,
+        ])
+        .await;
 }
 
 #[tokio::test]

@@ -166,25 +166,15 @@ async fn metrics_count_reviews_by_endpoint_and_decision() {
         fixture("mutating/service-create.json"),
     )
     .await;
-    let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(
+    server
+        .assert_metrics(&[
             // The fixture is a sub-env Service in its parent's namespace: the default
             // placement mode (warn) allows it with a warning.
-            r#"nsguard_admission_reviews_total{endpoint="validate",decision="warned"} 1"#
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics
-            .contains(r#"nsguard_admission_reviews_total{endpoint="mutate",decision="allowed"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics
-            .contains(r#"nsguard_admission_review_duration_seconds_count{endpoint="validate"} 1"#),
-        "{metrics}"
-    );
+            r#"nsguard_admission_reviews_total{endpoint="validate",decision="warned"} 1"#,
+            r#"nsguard_admission_reviews_total{endpoint="mutate",decision="allowed"} 1"#,
+            r#"nsguard_admission_review_duration_seconds_count{endpoint="validate"} 1"#,
+        ])
+        .await;
 }
 
 #[tokio::test]
@@ -310,12 +300,9 @@ async fn slow_drip_headers_and_bodies_are_cut_off_at_the_request_timeout() {
     let good = fixture("configmap-create.json");
     let resp = review(&client, server.addr, "/validate", good.clone()).await;
     assert_eq!(resp["response"]["uid"], uid_of(&good));
-    assert!(
-        server
-            .metrics()
-            .await
-            .contains(r#"nsguard_http_rejections_total{reason="request_timeout"} 2"#)
-    );
+    server
+        .assert_metrics(&[r#"nsguard_http_rejections_total{reason="request_timeout"} 2"#])
+        .await;
 }
 
 #[tokio::test]

@@ -112,15 +112,12 @@ async fn rotated_certificates_are_served_without_dropping_connections() {
     }
     review(&new_client, server.addr, "/validate", body).await;
 
-    let metrics = server.metrics().await;
-    assert!(
-        metrics.contains(r#"nsguard_tls_reloads_total{result="success"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"nsguard_tls_reloads_total{result="error"} 2"#),
-        "{metrics}"
-    );
+    server
+        .assert_metrics(&[
+            r#"nsguard_tls_reloads_total{result="success"} 1"#,
+            r#"nsguard_tls_reloads_total{result="error"} 2"#,
+        ])
+        .await;
 }
 
 #[tokio::test]

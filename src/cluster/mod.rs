@@ -60,11 +60,4 @@ impl ClusterSource {
         };
         (decision, Some(scan))
     }
-
-    pub fn describe(&self) -> &'static str {
-        match self {
-            ClusterSource::Live(_) => "live API server",
-            ClusterSource::Dump(_) => "cluster dump",
-        }
-    }
 }

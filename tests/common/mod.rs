@@ -147,10 +147,6 @@ impl Server {
         HttpsClient::new(&self.certs.ca_cert, None)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -172,6 +168,17 @@ impl Server {
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Assert that the metrics exposition holds each of `lines` (fetched once).
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let metrics = self.metrics().await;
+        for line in lines {
+            assert!(
+                metrics.contains(line),
+                "{line} not in the metrics:\n{metrics}"
+            );
         }
     }
 
