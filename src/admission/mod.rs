@@ -204,9 +204,8 @@ impl Webhook {
         };
         // A Namespace's request carries its own name as the namespace; the Namespace of a
         // shared legacy namespace may carry a sub-env's labels. Neither is "misplaced".
-        let is_namespace = request.kind.group.is_empty() && request.kind.kind == "Namespace";
         if namespace.is_empty()
-            || is_namespace
+            || is_namespace(request)
             || placement::exempt(meta.annotations.as_ref(), controller_owned)
         {
             return allow();
@@ -306,10 +305,14 @@ fn display_name(request: &AdmissionRequest<ReviewedObject>, meta: &ObjectMeta) -
     }
 }
 
+/// A request about a core Namespace object.
+fn is_namespace(request: &AdmissionRequest<ReviewedObject>) -> bool {
+    request.kind.group.is_empty() && request.kind.kind == "Namespace"
+}
+
 fn is_namespace_delete(request: &AdmissionRequest<ReviewedObject>) -> bool {
     request.operation == Operation::Delete
-        && request.kind.group.is_empty()
-        && request.kind.kind == "Namespace"
+        && is_namespace(request)
         && request.sub_resource.is_none()
 }
 

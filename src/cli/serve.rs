@@ -140,7 +140,6 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_delay: args.shutdown_delay,
         max_connections: args.max_connections,
     };
-    let metrics = Arc::new(Metrics::new());
     let scheme = args.inputs.labels.scheme();
     let webhook = Arc::new(Webhook {
         cluster: args
@@ -152,9 +151,9 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         guard: args.inputs.guard.config(),
         lookup_timeout: args.inputs.cluster.lookup_timeout,
         placement: args.placement_mode,
-        metrics: metrics.clone(),
+        metrics: Arc::new(Metrics::new()),
     });
-    let server = BoundServer::bind(options, webhook, metrics).await?;
+    let server = BoundServer::bind(options, webhook).await?;
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     server.run(stop).await?;

@@ -61,11 +61,7 @@ pub struct BoundServer {
 
 impl BoundServer {
     /// Bind both ports and load the certificate; errors here stop startup.
-    pub async fn bind(
-        options: ServerOptions,
-        webhook: Arc<Webhook>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    pub async fn bind(options: ServerOptions, webhook: Arc<Webhook>) -> anyhow::Result<Self> {
         let tls = Tls::load(options.tls.clone(), options.client_ca.as_deref())?;
         let listener = TcpListener::bind(options.listen)
             .await
@@ -74,8 +70,8 @@ impl BoundServer {
             .await
             .with_context(|| format!("binding the metrics port {}", options.metrics_listen))?;
         let state = Arc::new(AppState {
+            metrics: webhook.metrics.clone(),
             webhook,
-            metrics,
             ready: false.into(),
             max_body_bytes: options.max_body_bytes,
         });
@@ -86,14 +82,6 @@ impl BoundServer {
             state,
             options,
         })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
-        self.metrics_listener.local_addr()
     }
 
     /// Serve until `stop` is cancelled, then stop accepting and give in-flight requests
