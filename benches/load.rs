@@ -80,13 +80,27 @@ fn main() {
         ("baseline", Server::baseline(&cert, &key)),
     ] {
         let pid = server.child.id();
+        // RSS every second; CPU time of the server and of this load generator over the
+        // measured window, to show where the machine's two cores go.
         let sampler = std::thread::spawn(move || {
             let mut samples = Vec::new();
-            for _ in 0..(warmup + seconds) {
+            let mut cpu_start = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+            for second in 1..=(warmup + seconds) {
                 std::thread::sleep(Duration::from_secs(1));
                 samples.extend(rss_kib(pid, "VmRSS:"));
+                if second == warmup {
+                    cpu_start = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+                }
             }
-            samples
+            let cpu = (
+                cpu_seconds(pid)
+                    .zip(cpu_start.0)
+                    .map(|(end, start)| end - start),
+                cpu_seconds(std::process::id())
+                    .zip(cpu_start.1)
+                    .map(|(end, start)| end - start),
+            );
+            (samples, cpu)
         });
         let stats = runtime.block_on(run_load(
             server.addr,
@@ -96,7 +110,7 @@ fn main() {
             warmup,
             seconds,
         ));
-        let samples = sampler.join().unwrap();
+        let (samples, (server_cpu, client_cpu)) = sampler.join().unwrap();
         if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
             println!(
                 "{name:>8}: RSS over the run: first {:.1} MB, last {:.1} MB, max {:.1} MB ({} samples)",
@@ -109,6 +123,18 @@ fn main() {
         let rss = server.peak_rss_kib();
         server.stop();
         stats.print(name, rss);
+        if let (Some(server_cpu), Some(client_cpu)) = (server_cpu, client_cpu) {
+            let per_request = |cpu: f64| cpu / stats.latencies.len().max(1) as f64 * 1e6;
+            println!(
+                "{name:>8}: CPU per request: server {:.1} µs, load generator {:.1} µs (server used {:.2} of {} cores)",
+                per_request(server_cpu),
+                per_request(client_cpu),
+                server_cpu / seconds as f64,
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+            );
+        }
         results.push((name, stats, rss));
     }
     let ratio = results[0].1.rps() / results[1].1.rps();
@@ -200,6 +226,16 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User plus system CPU time of a process so far, from /proc/PID/stat, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture nsguard builds for.
+    Some(ticks as f64 / 100.0)
 }
 
 /// A memory figure of a process from /proc/PID/status, in KiB.
