@@ -78,20 +78,25 @@ fn reviews(c: &mut Criterion) {
     group.bench_function("deployment_create_decode_place_encode", |b| {
         b.iter(|| {
             let request = admission::decode(&deployment).unwrap();
-            let response = runtime.block_on(warn.review(Endpoint::Validate, &request));
-            admission::encode(response)
+            runtime
+                .block_on(warn.review(Endpoint::Validate, &request))
+                .encode()
         })
     });
     group.bench_function("deployment_update_decode_place_encode", |b| {
         b.iter(|| {
             let request = admission::decode(&update).unwrap();
-            admission::encode(runtime.block_on(warn.review(Endpoint::Validate, &request)))
+            runtime
+                .block_on(warn.review(Endpoint::Validate, &request))
+                .encode()
         })
     });
     group.bench_function("namespace_delete_over_6000_object_dump", |b| {
         b.iter(|| {
             let request = admission::decode(&delete).unwrap();
-            admission::encode(runtime.block_on(warn.review(Endpoint::Validate, &request)))
+            runtime
+                .block_on(warn.review(Endpoint::Validate, &request))
+                .encode()
         })
     });
     group.finish();

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::labels::Owner;
+use crate::labels::{Owner, StringMap};
 
 /// The annotation that lets a Namespace be deleted regardless of what is inside.
 pub const BREAK_GLASS_ANNOTATION: &str = "nsguard.dev/allow-delete";
@@ -44,7 +44,7 @@ pub struct DeleteRequest<'a> {
     pub namespace: &'a str,
     pub username: &'a str,
     pub groups: &'a [String],
-    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub annotations: Option<&'a dyn StringMap>,
 }
 
 /// One owned object found in the namespace.
@@ -160,7 +160,7 @@ impl GuardDecision {
 pub fn exemption(config: &GuardConfig, request: &DeleteRequest<'_>) -> Option<GuardDecision> {
     let verdict = if request
         .annotations
-        .and_then(|a| a.get(BREAK_GLASS_ANNOTATION))
+        .and_then(|a| a.get_str(BREAK_GLASS_ANNOTATION))
         .is_some_and(|v| v == "true")
     {
         Verdict::BreakGlass
@@ -454,7 +454,7 @@ mod tests {
             ..Default::default()
         };
         let groups = vec!["system:authenticated".to_owned(), "platform".to_owned()];
-        let none = BTreeMap::new();
+        let none = BTreeMap::<String, String>::new();
         let mut req = DeleteRequest {
             namespace: "a",
             username: "alice",

@@ -12,10 +12,29 @@
 //!   generation's app-name with another's env.
 //! - An object with no generation carrying both app-name and env has no owner.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// Read access to a string map (labels, annotations) by key, whoever owns the strings:
+/// the CLI and the dump hold `BTreeMap<String, String>`, the webhook's hot path holds
+/// maps borrowed from the request body. The decisions read through this, so both share
+/// one implementation. `Sync` so a request holding one can cross an `.await`.
+pub trait StringMap: fmt::Debug + Sync {
+    fn get_str(&self, key: &str) -> Option<&str>;
+}
+
+impl<K, V> StringMap for BTreeMap<K, V>
+where
+    K: Borrow<str> + Ord + fmt::Debug + Sync,
+    V: AsRef<str> + fmt::Debug + Sync,
+{
+    fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).map(AsRef::as_ref)
+    }
+}
 
 /// The three label keys of one simple-container generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,13 +111,11 @@ impl LabelScheme {
     }
 
     /// The stack labels of an object, read by the rules in the module docs.
-    pub fn read<'a>(&self, labels: &'a BTreeMap<String, String>) -> Option<StackLabels<'a>> {
-        let value = |key: &str| {
-            labels
-                .get(key)
-                .map(String::as_str)
-                .filter(|v| !v.is_empty())
-        };
+    pub fn read<'a, M>(&self, labels: &'a M) -> Option<StackLabels<'a>>
+    where
+        M: StringMap + ?Sized,
+    {
+        let value = |key: &str| labels.get_str(key).filter(|v| !v.is_empty());
         self.generations
             .iter()
             .enumerate()
@@ -113,7 +130,7 @@ impl LabelScheme {
     }
 
     /// The owner of an object, if it carries one.
-    pub fn owner(&self, labels: &BTreeMap<String, String>) -> Option<Owner> {
+    pub fn owner<M: StringMap + ?Sized>(&self, labels: &M) -> Option<Owner> {
         self.read(labels).map(|stack| stack.owner())
     }
 }

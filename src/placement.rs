@@ -13,12 +13,11 @@
 //! opt out with [`SKIP_ANNOTATION`] (stacks with an explicit simple-container namespace,
 //! whose target the labels cannot reveal).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::labels::{LabelScheme, Owner};
+use crate::labels::{LabelScheme, Owner, StringMap};
 use crate::naming::sanitize;
 
 /// `nsguard.dev/skip-placement: "true"` on an object exempts it from placement.
@@ -115,10 +114,10 @@ impl Misplacement {
 
 /// Whether placement leaves an object alone whatever its labels: controller-owned
 /// objects and objects with the skip annotation.
-pub fn exempt(annotations: Option<&BTreeMap<String, String>>, controller_owned: bool) -> bool {
+pub fn exempt(annotations: Option<&dyn StringMap>, controller_owned: bool) -> bool {
     controller_owned
         || annotations
-            .and_then(|a| a.get(SKIP_ANNOTATION))
+            .and_then(|a| a.get_str(SKIP_ANNOTATION))
             .is_some_and(|v| v == "true")
 }
 
@@ -128,9 +127,9 @@ pub fn target_namespace(app_name: &str) -> Option<String> {
 }
 
 /// Decide where an object with these labels belongs, given the namespace it is in.
-pub fn place(
+pub fn place<M: StringMap + ?Sized>(
     scheme: &LabelScheme,
-    labels: &BTreeMap<String, String>,
+    labels: &M,
     namespace: &str,
 ) -> Placement {
     let Some(stack) = scheme.read(labels).filter(|s| s.is_sub_env()) else {
@@ -161,6 +160,7 @@ pub fn place(
 mod tests {
     use super::*;
     use crate::naming::deployed_namespace;
+    use std::collections::BTreeMap;
 
     fn sub_env(app: &str, env: &str, parent: &str) -> BTreeMap<String, String> {
         [
@@ -210,7 +210,10 @@ mod tests {
         let scheme = LabelScheme::default();
         let parent = sub_env("myapp", "production", "production");
         assert_eq!(place(&scheme, &parent, "elsewhere"), Placement::NotSubEnv);
-        assert_eq!(place(&scheme, &BTreeMap::new(), "x"), Placement::NotSubEnv);
+        assert_eq!(
+            place(&scheme, &BTreeMap::<String, String>::new(), "x"),
+            Placement::NotSubEnv
+        );
     }
 
     #[test]

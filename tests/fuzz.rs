@@ -138,8 +138,7 @@ fn review_round_trip(body: &[u8]) {
         let webhook = webhook(mode);
         for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
             let response = runtime.block_on(webhook.review(endpoint, &request));
-            let encoded: serde_json::Value =
-                serde_json::from_slice(&admission::encode(response)).unwrap();
+            let encoded: serde_json::Value = serde_json::from_slice(&response.encode()).unwrap();
             assert_eq!(
                 encoded["response"]["uid"].as_str(),
                 Some(request.uid.as_str())

@@ -2,16 +2,13 @@
 //! the decisions, and building the response. Transport-free, so the HTTPS handlers, the
 //! benchmarks and the tests all go through the same code.
 
-mod object;
+mod review;
 
-pub use object::ReviewedObject;
+pub use review::{Metadata, Operation, Request, Response, Text, TextMap};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::response::Status;
 use serde_json::error::Category;
 
 use crate::cluster::{ClusterSource, LookupError};
@@ -60,22 +57,21 @@ pub enum DecodeError {
     NoUid,
 }
 
-/// Decode an AdmissionReview v1 body into its request.
-pub fn decode(body: &[u8]) -> Result<AdmissionRequest<ReviewedObject>, DecodeError> {
-    let review: AdmissionReview<ReviewedObject> =
+/// Decode an AdmissionReview v1 body into its request, borrowing from the body.
+pub fn decode(body: &[u8]) -> Result<Request<'_>, DecodeError> {
+    let review: review::Review<'_> =
         serde_json::from_slice(body).map_err(|err| match err.classify() {
             Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson(err),
             Category::Data => DecodeError::NotAReview(err),
         })?;
-    if review.types.api_version != API_VERSION || review.types.kind != KIND {
+    if review.api_version.as_str() != API_VERSION || review.kind.as_str() != KIND {
         return Err(DecodeError::WrongType {
-            api_version: review.types.api_version,
-            kind: review.types.kind,
+            api_version: review.api_version.to_string(),
+            kind: review.kind.to_string(),
         });
     }
-    let request: AdmissionRequest<ReviewedObject> =
-        review.try_into().map_err(|_| DecodeError::NoRequest)?;
-    if request.uid.is_empty() {
+    let request = review.request.ok_or(DecodeError::NoRequest)?;
+    if request.uid.as_str().is_empty() {
         return Err(DecodeError::NoUid);
     }
     Ok(request)
@@ -103,49 +99,15 @@ impl Decision {
     }
 
     /// Read the decision back from a finished response.
-    pub fn of(response: &AdmissionResponse) -> Self {
+    pub fn of(response: &Response<'_>) -> Self {
         if !response.allowed {
             Decision::Denied
         } else if response.patch.is_some() {
             Decision::Patched
-        } else if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
+        } else if !response.warnings.is_empty() {
             Decision::Warned
         } else {
             Decision::Allowed
-        }
-    }
-}
-
-/// A denial in the form `kubectl` prints well: HTTP-style code 403, reason Forbidden.
-pub fn deny(
-    request: &AdmissionRequest<ReviewedObject>,
-    message: impl Into<String>,
-) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(request);
-    response.allowed = false;
-    response.result = Status::failure(&message.into(), "Forbidden").with_code(403);
-    response
-}
-
-/// Serialize a response as a full AdmissionReview body.
-///
-/// `response.patch` is a Go `[]byte`, which JSON carries as a base64 string. kube-core
-/// serializes its `Vec<u8>` as an array of numbers (kube-rs/kube#1781), so a patched
-/// response is re-encoded here.
-pub fn encode(response: AdmissionResponse) -> Vec<u8> {
-    use base64::Engine as _;
-    let patch = response
-        .patch
-        .as_ref()
-        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
-    let review = response.into_review();
-    // A review of strings, bools and bytes always serializes.
-    match patch {
-        None => serde_json::to_vec(&review).expect("AdmissionReview serializes"),
-        Some(patch) => {
-            let mut value = serde_json::to_value(&review).expect("AdmissionReview serializes");
-            value["response"]["patch"] = serde_json::Value::String(patch);
-            serde_json::to_vec(&value).expect("JSON value serializes")
         }
     }
 }
@@ -163,11 +125,7 @@ pub struct Webhook {
 
 impl Webhook {
     /// The answer to one review on one endpoint.
-    pub async fn review(
-        &self,
-        endpoint: Endpoint,
-        request: &AdmissionRequest<ReviewedObject>,
-    ) -> AdmissionResponse {
+    pub async fn review<'r>(&self, endpoint: Endpoint, request: &'r Request<'_>) -> Response<'r> {
         if endpoint == Endpoint::Validate && is_namespace_delete(request) {
             return self.guard_namespace_delete(request).await;
         }
@@ -177,28 +135,19 @@ impl Webhook {
         {
             return self.place(endpoint, request);
         }
-        AdmissionResponse::from(request)
+        Response::allow(request)
     }
 
     /// Sub-env placement of one CREATE/UPDATE, per mode and endpoint: `rewrite` patches on
     /// `/mutate`, `enforce` denies and `warn` warns on `/validate`. Objects that are not
     /// misplaced, cluster-scoped objects and exempt objects are allowed untouched.
-    fn place(
-        &self,
-        endpoint: Endpoint,
-        request: &AdmissionRequest<ReviewedObject>,
-    ) -> AdmissionResponse {
-        let allow = || AdmissionResponse::from(request);
-        let (Some(object), Some(namespace)) = (&request.object, request.namespace.as_deref())
-        else {
+    fn place<'r>(&self, endpoint: Endpoint, request: &'r Request<'_>) -> Response<'r> {
+        let allow = || Response::allow(request);
+        let (Some(object), Some(namespace)) = (&request.object, request.namespace.as_ref()) else {
             return allow();
         };
+        let namespace = namespace.as_str();
         let meta = &object.metadata;
-        let controller_owned = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.controller == Some(true));
         let Some(labels) = meta.labels.as_ref() else {
             return allow();
         };
@@ -206,7 +155,10 @@ impl Webhook {
         // shared legacy namespace may carry a sub-env's labels. Neither is "misplaced".
         if namespace.is_empty()
             || is_namespace(request)
-            || placement::exempt(meta.annotations.as_ref(), controller_owned)
+            || placement::exempt(
+                meta.annotations.as_ref().map(|a| a as _),
+                meta.controller_owned(),
+            )
         {
             return allow();
         }
@@ -233,8 +185,12 @@ impl Webhook {
         );
         match (endpoint, self.placement) {
             (Endpoint::Mutate, PlacementMode::Rewrite) => {
-                match allow().with_patch(misplaced.patch(meta.namespace.is_some())) {
-                    Ok(response) => response,
+                let patch = misplaced.patch(meta.namespace.is_some());
+                match serde_json::to_vec(&patch) {
+                    Ok(patch) => Response {
+                        patch: Some(patch),
+                        ..allow()
+                    },
                     // A one-operation patch of strings always serializes; stay safe anyway.
                     Err(err) => {
                         tracing::error!(error = %err, "cannot serialize the placement patch");
@@ -243,13 +199,12 @@ impl Webhook {
                 }
             }
             (Endpoint::Validate, PlacementMode::Enforce) => {
-                deny(request, misplaced.denial(kind, &name))
+                Response::deny(request, misplaced.denial(kind, &name))
             }
-            (Endpoint::Validate, PlacementMode::Warn) => {
-                let mut response = allow();
-                response.warnings = Some(vec![misplaced.warning(kind, &name)]);
-                response
-            }
+            (Endpoint::Validate, PlacementMode::Warn) => Response {
+                warnings: vec![misplaced.warning(kind, &name)],
+                ..allow()
+            },
             _ => allow(),
         }
     }
@@ -257,20 +212,25 @@ impl Webhook {
     /// The namespace guard, with its audit event. Runs the same way under `dryRun`: the
     /// decision has no side effects, so `kubectl delete ns X --dry-run=server` asks
     /// "would this be allowed?".
-    async fn guard_namespace_delete(
-        &self,
-        request: &AdmissionRequest<ReviewedObject>,
-    ) -> AdmissionResponse {
+    async fn guard_namespace_delete<'r>(&self, request: &'r Request<'_>) -> Response<'r> {
         let started = Instant::now();
-        let namespace = request.name.as_str();
+        // Not the hot path: a few owned strings are nothing next to the namespace scan.
+        let groups: Vec<String> = request
+            .user_info
+            .groups
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
         let delete = DeleteRequest {
-            namespace,
-            username: request.user_info.username.as_deref().unwrap_or(""),
-            groups: request.user_info.groups.as_deref().unwrap_or(&[]),
+            namespace: request.name.as_str(),
+            username: request.user_info.username.as_ref().map_or("", Text::as_str),
+            groups: &groups,
             annotations: request
                 .old_object
                 .as_ref()
-                .and_then(|ns| ns.metadata.annotations.as_ref()),
+                .and_then(|ns| ns.metadata.annotations.as_ref())
+                .map(|a| a as _),
         };
         let (decision, scan) = self
             .cluster
@@ -285,39 +245,44 @@ impl Webhook {
             }
             _ => {}
         }
-        audit(request, &decision, started.elapsed());
+        audit(request, &delete, &decision, started.elapsed());
         if decision.allowed() {
-            AdmissionResponse::from(request)
+            Response::allow(request)
         } else {
-            deny(request, decision.message())
+            Response::deny(request, decision.message())
         }
     }
 }
 
 /// The object's name for messages; `generateName` creates have none yet.
-fn display_name(request: &AdmissionRequest<ReviewedObject>, meta: &ObjectMeta) -> String {
-    if !request.name.is_empty() {
-        request.name.clone()
+fn display_name(request: &Request<'_>, meta: &Metadata<'_>) -> String {
+    if !request.name.as_str().is_empty() {
+        request.name.to_string()
     } else if let Some(name) = &meta.name {
-        name.clone()
+        name.to_string()
     } else {
-        format!("{}*", meta.generate_name.as_deref().unwrap_or(""))
+        format!("{}*", meta.generate_name.as_ref().map_or("", Text::as_str))
     }
 }
 
 /// A request about a core Namespace object.
-fn is_namespace(request: &AdmissionRequest<ReviewedObject>) -> bool {
-    request.kind.group.is_empty() && request.kind.kind == "Namespace"
+fn is_namespace(request: &Request<'_>) -> bool {
+    request.kind.group.as_str().is_empty() && request.kind.kind.as_str() == "Namespace"
 }
 
-fn is_namespace_delete(request: &AdmissionRequest<ReviewedObject>) -> bool {
+fn is_namespace_delete(request: &Request<'_>) -> bool {
     request.operation == Operation::Delete
         && is_namespace(request)
         && request.sub_resource.is_none()
 }
 
 /// One structured audit event per guard decision, allowed or denied.
-fn audit(request: &AdmissionRequest<ReviewedObject>, decision: &GuardDecision, elapsed: Duration) {
+fn audit(
+    request: &Request<'_>,
+    delete: &DeleteRequest<'_>,
+    decision: &GuardDecision,
+    elapsed: Duration,
+) {
     let owners: Vec<String> = decision
         .owners
         .iter()
@@ -332,7 +297,7 @@ fn audit(request: &AdmissionRequest<ReviewedObject>, decision: &GuardDecision, e
         target: "nsguard::audit",
         event = "namespace-delete",
         uid = %request.uid,
-        user = request.user_info.username.as_deref().unwrap_or(""),
+        user = delete.username,
         namespace = %decision.namespace,
         dry_run = request.dry_run,
         decision = if decision.allowed() { "allowed" } else { "denied" },
@@ -358,7 +323,7 @@ mod tests {
     #[test]
     fn decodes_a_minimal_review() {
         let req = decode(MINIMAL.as_bytes()).unwrap();
-        assert_eq!(req.uid, "u-1");
+        assert_eq!(req.uid.as_str(), "u-1");
     }
 
     #[test]
@@ -383,11 +348,11 @@ mod tests {
     #[test]
     fn patches_are_base64_strings_on_the_wire() {
         let req = decode(MINIMAL.as_bytes()).unwrap();
-        let patch: json_patch::Patch =
-            serde_json::from_str(r#"[{"op":"replace","path":"/metadata/namespace","value":"b"}]"#)
-                .unwrap();
-        let resp = AdmissionResponse::from(&req).with_patch(patch).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&encode(resp)).unwrap();
+        let resp = Response {
+            patch: Some(br#"[{"op":"replace","path":"/metadata/namespace","value":"b"}]"#.to_vec()),
+            ..Response::allow(&req)
+        };
+        let body: serde_json::Value = serde_json::from_slice(&resp.encode()).unwrap();
         assert_eq!(
             body["response"]["patch"],
             "W3sib3AiOiJyZXBsYWNlIiwicGF0aCI6Ii9tZXRhZGF0YS9uYW1lc3BhY2UiLCJ2YWx1ZSI6ImIifV0="
@@ -398,10 +363,10 @@ mod tests {
     #[test]
     fn deny_is_a_403_with_the_message() {
         let req = decode(MINIMAL.as_bytes()).unwrap();
-        let resp = deny(&req, "no");
+        let resp = Response::deny(&req, "no");
         assert!(!resp.allowed);
         assert_eq!(resp.uid, "u-1");
-        let body: serde_json::Value = serde_json::from_slice(&encode(resp)).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&resp.encode()).unwrap();
         assert_eq!(body["response"]["status"]["code"], 403);
         assert_eq!(body["response"]["status"]["message"], "no");
         assert_eq!(body["apiVersion"], API_VERSION);

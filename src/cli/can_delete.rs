@@ -38,7 +38,7 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
             namespace: &args.namespace,
             username: &args.as_user,
             groups: &args.as_groups,
-            annotations: annotations.as_ref(),
+            annotations: annotations.as_ref().map(|a| a as _),
         };
         let config = args.inputs.guard.config();
         let (decision, _) = source

@@ -150,7 +150,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, headers: &HeaderMap, body:
     );
     (
         [(header::CONTENT_TYPE, "application/json")],
-        admission::encode(response),
+        response.encode(),
     )
         .into_response()
 }
