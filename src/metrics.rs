@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::admission::{Decision, Endpoint};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,8 +44,12 @@ const LATENCY_BUCKETS: [f64; 15] = [
 /// Every metric nsguard exports.
 pub struct Metrics {
     registry: Registry,
-    reviews: Family<DecisionLabels, Counter>,
-    latency: Family<EndpointLabels, Histogram>,
+    /// The series of every review, resolved once: a family lookup hashes its labels and
+    /// takes a lock, which is not needed on the path of every review. Indexed by
+    /// [`Endpoint::ALL`] and [`Decision::ALL`] positions; all start at zero, as
+    /// Prometheus advises for known label sets.
+    reviews: [[Counter; Decision::ALL.len()]; Endpoint::ALL.len()],
+    latency: [Histogram; Endpoint::ALL.len()],
     rejections: Family<ReasonLabels, Counter>,
     lookup_errors: Family<ReasonLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
@@ -92,8 +98,23 @@ impl Metrics {
         );
         Self {
             registry,
-            reviews,
-            latency,
+            reviews: Endpoint::ALL.map(|endpoint| {
+                Decision::ALL.map(|decision| {
+                    reviews
+                        .get_or_create(&DecisionLabels {
+                            endpoint: endpoint.as_str(),
+                            decision: decision.as_str(),
+                        })
+                        .clone()
+                })
+            }),
+            latency: Endpoint::ALL.map(|endpoint| {
+                latency
+                    .get_or_create(&EndpointLabels {
+                        endpoint: endpoint.as_str(),
+                    })
+                    .clone()
+            }),
             rejections,
             lookup_errors,
             tls_reloads,
@@ -101,13 +122,9 @@ impl Metrics {
     }
 
     /// Count one answered review and its latency.
-    pub fn review(&self, endpoint: &'static str, decision: &'static str, elapsed: Duration) {
-        self.reviews
-            .get_or_create(&DecisionLabels { endpoint, decision })
-            .inc();
-        self.latency
-            .get_or_create(&EndpointLabels { endpoint })
-            .observe(elapsed.as_secs_f64());
+    pub fn review(&self, endpoint: Endpoint, decision: Decision, elapsed: Duration) {
+        self.reviews[endpoint as usize][decision as usize].inc();
+        self.latency[endpoint as usize].observe(elapsed.as_secs_f64());
     }
 
     /// Count a request or connection refused before any decision.
@@ -145,7 +162,11 @@ mod tests {
     #[test]
     fn counts_show_up_in_the_exposition() {
         let metrics = Metrics::new();
-        metrics.review("validate", "denied", Duration::from_millis(3));
+        metrics.review(
+            Endpoint::Validate,
+            Decision::Denied,
+            Duration::from_millis(3),
+        );
         metrics.rejection("plain_http");
         let text = metrics.encode();
         assert!(
@@ -156,5 +177,22 @@ mod tests {
         );
         assert!(text.contains(r#"nsguard_http_rejections_total{reason="plain_http"} 1"#));
         assert!(text.contains("nsguard_admission_review_duration_seconds_bucket"));
+        // Known series exist from the start, at zero.
+        assert!(
+            text.contains(
+                r#"nsguard_admission_reviews_total{endpoint="mutate",decision="patched"} 0"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn review_series_are_indexed_by_declaration_order() {
+        for (i, endpoint) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(endpoint as usize, i);
+        }
+        for (i, decision) in Decision::ALL.into_iter().enumerate() {
+            assert_eq!(decision as usize, i);
+        }
     }
 }

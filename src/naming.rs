@@ -32,11 +32,17 @@ pub fn sanitize(name: &str) -> String {
     // that expand to non-ASCII tails (e.g. U+0130 -> "i\u{307}"), which step 2 deletes,
     // so the surviving bytes are the same.
     let mut out = String::with_capacity(name.len());
-    for lower in name.chars().flat_map(char::to_lowercase) {
-        match lower {
-            'a'..='z' | '0'..='9' | '-' => out.push(lower),
-            '_' => out.push('-'),
-            _ => {}
+    let mut keep = |lower: char| match lower {
+        'a'..='z' | '0'..='9' | '-' => out.push(lower),
+        '_' => out.push('-'),
+        _ => {}
+    };
+    for c in name.chars() {
+        // ASCII (every real label value) maps one to one; the Unicode tables only for the rest.
+        if c.is_ascii() {
+            keep(c.to_ascii_lowercase());
+        } else {
+            c.to_lowercase().for_each(&mut keep);
         }
     }
 
@@ -56,8 +62,27 @@ pub fn sanitize(name: &str) -> String {
     };
 
     // Step 5: one left-to-right, non-overlapping pass, exactly like Go's
-    // `strings.ReplaceAll(s, "--", "-")`.
-    name.replace("--", "-")
+    // `strings.ReplaceAll(s, "--", "-")`: each `--` becomes `-` and the scan goes on
+    // after it, so `---` becomes `--`.
+    collapse_double_hyphens(name)
+}
+
+/// `s.replace("--", "-")` without the generic substring searcher, which costs more
+/// than the rest of [`sanitize`] on the short names it sees. Only ASCII reaches here.
+fn collapse_double_hyphens(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        out.push(bytes[i]);
+        i += if bytes[i] == b'-' && bytes.get(i + 1) == Some(&b'-') {
+            2
+        } else {
+            1
+        };
+    }
+    // Whole ASCII bytes of valid UTF-8 were copied, so the result is valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Whether a stack is a custom (sub-env) stack: `parentEnv != "" && parentEnv != stackEnv`,
@@ -114,6 +139,15 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collapsing_is_one_non_overlapping_pass() {
+        for s in [
+            "", "-", "--", "---", "----", "a--b", "a---b", "a----b", "-a--", "abc",
+        ] {
+            assert_eq!(collapse_double_hyphens(s), s.replace("--", "-"), "{s:?}");
+        }
+    }
 
     #[test]
     fn fnv1a_matches_reference_vectors() {

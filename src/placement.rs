@@ -90,12 +90,26 @@ impl Misplacement {
         )
     }
 
-    /// The short warning for `warn` mode (kubectl prints it as `Warning: ...`).
+    /// The short warning for `warn` mode (kubectl prints it as `Warning: ...`). Written
+    /// piece by piece: it is built for every misplaced write, and `{:?}` escapes
+    /// character by character what is almost always plain ASCII.
     pub fn warning(&self, kind: &str, name: &str) -> String {
-        format!(
-            "nsguard: {kind} {name:?} of sub-env {} belongs in namespace {:?}, not {:?}",
-            self.owner, self.target, self.current
-        )
+        let mut out = String::with_capacity(
+            96 + kind.len() + name.len() + 2 * self.target.len() + self.current.len(),
+        );
+        out.push_str("nsguard: ");
+        out.push_str(kind);
+        out.push(' ');
+        push_quoted(&mut out, name);
+        out.push_str(" of sub-env ");
+        out.push_str(&self.owner.app_name);
+        out.push('/');
+        out.push_str(&self.owner.env);
+        out.push_str(" belongs in namespace ");
+        push_quoted(&mut out, &self.target);
+        out.push_str(", not ");
+        push_quoted(&mut out, &self.current);
+        out
     }
 
     /// The JSONPatch that moves the object: `replace` when the object names a namespace,
@@ -109,6 +123,20 @@ impl Misplacement {
             json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
         };
         json_patch::Patch(vec![op])
+    }
+}
+
+/// Append `s` as `{s:?}` would, without the per-character escaping when none is needed.
+fn push_quoted(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use fmt::Write as _;
+        let _ = write!(out, "{s:?}");
     }
 }
 
@@ -171,6 +199,39 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+    }
+
+    #[test]
+    fn quoting_matches_debug() {
+        for s in [
+            "",
+            "plain-name",
+            "with \"quotes\"",
+            "back\\slash",
+            "tab\there",
+            "ünïcode",
+            "x\u{7f}",
+        ] {
+            let mut out = String::new();
+            push_quoted(&mut out, s);
+            assert_eq!(out, format!("{s:?}"));
+        }
+    }
+
+    #[test]
+    fn warning_names_the_object_the_stack_and_both_namespaces() {
+        let scheme = LabelScheme::default();
+        let Placement::Misplaced(m) = place(
+            &scheme,
+            &sub_env("myapp-tenant-a", "tenant-a", "production"),
+            "myapp",
+        ) else {
+            panic!("misplaced")
+        };
+        assert_eq!(
+            m.warning("Deployment", "web"),
+            r#"nsguard: Deployment "web" of sub-env myapp-tenant-a/tenant-a belongs in namespace "myapp-tenant-a", not "myapp""#
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 2] = [Endpoint::Validate, Endpoint::Mutate];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Validate => "validate",
@@ -89,6 +91,13 @@ pub enum Decision {
 }
 
 impl Decision {
+    pub const ALL: [Decision; 4] = [
+        Decision::Allowed,
+        Decision::Denied,
+        Decision::Patched,
+        Decision::Warned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Allowed => "allowed",

@@ -298,8 +298,15 @@ impl<'a> Response<'a> {
                 warnings: &self.warnings,
             },
         };
+        // Room for the envelope and every string, so the buffer is allocated once.
+        let capacity = 256
+            + self.denial.as_ref().map_or(0, String::len)
+            + self.patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4)
+            + self.warnings.iter().map(|w| w.len() + 8).sum::<usize>();
+        let mut body = Vec::with_capacity(capacity);
         // Strings, bools and numbers always serialize.
-        serde_json::to_vec(&review).expect("an AdmissionReview response serializes")
+        serde_json::to_writer(&mut body, &review).expect("an AdmissionReview response serializes");
+        body
     }
 }
 

@@ -139,9 +139,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, headers: &HeaderMap, body:
     };
     let response = state.webhook.review(endpoint, &request).await;
     let decision = Decision::of(&response);
-    state
-        .metrics
-        .review(endpoint.as_str(), decision.as_str(), started.elapsed());
+    state.metrics.review(endpoint, decision, started.elapsed());
     tracing::debug!(
         endpoint = endpoint.as_str(),
         uid = %request.uid,
@@ -166,8 +164,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
         .to_str()
         .ok()
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    if essence.as_deref() == Some("application/json") {
+        .map(str::trim);
+    if essence.is_some_and(|v| v.eq_ignore_ascii_case("application/json")) {
         Ok(())
     } else {
         Err(format!(
