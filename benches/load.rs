@@ -2,7 +2,9 @@
 //! AdmissionReview body to a running `nsguard serve`, then the same load hits a baseline
 //! server (rustls + hyper answering a canned AdmissionReview: the transport's limit on
 //! this machine). Reports requests/s, latency percentiles, errors, the servers' peak RSS,
-//! and nsguard's throughput as a ratio of the baseline's.
+//! and nsguard's throughput as a ratio of the baseline's. A third server, `json-floor`,
+//! is the baseline plus serde_json validating each body: how close any webhook that
+//! checks the JSON it is sent can come to the baseline here.
 //!
 //! `cargo bench --bench load`. The servers take turns for NSGUARD_LOAD_ROUNDS rounds
 //! (3): one pair of runs on a shared machine can differ from the next by 15%, so the
@@ -79,13 +81,16 @@ fn main() {
             .unwrap_or(1)
     );
 
-    // Alternate the two servers for several rounds: on a shared machine a single pair of
-    // runs can differ by 15% from the next, and the ratio of one pair is noise.
+    // Alternate the servers for several rounds: on a shared machine a single pair of
+    // runs can differ by 15% from the next, and the ratio of one pair is noise. The third
+    // server is the baseline plus serde_json validating each body: the ceiling of any
+    // webhook that checks the JSON it is sent, on this machine.
     let mut servers = [
         ("nsguard", Server::nsguard(&cert, &key)),
-        ("baseline", Server::baseline(&cert, &key)),
+        ("baseline", Server::baseline(&cert, &key, false)),
+        ("json-floor", Server::baseline(&cert, &key, true)),
     ];
-    let mut rounds: Vec<[Run; 2]> = Vec::new();
+    let mut rounds: Vec<[Run; 3]> = Vec::new();
     for round in 1..=rounds_wanted {
         let runs = servers.each_ref().map(|(name, server)| {
             let run = measure(
@@ -101,8 +106,9 @@ fn main() {
             run
         });
         println!(
-            "   round {round}: nsguard throughput = {:.1}% of the baseline's",
-            runs[0].stats.rps() / runs[1].stats.rps() * 100.0
+            "   round {round}: nsguard throughput = {:.1}% of the baseline's (json-floor: {:.1}%)",
+            runs[0].stats.rps() / runs[1].stats.rps() * 100.0,
+            runs[2].stats.rps() / runs[1].stats.rps() * 100.0
         );
         rounds.push(runs);
     }
@@ -113,7 +119,7 @@ fn main() {
 
     // The round with the median ratio stands for the run.
     rounds.sort_by(|a, b| {
-        let ratio = |r: &[Run; 2]| r[0].stats.rps() / r[1].stats.rps();
+        let ratio = |r: &[Run; 3]| r[0].stats.rps() / r[1].stats.rps();
         ratio(a).total_cmp(&ratio(b))
     });
     let median = &rounds[rounds.len() / 2];
@@ -253,12 +259,13 @@ impl Server {
         Self::spawn(command, "webhook listening")
     }
 
-    fn baseline(cert: &Path, key: &Path) -> Server {
+    fn baseline(cert: &Path, key: &Path, validate: bool) -> Server {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
             .env(ROLE, "baseline")
             .env("BASELINE_CERT", cert)
-            .env("BASELINE_KEY", key);
+            .env("BASELINE_KEY", key)
+            .env("BASELINE_VALIDATE", if validate { "1" } else { "" });
         Self::spawn(command, "baseline listening")
     }
 
@@ -469,6 +476,9 @@ mod baseline {
     const CANNED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"3ee7cc9f-aa44-4291-9c8b-491a9fd89e86","allowed":true,"status":{}}}"#;
 
     pub fn serve() {
+        // With BASELINE_VALIDATE, each body is also checked with serde_json (skipping
+        // every value): the JSON floor a validating webhook cannot go below.
+        let validate = std::env::var("BASELINE_VALIDATE").is_ok_and(|v| !v.is_empty());
         let cert = std::fs::read(std::env::var("BASELINE_CERT").unwrap()).unwrap();
         let key = std::fs::read(std::env::var("BASELINE_KEY").unwrap()).unwrap();
         let certs = CertificateDer::pem_slice_iter(&cert)
@@ -505,9 +515,15 @@ mod baseline {
                     };
                     let service =
                         service_fn(|request: Request<hyper::body::Incoming>| async move {
-                            let _ = request.into_body().collect().await;
+                            let body = request.into_body().collect().await;
+                            let valid = !validate
+                                || body.is_ok_and(|b| {
+                                    serde_json::from_slice::<serde::de::IgnoredAny>(&b.to_bytes())
+                                        .is_ok()
+                                });
                             Ok::<_, std::convert::Infallible>(
                                 hyper::Response::builder()
+                                    .status(if valid { 200 } else { 400 })
                                     .header("content-type", "application/json")
                                     .body(Full::new(Bytes::from_static(CANNED)))
                                     .unwrap(),
