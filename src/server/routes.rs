@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -58,12 +58,13 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
         .into_response()
 }
 
-async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&state, Endpoint::Validate, &headers, body).await
+// The whole request, not the `HeaderMap` extractor: that one clones every header.
+async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle(&state, Endpoint::Validate, request).await
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&state, Endpoint::Mutate, &headers, body).await
+async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle(&state, Endpoint::Mutate, request).await
 }
 
 async fn healthz() -> &'static str {
@@ -102,14 +103,14 @@ async fn method_not_allowed(
 }
 
 /// One AdmissionReview: check the transport, read the body within limits, decide.
-async fn handle(state: &AppState, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Response {
+async fn handle(state: &AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
-    if let Err(message) = check_content_type(headers) {
+    if let Err(message) = check_content_type(request.headers()) {
         state.metrics.rejection("unsupported_media_type");
         return status_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
     }
     // Slow bodies are bounded by the connection watchdog (--request-timeout).
-    let bytes = match read_body(body, state.max_body_bytes).await {
+    let bytes = match read_body(request.into_body(), state.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => {
             state.metrics.rejection("payload_too_large");
