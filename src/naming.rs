@@ -6,6 +6,8 @@
 //! the FNV-1a hash is taken before `--` is collapsed, and the collapse is one
 //! non-overlapping pass, so `a---b` becomes `a--b` (the function is not idempotent).
 
+use std::borrow::Cow;
+
 /// The longest name Kubernetes accepts for a namespace (an RFC 1123 label).
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -26,7 +28,32 @@ pub enum NamingError {
 /// simple-container's `SanitizeK8sResourceName`. Returns the empty string when nothing
 /// valid is left (callers that need a name use [`generate_namespace_name`] or
 /// [`deployed_namespace`], which turn that into an error).
-pub fn sanitize(name: &str) -> String {
+///
+/// A name that is already sanitized (every app-name simple-container writes) comes back
+/// borrowed: the webhook checks the placement of every sub-env write with this, and
+/// most of those are already in place.
+pub fn sanitize(name: &str) -> Cow<'_, str> {
+    if is_sanitized(name) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(sanitize_owned(name))
+    }
+}
+
+/// Whether [`sanitize`] leaves `name` as it is: only `[a-z0-9-]` (steps 1 and 2), no
+/// hyphen at either end (3), short enough (4) and no `--` (5).
+fn is_sanitized(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() <= MAX_NAME_LEN
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !bytes.windows(2).any(|pair| pair == b"--")
+}
+
+fn sanitize_owned(name: &str) -> String {
     // Steps 1 and 2: lowercase, `_` -> `-`, drop everything outside [a-z0-9-].
     // Rust's full lowercase mapping differs from Go's simple mapping only in characters
     // that expand to non-ASCII tails (e.g. U+0130 -> "i\u{307}"), which step 2 deletes,
@@ -103,7 +130,7 @@ pub fn generate_namespace_name(
     } else {
         base.to_owned()
     };
-    non_empty(sanitize(&raw), "namespace base", &raw)
+    non_empty(sanitize(&raw).into_owned(), "namespace base", &raw)
 }
 
 /// The namespace simple-container actually creates: it sanitizes the generated name a
@@ -115,7 +142,11 @@ pub fn deployed_namespace(
     parent_env: &str,
 ) -> Result<String, NamingError> {
     let generated = generate_namespace_name(base, stack_env, parent_env)?;
-    non_empty(sanitize(&generated), "generated namespace", &generated)
+    non_empty(
+        sanitize(&generated).into_owned(),
+        "generated namespace",
+        &generated,
+    )
 }
 
 fn non_empty(name: String, what: &'static str, input: &str) -> Result<String, NamingError> {
@@ -139,6 +170,23 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// The borrowed fast path is exactly the names the full algorithm leaves as they
+        /// are, and gives the same answer.
+        #[test]
+        fn borrowed_exactly_when_already_sanitized(
+            name in prop_oneof!["[a-z0-9-]{0,70}", "[a-zA-Z0-9_.-]{0,70}", any::<String>()]
+        ) {
+            let full = sanitize_owned(&name);
+            let fast = sanitize(&name);
+            prop_assert_eq!(fast.as_ref(), full.as_str());
+            prop_assert_eq!(matches!(fast, Cow::Borrowed(_)), full == name);
+        }
+    }
 
     #[test]
     fn collapsing_is_one_non_overlapping_pass() {

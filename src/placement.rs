@@ -13,6 +13,7 @@
 //! opt out with [`SKIP_ANNOTATION`] (stacks with an explicit simple-container namespace,
 //! whose target the labels cannot reveal).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
@@ -45,8 +46,9 @@ pub enum PlacementMode {
 pub enum Placement {
     /// A standard object, or one without simple-container labels: never touched.
     NotSubEnv,
-    /// A sub-env object already in its deployed namespace.
-    Placed { namespace: String },
+    /// A sub-env object already in its deployed namespace (the one it was checked
+    /// against). Deciding this allocates nothing: it is the common case.
+    Placed,
     /// A sub-env object outside its deployed namespace.
     Misplaced(Misplacement),
     /// Sub-env labels from which no namespace can be computed (the app-name has no
@@ -150,7 +152,7 @@ pub fn exempt(annotations: Option<&dyn StringMap>, controller_owned: bool) -> bo
 }
 
 /// The deployed namespace of a sub-env stack, from its app-name label.
-pub fn target_namespace(app_name: &str) -> Option<String> {
+pub fn target_namespace(app_name: &str) -> Option<Cow<'_, str>> {
     Some(sanitize(app_name)).filter(|ns| !ns.is_empty())
 }
 
@@ -173,13 +175,13 @@ pub fn place<M: StringMap + ?Sized>(
         };
     };
     if target == namespace {
-        Placement::Placed { namespace: target }
+        Placement::Placed
     } else {
         Placement::Misplaced(Misplacement {
             owner: stack.owner(),
             parent_env: stack.parent_env.unwrap_or_default().to_owned(),
             current: namespace.to_owned(),
-            target,
+            target: target.into_owned(),
         })
     }
 }
@@ -258,12 +260,7 @@ mod tests {
             &sub_env("myapp-tenant-a", "tenant-a", "production"),
             "myapp-tenant-a",
         );
-        assert_eq!(
-            got,
-            Placement::Placed {
-                namespace: "myapp-tenant-a".into()
-            }
-        );
+        assert_eq!(got, Placement::Placed);
     }
 
     #[test]
@@ -286,7 +283,7 @@ mod tests {
             ("a---b", "x"),
             (&"long-stack-name".repeat(5) as &str, "tenant-a"),
         ] {
-            let app_name = sanitize(&format!("{stack}-{env}"));
+            let app_name = sanitize(&format!("{stack}-{env}")).into_owned();
             assert_eq!(
                 target_namespace(&app_name).unwrap(),
                 deployed_namespace(stack, env, "production").unwrap(),
