@@ -14,7 +14,8 @@
 //! reviews here): RSS is sampled every second and its first, last and peak values
 //! printed, to show memory stays flat. Tune with NSGUARD_LOAD_CONNECTIONS (32),
 //! NSGUARD_LOAD_SECONDS (10), NSGUARD_LOAD_WARMUP_SECONDS (2), NSGUARD_LOAD_BODY (a
-//! fixture name under tests/fixtures/admission-review, default deployment-create.json).
+//! fixture name under tests/fixtures/admission-review, default deployment-create.json)
+//! and NSGUARD_LOAD_BIN (another `nsguard` binary to measure, such as a PGO build).
 //! Both servers run as separate processes; this process is only the load generator.
 
 use std::net::SocketAddr;
@@ -239,7 +240,12 @@ struct Server {
 
 impl Server {
     fn nsguard(cert: &Path, key: &Path) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nsguard"));
+        // NSGUARD_LOAD_BIN measures another build of the same source (a PGO build, say).
+        let binary = std::env::var_os("NSGUARD_LOAD_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_nsguard")),
+            PathBuf::from,
+        );
+        let mut command = Command::new(binary);
         command
             .args([
                 "--log-format",
