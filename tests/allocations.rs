@@ -8,16 +8,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
+use common::{compact_fixture, example_webhook};
 use nsguard::admission::{self, Endpoint, Webhook};
-use nsguard::cluster::{ClusterDump, ClusterSource};
-use nsguard::guard::GuardConfig;
-use nsguard::labels::LabelScheme;
-use nsguard::metrics::Metrics;
 use nsguard::placement::PlacementMode;
+
+mod common;
 
 /// Counts the allocations of the current thread while it is armed.
 struct Counting;
@@ -69,33 +66,6 @@ fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, COUNT.with(Cell::get))
 }
 
-/// A fixture as the API server sends it: compact JSON.
-fn compact_fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/admission-review/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let pretty = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&pretty).unwrap()).unwrap()
-}
-
-fn webhook(placement: PlacementMode) -> Webhook {
-    let dump = std::fs::read_to_string(format!(
-        "{}/examples/cluster-dump.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let scheme = LabelScheme::default();
-    Webhook {
-        cluster: ClusterSource::Dump(ClusterDump::parse(&dump, &scheme).unwrap()),
-        scheme,
-        guard: GuardConfig::default(),
-        lookup_timeout: Duration::from_secs(5),
-        placement,
-        metrics: Arc::new(Metrics::new()),
-    }
-}
-
 /// Poll a future that must not wait (placement never does) to completion, without a
 /// runtime: tokio's `block_on` boxes large futures, which would be counted.
 fn ready<F: Future>(future: F) -> F::Output {
@@ -138,7 +108,11 @@ fn the_counter_counts() {
 #[test]
 fn deployment_create_in_warn_mode() {
     let body = compact_fixture("deployment-create.json");
-    let got = count_review(&webhook(PlacementMode::Warn), Endpoint::Validate, &body);
+    let got = count_review(
+        &example_webhook(PlacementMode::Warn),
+        Endpoint::Validate,
+        &body,
+    );
     // decode: the labels and annotations maps and userInfo.groups. decide: the
     // misplacement (owner app-name and env, parent env, current and target namespace),
     // the object's name, the warning and its list. encode: the output buffer.
@@ -148,7 +122,11 @@ fn deployment_create_in_warn_mode() {
 #[test]
 fn deployment_create_in_rewrite_mode() {
     let body = compact_fixture("mutating/deployment-create.json");
-    let got = count_review(&webhook(PlacementMode::Rewrite), Endpoint::Mutate, &body);
+    let got = count_review(
+        &example_webhook(PlacementMode::Rewrite),
+        Endpoint::Mutate,
+        &body,
+    );
     // decide: the misplacement and the JSON Patch, built and serialized. encode: the
     // patch in base64 and the output buffer.
     assert_within("rewrite", got, [4, 12, 2]);
@@ -168,7 +146,7 @@ fn placed_deployment_create() -> Vec<u8> {
 fn objects_with_nothing_to_answer_cost_no_decision_allocations() {
     // The steady state of a healthy cluster: sub-env objects already in their namespace,
     // and objects placement does not apply to.
-    let webhook = webhook(PlacementMode::Warn);
+    let webhook = example_webhook(PlacementMode::Warn);
     for (name, body) in [
         ("placed deployment", placed_deployment_create()),
         ("namespace", compact_fixture("namespace-create.json")),

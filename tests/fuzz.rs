@@ -4,16 +4,17 @@
 //! always the same: no panic, and a well-formed answer. Failing cases are kept by
 //! proptest in `tests/fuzz.proptest-regressions`.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
-use nsguard::admission::{self, Endpoint, Webhook};
-use nsguard::cluster::{ClusterDump, ClusterSource};
+use common::example_webhook;
+use nsguard::admission::{self, Endpoint};
+use nsguard::cluster::ClusterDump;
 use nsguard::labels::LabelScheme;
 use nsguard::manifests::{self, Source};
-use nsguard::metrics::Metrics;
 use nsguard::placement::PlacementMode;
 use proptest::prelude::*;
+
+mod common;
 
 fn corpus(dir: &str) -> Vec<Vec<u8>> {
     let mut files = Vec::new();
@@ -107,19 +108,6 @@ fn mutate(mut input: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     input
 }
 
-fn webhook(placement: PlacementMode) -> Webhook {
-    let scheme = LabelScheme::default();
-    let dump = include_str!("../examples/cluster-dump.yaml");
-    Webhook {
-        cluster: ClusterSource::Dump(ClusterDump::parse(dump, &scheme).unwrap()),
-        scheme,
-        guard: Default::default(),
-        lookup_timeout: Duration::from_secs(1),
-        placement,
-        metrics: Arc::new(Metrics::new()),
-    }
-}
-
 /// Decode; when it succeeds, every endpoint and mode must answer a well-formed review
 /// with the request's uid.
 fn review_round_trip(body: &[u8]) {
@@ -135,7 +123,7 @@ fn review_round_trip(body: &[u8]) {
         PlacementMode::Enforce,
         PlacementMode::Warn,
     ] {
-        let webhook = webhook(mode);
+        let webhook = example_webhook(mode);
         for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
             let response = runtime.block_on(webhook.review(endpoint, &request));
             let encoded: serde_json::Value = serde_json::from_slice(&response.encode()).unwrap();

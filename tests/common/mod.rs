@@ -16,7 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use nsguard::admission::Webhook;
 use nsguard::certs::{CertRequest, GeneratedCerts};
+use nsguard::cluster::{ClusterDump, ClusterSource};
+use nsguard::labels::LabelScheme;
+use nsguard::metrics::Metrics;
+use nsguard::placement::PlacementMode;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
@@ -30,6 +35,27 @@ pub fn repo_path(relative: &str) -> PathBuf {
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = repo_path("tests/fixtures/admission-review").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture body as the API server sends it: compact JSON (the files are
+/// pretty-printed for reading).
+pub fn compact_fixture(name: &str) -> Vec<u8> {
+    let pretty: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+    serde_json::to_vec(&pretty).unwrap()
+}
+
+/// The webhook `serve` runs without a cluster: decisions over the example dump.
+pub fn example_webhook(placement: PlacementMode) -> Webhook {
+    let scheme = LabelScheme::default();
+    let dump = include_str!("../../examples/cluster-dump.yaml");
+    Webhook {
+        cluster: ClusterSource::Dump(ClusterDump::parse(dump, &scheme).unwrap()),
+        scheme,
+        guard: Default::default(),
+        lookup_timeout: Duration::from_secs(1),
+        placement,
+        metrics: Arc::new(Metrics::new()),
+    }
 }
 
 /// Every fixture review, validating and mutating, as (relative path, body).
