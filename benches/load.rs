@@ -16,6 +16,9 @@
 //! NSGUARD_LOAD_SECONDS (10), NSGUARD_LOAD_WARMUP_SECONDS (2), NSGUARD_LOAD_BODY (a
 //! fixture name under tests/fixtures/admission-review, default deployment-create.json)
 //! and NSGUARD_LOAD_BIN (another `nsguard` binary to measure, such as a PGO build).
+//! NSGUARD_LOAD_PIN=1 (Linux, `taskset`) puts this load generator on the last CPU and
+//! the servers on the others, so they no longer compete for cores: the ratio then
+//! compares the servers' own cost per review, and moves less from run to run.
 //! Both servers run as separate processes; this process is only the load generator.
 
 use std::net::SocketAddr;
@@ -52,6 +55,9 @@ fn main() {
         baseline::serve();
         return;
     }
+    // Counted before pinning narrows what this process may use.
+    let machine_cpus = cpus();
+    let pinning = Pinning::from_env();
     let connections: usize = env_or("NSGUARD_LOAD_CONNECTIONS", 32);
     let seconds: u64 = env_or("NSGUARD_LOAD_SECONDS", 10);
     let warmup: u64 = env_or("NSGUARD_LOAD_WARMUP_SECONDS", 2);
@@ -75,21 +81,24 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "load: {connections} keep-alive HTTPS connections, {rounds_wanted} rounds of {seconds}s after {warmup}s warm-up per server, body {body_name} ({} bytes), {} CPUs",
+        "load: {connections} keep-alive HTTPS connections, {rounds_wanted} rounds of {seconds}s after {warmup}s warm-up per server, body {body_name} ({} bytes), {} CPUs{}",
         body.len(),
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        machine_cpus,
+        pinning.as_ref().map_or(String::new(), |p| format!(
+            ", servers pinned to CPU {}, load generator to CPU {}",
+            p.servers, p.load_generator
+        )),
     );
 
     // Alternate the servers for several rounds: on a shared machine a single pair of
     // runs can differ by 15% from the next, and the ratio of one pair is noise. The third
     // server is the baseline plus serde_json validating each body: the ceiling of any
     // webhook that checks the JSON it is sent, on this machine.
+    let pinning = pinning.as_ref();
     let mut servers = [
-        ("nsguard", Server::nsguard(&cert, &key)),
-        ("baseline", Server::baseline(&cert, &key, false)),
-        ("json-floor", Server::baseline(&cert, &key, true)),
+        ("nsguard", Server::nsguard(&cert, &key, pinning)),
+        ("baseline", Server::baseline(&cert, &key, false, pinning)),
+        ("json-floor", Server::baseline(&cert, &key, true, pinning)),
     ];
     let mut rounds: Vec<[Run; 3]> = Vec::new();
     for round in 1..=rounds_wanted {
@@ -147,6 +156,56 @@ fn main() {
         verdict(peak_rss[0].is_some_and(|kib| kib <= 50 * 1024)),
         verdict(rounds.iter().all(|r| r[0].stats.errors == 0)),
     );
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// NSGUARD_LOAD_PIN: which CPUs the servers and this load generator run on.
+struct Pinning {
+    servers: String,
+    load_generator: String,
+}
+
+impl Pinning {
+    /// Read NSGUARD_LOAD_PIN and, when set, move this process (still one thread, so
+    /// every thread it starts inherits it) to the last CPU.
+    fn from_env() -> Option<Pinning> {
+        if !std::env::var("NSGUARD_LOAD_PIN").is_ok_and(|v| !v.is_empty() && v != "0") {
+            return None;
+        }
+        let last = cpus() - 1;
+        assert!(last > 0, "NSGUARD_LOAD_PIN needs at least 2 CPUs");
+        let pinning = Pinning {
+            servers: if last == 1 {
+                "0".into()
+            } else {
+                format!("0-{}", last - 1)
+            },
+            load_generator: last.to_string(),
+        };
+        let status = Command::new("taskset")
+            .args(["-p", "-c", &pinning.load_generator])
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("NSGUARD_LOAD_PIN runs `taskset` (util-linux)");
+        assert!(status.success(), "taskset failed: {status}");
+        Some(pinning)
+    }
+
+    /// `program` started on the servers' CPUs (taskset execs it: same PID).
+    fn command(pinning: Option<&Pinning>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match pinning {
+            Some(pinning) => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", &pinning.servers]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 /// One load run against one server, with what was sampled while it ran.
@@ -239,13 +298,13 @@ struct Server {
 }
 
 impl Server {
-    fn nsguard(cert: &Path, key: &Path) -> Server {
+    fn nsguard(cert: &Path, key: &Path, pinning: Option<&Pinning>) -> Server {
         // NSGUARD_LOAD_BIN measures another build of the same source (a PGO build, say).
         let binary = std::env::var_os("NSGUARD_LOAD_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_BIN_EXE_nsguard")),
             PathBuf::from,
         );
-        let mut command = Command::new(binary);
+        let mut command = Pinning::command(pinning, binary);
         command
             .args([
                 "--log-format",
@@ -265,8 +324,8 @@ impl Server {
         Self::spawn(command, "webhook listening")
     }
 
-    fn baseline(cert: &Path, key: &Path, validate: bool) -> Server {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+    fn baseline(cert: &Path, key: &Path, validate: bool, pinning: Option<&Pinning>) -> Server {
+        let mut command = Pinning::command(pinning, std::env::current_exe().unwrap());
         command
             .env(ROLE, "baseline")
             .env("BASELINE_CERT", cert)
