@@ -18,8 +18,8 @@
 //! and NSGUARD_LOAD_BIN (another `nsguard` binary to measure, such as a PGO build).
 //! NSGUARD_LOAD_PIN=1 (Linux, `taskset`) puts this load generator on the last CPU and
 //! the servers on the others, so they no longer compete for cores: the ratio then
-//! compares the servers' own cost per review, and moves less from run to run.
-//! Both servers run as separate processes; this process is only the load generator.
+//! compares the servers' own cost per review (it still moves from run to run here).
+//! The servers run as separate processes; this process is only the load generator.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
