@@ -91,7 +91,7 @@ fn validating_webhooks_guard_namespaces_fail_closed_and_place_sub_envs_fail_open
         assert_eq!(hook["failurePolicy"], "Ignore");
         assert_eq!(
             hook["rules"][0]["operations"],
-            serde_json::json!(["CREATE", "UPDATE"])
+            serde_json::json!(["CREATE"])
         );
         assert_eq!(hook["rules"][0]["scope"], "Namespaced");
         let selector = &hook["objectSelector"]["matchExpressions"][0];

@@ -26,10 +26,9 @@ fn with_labels(name: &str, labels: Value) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap()
 }
 
-const MISPLACED: [&str; 7] = [
+const MISPLACED: [&str; 6] = [
     "deployment-create.json",
     "deployment-create-dryrun.json",
-    "deployment-update.json",
     "configmap-create.json",
     "secret-create.json",
     "service-create.json",
@@ -104,7 +103,7 @@ async fn warn_allows_with_a_warning_kubectl_prints() {
     }
     server
         .assert_metrics(&[
-            r#"nsguard_admission_reviews_total{endpoint="validate",decision="warned"} 7"#,
+            r#"nsguard_admission_reviews_total{endpoint="validate",decision="warned"} 6"#,
         ])
         .await;
 }
@@ -209,4 +208,47 @@ async fn controller_owned_and_opted_out_objects_are_exempt() {
     )
     .await;
     assert_eq!(resp["response"]["allowed"], true, "{resp}");
+}
+
+/// A webhook must never stop an object that exists from changing or going away: the
+/// UPDATE of a misplaced object (a label, a rollout restart, a finalizer removed so a
+/// foreground deletion can finish) is allowed untouched in every mode, and an object
+/// already being deleted is never judged.
+#[tokio::test]
+async fn updates_and_objects_being_deleted_are_never_judged() {
+    let mut finalizer_removed: Value =
+        serde_json::from_slice(&fixture("deployment-update.json")).unwrap();
+    finalizer_removed["request"]["object"]["metadata"]["deletionTimestamp"] =
+        "2026-11-30T12:00:00Z".into();
+    finalizer_removed["request"]["object"]["metadata"]["finalizers"] = json!([]);
+    finalizer_removed["request"]["oldObject"]["metadata"]["finalizers"] =
+        json!(["foregroundDeletion"]);
+    let mut create_being_deleted: Value =
+        serde_json::from_slice(&fixture("deployment-create.json")).unwrap();
+    create_being_deleted["request"]["object"]["metadata"]["deletionTimestamp"] =
+        "2026-11-30T12:00:00Z".into();
+    let bodies = [
+        ("update", fixture("deployment-update.json")),
+        (
+            "finalizer removed",
+            serde_json::to_vec(&finalizer_removed).unwrap(),
+        ),
+        (
+            "being deleted",
+            serde_json::to_vec(&create_being_deleted).unwrap(),
+        ),
+    ];
+    for mode in ["enforce", "warn", "rewrite"] {
+        let server = server(mode);
+        let client = server.client();
+        for (what, body) in &bodies {
+            for path in ["/validate", "/mutate"] {
+                let resp = review(&client, server.addr, path, body.clone()).await;
+                let response = &resp["response"];
+                assert_eq!(response["allowed"], true, "{mode} {path} {what}: {resp}");
+                assert!(response.get("patch").is_none(), "{mode} {path} {what}");
+                assert!(response.get("warnings").is_none(), "{mode} {path} {what}");
+            }
+        }
+    }
 }

@@ -134,12 +134,20 @@ pub struct Webhook {
 
 impl Webhook {
     /// The answer to one review on one endpoint.
+    ///
+    /// # Guarantees
+    /// - A DELETE of the core `namespaces` resource on `/validate` always goes to the guard,
+    ///   recognised by the resource the API server resolved, whatever `kind` says.
+    /// - Placement judges CREATE only: an UPDATE cannot move an object, and refusing one
+    ///   would keep an object that was misplaced before nsguard was installed from ever
+    ///   losing its finalizers (its deletion would hang). An object already being deleted
+    ///   is never judged.
     pub async fn review<'r>(&self, endpoint: Endpoint, request: &'r Request<'_>) -> Response<'r> {
         if endpoint == Endpoint::Validate && is_namespace_delete(request) {
             return self.guard_namespace_delete(request).await;
         }
         if self.placement != PlacementMode::Off
-            && matches!(request.operation, Operation::Create | Operation::Update)
+            && request.operation == Operation::Create
             && request.sub_resource.is_none()
         {
             return self.place(endpoint, request);
@@ -147,7 +155,7 @@ impl Webhook {
         Response::allow(request)
     }
 
-    /// Sub-env placement of one CREATE/UPDATE, per mode and endpoint: `rewrite` patches on
+    /// Sub-env placement of one CREATE, per mode and endpoint: `rewrite` patches on
     /// `/mutate`, `enforce` denies and `warn` warns on `/validate`. Objects that are not
     /// misplaced, cluster-scoped objects and exempt objects are allowed untouched.
     fn place<'r>(&self, endpoint: Endpoint, request: &'r Request<'_>) -> Response<'r> {
@@ -160,6 +168,9 @@ impl Webhook {
         let Some(labels) = meta.labels.as_ref() else {
             return allow();
         };
+        if meta.deletion_timestamp.is_some() {
+            return allow();
+        }
         // A Namespace's request carries its own name as the namespace; the Namespace of a
         // shared legacy namespace may carry a sub-env's labels. Neither is "misplaced".
         if namespace.is_empty()
@@ -223,6 +234,15 @@ impl Webhook {
     /// "would this be allowed?".
     async fn guard_namespace_delete<'r>(&self, request: &'r Request<'_>) -> Response<'r> {
         let started = Instant::now();
+        if request.name.as_str().is_empty() {
+            // The API server names the namespace of every DELETE (a deletecollection is
+            // reviewed item by item); without a name there is nothing to check.
+            tracing::warn!(uid = %request.uid, "namespace DELETE without a name refused");
+            return Response::bad_request(
+                request,
+                "nsguard: a namespace DELETE review must name the namespace (request.name is empty)",
+            );
+        }
         // Not the hot path: a few owned strings are nothing next to the namespace scan.
         let groups: Vec<String> = request
             .user_info
@@ -274,9 +294,10 @@ fn display_name(request: &Request<'_>, meta: &Metadata<'_>) -> String {
     }
 }
 
-/// A request about a core Namespace object.
+/// A request about a core Namespace, known by the resource the API server resolved from
+/// the URL (group "", resource `namespaces`): `kind` is only what the object calls itself.
 fn is_namespace(request: &Request<'_>) -> bool {
-    request.kind.group.as_str().is_empty() && request.kind.kind.as_str() == "Namespace"
+    request.resource.group.as_str().is_empty() && request.resource.resource.as_str() == "namespaces"
 }
 
 fn is_namespace_delete(request: &Request<'_>) -> bool {
@@ -380,5 +401,84 @@ mod tests {
         assert_eq!(body["response"]["status"]["message"], "no");
         assert_eq!(body["apiVersion"], API_VERSION);
         assert_eq!(body["kind"], KIND);
+    }
+
+    fn example_webhook() -> Webhook {
+        let scheme = LabelScheme::default();
+        let dump = include_str!("../../examples/cluster-dump.yaml");
+        Webhook {
+            cluster: ClusterSource::Dump(
+                crate::cluster::ClusterDump::parse(dump, &scheme).unwrap(),
+            ),
+            scheme,
+            guard: GuardConfig::default(),
+            lookup_timeout: Duration::from_secs(1),
+            placement: PlacementMode::Enforce,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// The recorded DELETE of the shared namespace, edited by `edit`.
+    fn namespace_delete(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut body: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/admission-review/namespace-delete.json"
+        ))
+        .unwrap();
+        edit(&mut body["request"]);
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    async fn answer(webhook: &Webhook, body: &[u8]) -> serde_json::Value {
+        let request = decode(body).unwrap();
+        let response = webhook.review(Endpoint::Validate, &request).await;
+        serde_json::from_slice(&response.encode()).unwrap()
+    }
+
+    /// The guard is chosen by the resource the API server resolved, so a review whose
+    /// `kind` is spelled otherwise is still guarded (it was allowed before).
+    #[tokio::test]
+    async fn a_namespace_delete_is_known_by_its_resource_not_its_kind() {
+        let webhook = example_webhook();
+        for edit in [
+            (|r: &mut serde_json::Value| r["kind"]["kind"] = "namespace".into())
+                as fn(&mut serde_json::Value),
+            |r| r["kind"]["group"] = "core".into(),
+            |r| r["kind"] = serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            |_| {},
+        ] {
+            let body = namespace_delete(edit);
+            let resp = answer(&webhook, &body).await;
+            assert_eq!(resp["response"]["allowed"], false, "{resp}");
+            let message = resp["response"]["status"]["message"].as_str().unwrap();
+            assert!(message.contains("holds objects of 3 stacks"), "{message}");
+        }
+        // Another resource with kind Namespace is not a namespace delete.
+        let body = namespace_delete(|r| {
+            r["resource"]["resource"] = "configmaps".into();
+        });
+        assert_eq!(answer(&webhook, &body).await["response"]["allowed"], true);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_delete_without_a_name_is_a_400_never_an_allow() {
+        let webhook = example_webhook();
+        for edit in [
+            (|r: &mut serde_json::Value| r["name"] = "".into()) as fn(&mut serde_json::Value),
+            |r| {
+                r.as_object_mut().unwrap().remove("name");
+            },
+        ] {
+            let resp = answer(&webhook, &namespace_delete(edit)).await;
+            let response = &resp["response"];
+            assert_eq!(response["allowed"], false, "{resp}");
+            assert_eq!(response["status"]["code"], 400, "{resp}");
+            assert_eq!(response["status"]["reason"], "BadRequest", "{resp}");
+            assert!(
+                response["status"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("must name the namespace")
+            );
+        }
     }
 }

@@ -185,6 +185,9 @@ pub struct Metadata<'a> {
     pub annotations: Option<TextMap<'a>>,
     #[serde(default)]
     pub owner_references: Option<Vec<OwnerReference>>,
+    /// Set once the object is being deleted; only its presence matters.
+    #[serde(default, borrow)]
+    pub deletion_timestamp: Option<Text<'a>>,
 }
 
 impl Metadata<'_> {
@@ -210,8 +213,11 @@ pub struct Response<'a> {
     /// The request's uid, which the API server matches the answer to.
     pub uid: &'a str,
     pub allowed: bool,
-    /// Why a denied request was denied (sent as a 403 Forbidden `metav1.Status`).
+    /// Why a denied request was denied (sent as a `metav1.Status` with `code`).
     pub denial: Option<String>,
+    /// The status code of a denial: 403 Forbidden, or 400 BadRequest for a review that
+    /// cannot be judged (a namespace DELETE without a name).
+    pub code: u16,
     /// A JSONPatch document (RFC 6902), serialized.
     pub patch: Option<Vec<u8>>,
     /// Warnings kubectl prints as `Warning: ...`.
@@ -224,6 +230,7 @@ impl<'a> Response<'a> {
             uid: request.uid.as_str(),
             allowed: true,
             denial: None,
+            code: 403,
             patch: None,
             warnings: Vec::new(),
         }
@@ -235,6 +242,14 @@ impl<'a> Response<'a> {
             allowed: false,
             denial: Some(message.into()),
             ..Self::allow(request)
+        }
+    }
+
+    /// A refusal of a review that is malformed for its purpose: code 400, reason BadRequest.
+    pub fn bad_request(request: &'a Request<'_>, message: impl Into<String>) -> Self {
+        Self {
+            code: 400,
+            ..Self::deny(request, message)
         }
     }
 
@@ -286,9 +301,13 @@ impl<'a> Response<'a> {
                 allowed: self.allowed,
                 status: StatusOut {
                     status: denied.then_some("Failure"),
-                    code: denied.then_some(403),
+                    code: denied.then_some(self.code),
                     message: self.denial.as_deref(),
-                    reason: denied.then_some("Forbidden"),
+                    reason: denied.then_some(if self.code == 400 {
+                        "BadRequest"
+                    } else {
+                        "Forbidden"
+                    }),
                 },
                 patch: self
                     .patch
