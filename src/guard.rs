@@ -59,9 +59,22 @@ pub struct OwnedObject {
 /// A resource type whose objects could not be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unverified {
+    /// `plural.group` (`plural` for the core group), or `group/version (discovery)` when a
+    /// whole group version could not be discovered.
     pub resource: String,
     pub reason: String,
+    /// The API server's status code, when it answered (403: nsguard may not list it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
 }
+
+/// How many resource types a message names per reason; the rest are counted.
+const UNVERIFIED_PER_REASON: usize = 6;
+/// How many distinct reasons a message names; the rest are counted.
+const UNVERIFIED_REASONS: usize = 4;
+
+/// The ClusterRole that nsguard's lookup role aggregates (manifests/base/rbac.yaml).
+pub const LOOKUP_AGGREGATION_LABEL: &str = "nsguard.dev/aggregate-to-lookup";
 
 /// What a lookup found in one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +84,8 @@ pub struct NamespaceScan {
     pub unverified: Vec<Unverified>,
     /// How many resource types were read, for the audit log.
     pub resource_types: usize,
+    /// API calls the lookup made (discovery, lists, retries); 0 for a dump.
+    pub api_calls: usize,
 }
 
 /// The objects of one owner, summarized for a message.
@@ -299,10 +314,7 @@ impl GuardDecision {
             );
         }
         if !self.unverified.is_empty() {
-            let _ = write!(out, "\n  could not list:");
-            for u in &self.unverified {
-                let _ = write!(out, "\n  - {}: {}", u.resource, u.reason);
-            }
+            write_unverified(&mut out, &self.unverified);
         }
         if !self.allowed() {
             let _ = write!(out, "\n{}", self.how_to_proceed());
@@ -315,18 +327,97 @@ impl GuardDecision {
         let override_hint = format!(
             "if deleting everything in it is intended, run: kubectl annotate namespace {ns} {BREAK_GLASS_ANNOTATION}=true"
         );
-        match self.verdict {
+        let mut out = match self.verdict {
             Verdict::LookupFailed { .. } => format!(
                 "To proceed: retry when the API server answers nsguard's lookups; {override_hint}"
             ),
             Verdict::Incomplete => format!(
-                "To proceed: let nsguard list those types (RBAC), or exclude them with --skip-resource; {override_hint}"
+                "To proceed: let nsguard list those types, or exclude them with --skip-resource; {override_hint}"
+            ),
+            Verdict::OwnedObjectsRemain => format!(
+                "To proceed: tear the stack down with its own tool first, which empties the namespace; {override_hint}"
             ),
             _ => format!(
                 "To proceed: tear down each stack with its own tool first (or move its objects out) so one stack is left; {override_hint}"
             ),
+        };
+        if let Some(role) = lookup_role_for(&self.unverified) {
+            out.push_str("\nTo let nsguard list the forbidden types, apply:\n");
+            out.push_str(&role);
+        }
+        out
+    }
+}
+
+/// The unverified types, grouped by reason, a few named per reason, so a denial stays
+/// readable in kubectl however many types failed.
+fn write_unverified(out: &mut String, unverified: &[Unverified]) {
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for u in unverified {
+        by_reason
+            .entry(reason_class(u))
+            .or_default()
+            .push(u.resource.as_str());
+    }
+    let _ = write!(
+        out,
+        "\n  could not list {} resource type{}:",
+        unverified.len(),
+        if unverified.len() == 1 { "" } else { "s" }
+    );
+    for (reason, resources) in by_reason.iter().take(UNVERIFIED_REASONS) {
+        let shown = &resources[..resources.len().min(UNVERIFIED_PER_REASON)];
+        let _ = write!(out, "\n  - {}: {reason}", shown.join(", "));
+        if resources.len() > shown.len() {
+            let _ = write!(out, " (and {} more)", resources.len() - shown.len());
         }
     }
+    if by_reason.len() > UNVERIFIED_REASONS {
+        let rest: usize = by_reason
+            .values()
+            .skip(UNVERIFIED_REASONS)
+            .map(Vec::len)
+            .sum();
+        let _ = write!(out, "\n  - {rest} more for other reasons");
+    }
+}
+
+/// What a group of unverified types has in common: for a 403, the code and reason (the
+/// API's message repeats the type's name); otherwise the whole reason.
+fn reason_class(u: &Unverified) -> &str {
+    match u.code {
+        Some(403) => "403 Forbidden (nsguard may not list it)",
+        _ => u.reason.as_str(),
+    }
+}
+
+/// The ClusterRole that grants `list` on every type answered 403, labelled so that
+/// nsguard's lookup role aggregates it; `None` when no type was forbidden.
+pub fn lookup_role_for(unverified: &[Unverified]) -> Option<String> {
+    let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for u in unverified.iter().filter(|u| u.code == Some(403)) {
+        let (plural, group) = u.resource.split_once('.').unwrap_or((&u.resource, ""));
+        by_group.entry(group).or_default().push(plural);
+    }
+    if by_group.is_empty() {
+        return None;
+    }
+    let mut role = format!(
+        "kubectl apply -f - <<'EOF'\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: nsguard-lookup-extra\n  labels:\n    {LOOKUP_AGGREGATION_LABEL}: \"true\"\nrules:"
+    );
+    for (group, plurals) in by_group {
+        let _ = write!(
+            role,
+            "\n- apiGroups: [\"{group}\"]\n  resources: [{}]\n  verbs: [\"list\"]",
+            plurals
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    role.push_str("\nEOF");
+    Some(role)
 }
 
 #[cfg(test)]
@@ -353,6 +444,7 @@ mod tests {
             objects,
             unverified: vec![],
             resource_types: 10,
+            api_calls: 0,
         }
     }
 
@@ -430,6 +522,7 @@ mod tests {
         partial.unverified.push(Unverified {
             resource: "widgets.example.com".into(),
             reason: "403 Forbidden".into(),
+            code: Some(403),
         });
         let d = decide(&GuardConfig::default(), "a", Ok(&partial));
         assert_eq!(d.verdict, Verdict::Incomplete);
@@ -486,5 +579,57 @@ mod tests {
             exemption(&config, &req).unwrap().verdict,
             Verdict::BreakGlass
         );
+    }
+
+    /// A denial with many unlistable types stays short: grouped by reason, a few named
+    /// per reason, the rest counted (one was 6.5 KB).
+    #[test]
+    fn many_unverified_types_are_grouped_and_capped() {
+        let mut s = scan(vec![obj("a", "prod", "Service", "a")]);
+        for i in 0..120 {
+            s.unverified.push(Unverified {
+                resource: format!("widget{i}s.example.com"),
+                reason: format!(
+                    "403 Forbidden: User \"nsguard\" cannot list resource \"widget{i}s\""
+                ),
+                code: Some(403),
+            });
+        }
+        s.unverified.push(Unverified {
+            resource: "backup.example.com/v1 (discovery)".into(),
+            reason: "503 ServiceUnavailable: the server is currently unable to handle the request"
+                .into(),
+            code: Some(503),
+        });
+        let d = decide(&GuardConfig::default(), "a", Ok(&s));
+        let msg = d.message();
+        assert!(msg.contains("could not list 121 resource types:"), "{msg}");
+        assert!(msg.contains("(and 114 more)"), "{msg}");
+        assert!(
+            msg.contains("- backup.example.com/v1 (discovery): 503 ServiceUnavailable"),
+            "{msg}"
+        );
+        let before_role = msg.split("kubectl apply").next().unwrap();
+        assert!(
+            before_role.len() < 2_000,
+            "{} bytes: {msg}",
+            before_role.len()
+        );
+    }
+
+    #[test]
+    fn the_non_empty_policy_advises_emptying_the_namespace() {
+        let config = GuardConfig {
+            policy: GuardPolicy::NonEmpty,
+            ..Default::default()
+        };
+        let d = decide(
+            &config,
+            "a",
+            Ok(&scan(vec![obj("a", "prod", "Service", "a")])),
+        );
+        let msg = d.message();
+        assert!(!msg.contains("so one stack is left"), "{msg}");
+        assert!(msg.contains("empties the namespace"), "{msg}");
     }
 }

@@ -10,6 +10,7 @@ use crate::admission::{Decision, Endpoint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -41,6 +42,12 @@ const LATENCY_BUCKETS: [f64; 15] = [
     10.0,
 ];
 
+/// API calls per lookup: ~3 per resource type (one list per label generation) plus
+/// discovery, from a handful to a CRD-heavy cluster's 1,500+.
+const API_CALL_BUCKETS: [f64; 10] = [
+    10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0,
+];
+
 /// Every metric nsguard exports.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +59,8 @@ pub struct Metrics {
     latency: [Histogram; Endpoint::ALL.len()],
     rejections: Family<ReasonLabels, Counter>,
     lookup_errors: Family<ReasonLabels, Counter>,
+    lookup_api_calls: Histogram,
+    unlistable_types: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
 }
 
@@ -90,6 +99,18 @@ impl Metrics {
             "Failed or incomplete cluster-state lookups, by reason",
             lookup_errors.clone(),
         );
+        let lookup_api_calls = Histogram::new(API_CALL_BUCKETS);
+        registry.register(
+            "lookup_api_calls",
+            "API calls one namespace-delete lookup made (discovery, lists, retries)",
+            lookup_api_calls.clone(),
+        );
+        let unlistable_types = Gauge::default();
+        registry.register(
+            "unlistable_resource_types",
+            "Discovered resource types nsguard's RBAC does not let it list (a delete of a namespace fails closed while any remain)",
+            unlistable_types.clone(),
+        );
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -117,6 +138,8 @@ impl Metrics {
             }),
             rejections,
             lookup_errors,
+            lookup_api_calls,
+            unlistable_types,
             tls_reloads,
         }
     }
@@ -138,6 +161,16 @@ impl Metrics {
         self.lookup_errors
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// API calls of one namespace-delete lookup.
+    pub fn lookup_api_calls(&self, calls: usize) {
+        self.lookup_api_calls.observe(calls as f64);
+    }
+
+    /// Resource types nsguard may not list, from the last access check.
+    pub fn unlistable_types(&self, count: usize) {
+        self.unlistable_types.set(count as i64);
     }
 
     pub fn tls_reload(&self, result: &'static str) {

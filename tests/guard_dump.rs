@@ -61,14 +61,120 @@ fn shared_legacy_namespace_is_denied_and_every_owner_is_named() {
 
 #[test]
 fn single_owner_and_empty_namespaces_are_allowed() {
-    for ns in [
-        "pay-space-wallet-tenant-c",
-        "billing",
-        "scratch",
-        "does-not-exist",
-    ] {
+    for ns in ["pay-space-wallet-tenant-c", "billing", "scratch"] {
         assert_exit(&can_delete(ns, EXAMPLE, &[]), 0);
     }
+}
+
+/// A namespace the dump's Namespace list does not hold is an error, never "may be deleted".
+#[test]
+fn a_namespace_that_does_not_exist_is_an_error() {
+    let out = can_delete("does-not-exist", EXAMPLE, &[]);
+    assert_exit(&out, 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "nsguard: error: namespace \"does-not-exist\" does not exist"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+/// nsguard in a given environment, with no cluster configuration unless the test sets one.
+fn nsguard(home: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nsguard"));
+    command
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("NSGUARD_CLUSTER_DUMP")
+        .env("HOME", home);
+    command
+}
+
+/// A cluster configuration that is named but broken is a startup error (exit 2) that names
+/// it, never a silent fallback to the built-in example (which allowed real deletes).
+#[test]
+fn a_named_but_broken_cluster_configuration_is_an_error() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("missing-kubeconfig");
+    let missing = missing.to_str().unwrap();
+    let garbage = home.path().join("garbage");
+    std::fs::write(&garbage, "this: [is not a kubeconfig").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    for (args, env, needle) in [
+        (vec!["can-delete", "x"], Some(missing), "KUBECONFIG names"),
+        (
+            vec!["can-delete", "x", "--kubeconfig", missing],
+            None,
+            "--kubeconfig names",
+        ),
+        (
+            vec!["can-delete", "x", "--kubeconfig", garbage],
+            None,
+            "reading kubeconfig",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            Some(missing),
+            "KUBECONFIG names",
+        ),
+        (vec!["can-delete", "x"], None, "no cluster configured"),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            None,
+            "no cluster configured",
+        ),
+    ] {
+        let mut command = nsguard(home.path(), &args);
+        if args[0] == "serve" {
+            command.arg("--cert-dir").arg(home.path().join("certs"));
+        }
+        if let Some(path) = env {
+            command.env("KUBECONFIG", path);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("nsguard: error: ") && line.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        if needle.contains("names") {
+            assert!(line.contains("missing-kubeconfig"), "{line}");
+        }
+    }
+}
+
+/// The built-in example is used only when asked for, and then whatever kubeconfig the
+/// reader has.
+#[test]
+fn the_example_is_used_only_with_demo() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(home.path(), &["can-delete", "pay-space-wallet", "--demo"])
+        .env("KUBECONFIG", home.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("holds objects of 3 stacks"));
+    let out = nsguard(
+        home.path(),
+        &["can-delete", "x", "--demo", "--cluster-dump", EXAMPLE],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 2);
 }
 
 #[test]

@@ -24,9 +24,18 @@ const TENANT_A: [(&str, &str); 3] = [
 const LEGACY_B: [(&str, &str); 2] = [("appName", "wallet-tenant-b"), ("appEnv", "tenant-b")];
 
 fn live(replay: &Replay, options: LiveOptions) -> LiveCluster {
-    let config = kube::Config::new(replay.url().parse().unwrap());
+    live_at(&replay.url(), options)
+}
+
+/// A lookup over nsguard's own client configuration (kube's retries off).
+fn live_at(url: &str, options: LiveOptions) -> LiveCluster {
+    let config = nsguard::cluster::live::client_config(kube::Config::new(url.parse().unwrap()));
     let client = kube::Client::try_from(config).unwrap();
-    LiveCluster::new(client, LabelScheme::default(), options)
+    LiveCluster::new(client, url.to_owned(), LabelScheme::default(), options)
+}
+
+fn soon() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(10)
 }
 
 fn decide(scan: &Result<nsguard::guard::NamespaceScan, LookupError>) -> Verdict {
@@ -47,10 +56,10 @@ async fn discovery_lists_every_namespaced_listable_type_except_skipped_ones() {
             ..LiveOptions::default()
         },
     );
-    let (types, failed) = all.resource_types().await.unwrap();
-    assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(types.len(), replay.listable_types());
-    let ids: Vec<&str> = types.iter().map(|t| t.id.as_str()).collect();
+    let found = all.discovery(soon()).await.unwrap();
+    assert!(found.failed.is_empty(), "{:?}", found.failed);
+    assert_eq!(found.types.len(), replay.listable_types());
+    let ids: Vec<&str> = found.types.iter().map(|t| t.id.as_str()).collect();
     for id in [
         "deployments.apps",
         "configmaps",
@@ -71,8 +80,8 @@ async fn discovery_lists_every_namespaced_listable_type_except_skipped_ones() {
         assert!(!ids.contains(&id), "{id} must not be listed");
     }
     let defaults = live(&replay, LiveOptions::default());
-    let (types, _) = defaults.resource_types().await.unwrap();
-    let ids: Vec<&str> = types.iter().map(|t| t.id.as_str()).collect();
+    let found = defaults.discovery(soon()).await.unwrap();
+    let ids: Vec<&str> = found.types.iter().map(|t| t.id.as_str()).collect();
     assert!(
         !ids.contains(&"secrets")
             && !ids.contains(&"events")
@@ -217,12 +226,15 @@ async fn hung_and_slow_lists_fail_closed_at_the_deadline() {
             timeout,
             done,
             total,
+            pending,
+            ..
         }) = &scan
         else {
             panic!("{fault:?}: expected a deadline error, got {scan:?}");
         };
         assert_eq!(*timeout, deadline);
         assert!(done < total, "{done} of {total}");
+        assert_eq!(pending, &["services"], "the slow type is named");
         // Bounded: the answer comes at the deadline, not when the API server answers.
         assert!(
             elapsed < Duration::from_secs(3),
@@ -255,7 +267,7 @@ async fn an_api_server_that_is_down_fails_closed_and_recovery_is_seen() {
     assert!(
         matches!(
             scan,
-            Err(LookupError::Discovery(_) | LookupError::Deadline { .. })
+            Err(LookupError::Discovery { .. } | LookupError::Deadline { .. })
         ),
         "{scan:?}"
     );
@@ -311,12 +323,7 @@ async fn an_api_server_that_refuses_connections_fails_closed_within_the_deadline
         .local_addr()
         .unwrap()
         .port();
-    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
-    let cluster = LiveCluster::new(
-        kube::Client::try_from(config).unwrap(),
-        LabelScheme::default(),
-        LiveOptions::default(),
-    );
+    let cluster = live_at(&format!("http://127.0.0.1:{port}"), LiveOptions::default());
     let started = Instant::now();
     let scan = cluster.scan("wallet", Duration::from_secs(2)).await;
     assert!(
@@ -324,7 +331,12 @@ async fn an_api_server_that_refuses_connections_fails_closed_within_the_deadline
         "took {:?}",
         started.elapsed()
     );
-    assert!(scan.is_err(), "{scan:?}");
+    // The answer names the API server and the cause.
+    let message = scan.as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}")) && message.contains("onnection refused"),
+        "{message}"
+    );
     let verdict = decide(&scan);
     assert!(
         matches!(verdict, Verdict::LookupFailed { .. }),
@@ -394,4 +406,207 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
     server
         .assert_metrics(&[r#"nsguard_lookup_errors_total{reason="deadline"} 1"#])
         .await;
+}
+
+/// A type created after the last lookup (a new CRD, a ClusterRole for it and an instance
+/// of a second owner) is counted by the very next delete: discovery is not cached across
+/// lookups. With a cached discovery this delete was allowed for up to --discovery-ttl.
+#[tokio::test]
+async fn a_type_created_after_the_last_lookup_is_counted() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    let cluster = live(&replay, LiveOptions::default());
+    let timeout = Duration::from_secs(10);
+    assert_eq!(
+        decide(&cluster.scan("wallet", timeout).await),
+        Verdict::Safe
+    );
+
+    replay.add_group("example.com", "v1", &[("widgets", "Widget")]);
+    replay.add("wallet", "widgets", "tenant-a-widget", &TENANT_A);
+    let scan = cluster.scan("wallet", timeout).await;
+    assert_eq!(decide(&scan), Verdict::MultipleOwners, "{scan:?}");
+    let scan = scan.unwrap();
+    assert!(
+        scan.objects
+            .iter()
+            .any(|o| o.kind == "Widget.example.com" && o.name == "tenant-a-widget"),
+        "{:?}",
+        scan.objects
+    );
+}
+
+/// A list answered 404 while discovery serves the type is never read as "no objects":
+/// discovery is asked again, and a type it still serves is named and the delete denied.
+#[tokio::test]
+async fn a_list_answering_404_is_never_read_as_empty() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    replay.fault("deployments", Fault::NotFound);
+    let cluster = live(&replay, LiveOptions::default());
+    let scan = cluster
+        .scan("wallet", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let unverified: Vec<&str> = scan
+        .unverified
+        .iter()
+        .map(|u| u.resource.as_str())
+        .collect();
+    assert_eq!(unverified, ["deployments.apps"], "{:?}", scan.unverified);
+    assert_eq!(scan.unverified[0].code, Some(404));
+    assert_eq!(decide(&Ok(scan)), Verdict::Incomplete);
+    // Discovery was asked again after the 404.
+    let apis = replay
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.as_str() == "/apis")
+        .count();
+    assert_eq!(apis, 2, "one discovery for the scan, one after the 404");
+}
+
+/// An aggregated API whose service is gone answers 503 (or nothing) for its discovery.
+/// kube's own retry policy used to retry that for longer than the deadline, so every
+/// delete was denied after 5 s, naming nothing. Now: the API is named, within about a
+/// second, and the metrics APIs are skipped by default, subdomains included.
+#[tokio::test]
+async fn an_unavailable_aggregated_api_is_named_within_a_second() {
+    for fault in [Fault::Unavailable, Fault::Hang] {
+        let replay = Replay::start().await;
+        replay.add("wallet", "configmaps", "wallet", &CURRENT);
+        replay.add_group(
+            "custom.metrics.k8s.io",
+            "v1beta1",
+            &[("pods", "MetricValueList")],
+        );
+        replay.discovery_fault("/apis/custom.metrics.k8s.io/v1beta1", fault.clone());
+        let cluster = live(&replay, LiveOptions::default());
+        let timeout = Duration::from_secs(5);
+        assert_eq!(
+            decide(&cluster.scan("wallet", timeout).await),
+            Verdict::Safe,
+            "{fault:?}: *.metrics.k8s.io is skipped by default"
+        );
+
+        replay.add_group("backup.example.com", "v1", &[("snapshots", "Snapshot")]);
+        replay.discovery_fault("/apis/backup.example.com/v1", fault.clone());
+        let started = Instant::now();
+        let scan = cluster.scan("wallet", timeout).await.unwrap();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "{fault:?} took {elapsed:?}"
+        );
+        assert_eq!(scan.unverified.len(), 1, "{:?}", scan.unverified);
+        assert_eq!(
+            scan.unverified[0].resource,
+            "backup.example.com/v1 (discovery)"
+        );
+        let reason = &scan.unverified[0].reason;
+        match fault {
+            Fault::Unavailable => assert!(reason.starts_with("503 ServiceUnavailable"), "{reason}"),
+            _ => assert!(reason.starts_with("no answer within"), "{reason}"),
+        }
+        let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+        assert_eq!(decision.verdict, Verdict::Incomplete);
+        assert!(
+            decision
+                .message()
+                .contains("backup.example.com/v1 (discovery)"),
+            "{}",
+            decision.message()
+        );
+    }
+}
+
+/// A throttled or unavailable list is retried a bounded number of times, with jitter,
+/// inside the deadline; then the type is named.
+#[tokio::test]
+async fn transient_list_failures_are_retried_a_bounded_number_of_times() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.fault("services", Fault::Throttled);
+    let cluster = live(&replay, LiveOptions::default());
+    let started = Instant::now();
+    let scan = cluster
+        .scan("wallet", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(scan.unverified.len(), 1, "{:?}", scan.unverified);
+    assert!(
+        scan.unverified[0].reason.starts_with("429"),
+        "{:?}",
+        scan.unverified
+    );
+    let service_lists = replay
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/namespaces/wallet/services"))
+        .count();
+    // Three label generations, each tried once and retried twice.
+    assert_eq!(service_lists, 3 * 3);
+    assert_eq!(scan.api_calls, replay.request_count());
+}
+
+/// A type nsguard may not list (a CRD the shipped roles do not cover) is named, and the
+/// denial ends with the ClusterRole that lets nsguard list it, labelled so that the
+/// shipped lookup role aggregates it.
+#[tokio::test]
+async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add_group(
+        "cert-manager.io",
+        "v1",
+        &[("certificates", "Certificate"), ("issuers", "Issuer")],
+    );
+    replay.fault("certificates", Fault::Forbidden);
+    replay.fault("issuers", Fault::Forbidden);
+    let scan = live(&replay, LiveOptions::default())
+        .scan("wallet", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+    assert_eq!(decision.verdict, Verdict::Incomplete);
+    let message = decision.message();
+    assert!(
+        message.contains("certificates.cert-manager.io, issuers.cert-manager.io: 403 Forbidden"),
+        "{message}"
+    );
+    let role = message
+        .split_once("kubectl apply -f - <<'EOF'\n")
+        .and_then(|(_, rest)| rest.strip_suffix("\nEOF"))
+        .unwrap_or_else(|| panic!("no ClusterRole at the end of: {message}"));
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_yaml::from_str(role).unwrap();
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&["cert-manager.io".to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["certificates".to_owned(), "issuers".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["list"]);
+    // The label is one the shipped aggregated role selects.
+    let labels = role.metadata.labels.unwrap();
+    let rbac = std::fs::read_to_string(common::repo_path("manifests/base/rbac.yaml")).unwrap();
+    let (key, value) = labels.iter().next().unwrap();
+    assert!(
+        rbac.contains(&format!("{key}: \"{value}\"")),
+        "{key}={value}"
+    );
 }

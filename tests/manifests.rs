@@ -174,10 +174,17 @@ fn the_deployment_is_highly_available_and_locked_down() {
 }
 
 #[test]
-fn rbac_only_lists_and_leaves_secrets_out() {
-    for object in load("manifests/base/rbac.yaml") {
+fn rbac_only_reads_and_leaves_secrets_out() {
+    let objects = load("manifests/base/rbac.yaml");
+    for object in &objects {
         for rule in object["rules"].as_array().into_iter().flatten() {
-            assert_eq!(rule["verbs"], serde_json::json!(["list"]), "{rule}");
+            let verbs = rule["verbs"].as_array().unwrap();
+            assert!(
+                verbs == &[serde_json::json!("list")]
+                    || (verbs == &[serde_json::json!("get")]
+                        && rule["resources"] == serde_json::json!(["namespaces"])),
+                "{rule}"
+            );
             let resources = rule["resources"].as_array().unwrap();
             let core = rule["apiGroups"]
                 .as_array()
@@ -191,6 +198,20 @@ fn rbac_only_lists_and_leaves_secrets_out() {
             );
         }
     }
+    // The lookup role aggregates nsguard's own roles and the read-only roles operators
+    // publish for `view` (which never include Secrets), so CRDs work without a new role.
+    let lookup = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "nsguard-lookup")
+        .unwrap();
+    let selectors = &lookup["aggregationRule"]["clusterRoleSelectors"];
+    assert_eq!(
+        selectors,
+        &serde_json::json!([
+            {"matchLabels": {"nsguard.dev/aggregate-to-lookup": "true"}},
+            {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}}
+        ])
+    );
 }
 
 #[test]

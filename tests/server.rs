@@ -240,6 +240,7 @@ async fn refuses_to_start_with_a_broken_certificate() {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--demo",
         ])
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::error::Category;
 
-use crate::cluster::{ClusterSource, LookupError};
+use crate::cluster::ClusterSource;
 use crate::guard::{DeleteRequest, GuardConfig, GuardDecision};
 use crate::labels::LabelScheme;
 use crate::metrics::Metrics;
@@ -265,14 +265,15 @@ impl Webhook {
             .cluster
             .guard(&self.guard, &delete, self.lookup_timeout)
             .await;
-        match scan {
-            Some(Err(LookupError::Deadline { .. })) => self.metrics.lookup_error("deadline"),
-            Some(Err(LookupError::Discovery(_))) => self.metrics.lookup_error("discovery"),
-            Some(Err(LookupError::Busy { .. })) => self.metrics.lookup_error("busy"),
-            Some(Ok(scan)) if !scan.unverified.is_empty() => {
-                self.metrics.lookup_error("unverified_types")
+        match &scan {
+            Some(Err(err)) => self.metrics.lookup_error(err.reason()),
+            Some(Ok(scan)) => {
+                if !scan.unverified.is_empty() {
+                    self.metrics.lookup_error("unverified_types");
+                }
+                self.metrics.lookup_api_calls(scan.api_calls);
             }
-            _ => {}
+            None => {}
         }
         audit(request, &delete, &decision, started.elapsed());
         if decision.allowed() {

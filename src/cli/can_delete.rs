@@ -1,12 +1,17 @@
 //! `nsguard can-delete NAMESPACE`: the guard's decision from the command line, against a
-//! live cluster or a dump. Exit 0 allowed, 1 denied, 2 error (the lookup failed).
+//! live cluster or a dump. Exit 0 allowed, 1 denied, 2 error (the lookup failed, or the
+//! namespace does not exist).
+//!
+//! Against a live cluster it lists with the caller's own credentials (kubeconfig), so its
+//! answer is the webhook's only where the caller may list what nsguard may; types the
+//! caller may not list are named, and the answer is then a denial, as the webhook's.
 
 use std::process::ExitCode;
 
 use clap::Args;
 
 use super::OutputFormat;
-use super::guard_args::{Fallback, GuardInputs};
+use super::guard_args::GuardInputs;
 use crate::guard::{DeleteRequest, Verdict};
 
 #[derive(Debug, Args)]
@@ -32,18 +37,23 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let scheme = args.inputs.labels.scheme();
-        let source = args.inputs.cluster.source(&scheme, Fallback::Error).await?;
-        let annotations = source.namespace_annotations(&args.namespace).await?;
+        let source = args.inputs.cluster.source(&scheme).await?;
+        let timeout = args.inputs.cluster.lookup_timeout;
+        let Some(annotations) = source
+            .namespace_annotations(&args.namespace, timeout)
+            .await
+            .map_err(|err| anyhow::anyhow!("reading namespace {:?}: {err}", args.namespace))?
+        else {
+            anyhow::bail!("namespace {:?} does not exist", args.namespace);
+        };
         let request = DeleteRequest {
             namespace: &args.namespace,
             username: &args.as_user,
             groups: &args.as_groups,
-            annotations: annotations.as_ref().map(|a| a as _),
+            annotations: Some(&annotations),
         };
         let config = args.inputs.guard.config();
-        let (decision, _) = source
-            .guard(&config, &request, args.inputs.cluster.lookup_timeout)
-            .await;
+        let (decision, _) = source.guard(&config, &request, timeout).await;
         match args.output {
             OutputFormat::Text => println!("{}", decision.message()),
             OutputFormat::Json => {

@@ -4,14 +4,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::num::NonZeroUsize;
+
+use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::cluster::{ClusterDump, ClusterSource, LiveCluster, LiveOptions};
 use crate::guard::{GuardConfig, GuardPolicy};
 use crate::labels::{LabelKeys, LabelScheme};
 
-/// The realistic example dump built into the binary, served when no cluster is configured.
+/// The realistic example dump built into the binary, served with `--demo`.
 pub const EXAMPLE_DUMP: &str = include_str!("../../examples/cluster-dump.yaml");
 
 /// Everything the guard needs to decide, as flags: one group shared by every command
@@ -47,25 +49,48 @@ impl LabelArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ClusterArgs {
+    /// Decide over the example dump built into the binary (examples/cluster-dump.yaml):
+    /// a first look with no cluster, never a real cluster's state.
+    #[arg(long, conflicts_with_all = ["cluster_dump", "kubeconfig", "context"])]
+    pub demo: bool,
     /// Read cluster state from this dump (`kubectl get ... -A -o yaml|json`) instead of
     /// the API server.
-    #[arg(long, env = "NSGUARD_CLUSTER_DUMP", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "NSGUARD_CLUSTER_DUMP",
+        value_name = "FILE",
+        conflicts_with_all = ["kubeconfig", "context"]
+    )]
     pub cluster_dump: Option<PathBuf>,
+    /// The kubeconfig file, as in kubectl. Without it: $KUBECONFIG, else the pod's
+    /// service account, else ~/.kube/config. A file that is named and missing or broken
+    /// is an error, never a fallback.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use, as in kubectl (default: its current-context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Deadline of the guard's cluster lookup; past it the delete is denied.
     #[arg(long, env = "NSGUARD_LOOKUP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub lookup_timeout: Duration,
     /// List calls in flight at once during a lookup.
-    #[arg(long, env = "NSGUARD_LOOKUP_CONCURRENCY", default_value_t = 16)]
-    lookup_concurrency: usize,
+    #[arg(long, env = "NSGUARD_LOOKUP_CONCURRENCY", default_value_t = NonZeroUsize::new(16).unwrap())]
+    lookup_concurrency: NonZeroUsize,
     /// Namespace lookups in flight at once (each is many list calls); more wait within
     /// --lookup-timeout, then are denied (fail closed).
-    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_LOOKUPS", default_value_t = 4)]
-    max_concurrent_lookups: usize,
-    /// How long API discovery results are reused.
+    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_LOOKUPS", default_value_t = NonZeroUsize::new(4).unwrap())]
+    max_concurrent_lookups: NonZeroUsize,
+    /// Every lookup rediscovers the API's resource types within this bound, so a type
+    /// created a second before a delete is counted; a group version that does not answer
+    /// in time is named and the delete denied.
+    #[arg(long, env = "NSGUARD_DISCOVERY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    discovery_timeout: Duration,
+    /// How old the last good discovery may be to stand in when a refresh fails as a
+    /// whole (/api or /apis unanswered). Older, and the delete is denied.
     #[arg(long, env = "NSGUARD_DISCOVERY_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     discovery_ttl: Duration,
-    /// Resource types not listed (`plural.group`, or `*.group` for a whole group),
-    /// comma-separated or repeated. Replaces the default list.
+    /// Resource types not listed (`plural.group`, or `*.group` for a group and its
+    /// subdomains), comma-separated or repeated. Replaces the default list.
     #[arg(
         long = "skip-resource",
         env = "NSGUARD_SKIP_RESOURCES",
@@ -75,73 +100,99 @@ pub struct ClusterArgs {
     skip_resources: Vec<String>,
 }
 
-/// Where cluster state comes from when no --cluster-dump is given.
-pub enum Fallback {
-    /// Serve the built-in example (the README's first command, no cluster needed).
-    Example,
-    /// Refuse: the command needs a real answer.
-    Error,
-}
-
 impl ClusterArgs {
-    /// The cluster source: the dump if given; else the API server when a cluster is
-    /// configured (in-cluster or kubeconfig); else `fallback`.
-    pub async fn source(
-        &self,
-        scheme: &LabelScheme,
-        fallback: Fallback,
-    ) -> anyhow::Result<ClusterSource> {
+    /// The cluster source: the built-in example with --demo, a dump with --cluster-dump,
+    /// else the API server of the configured cluster. Nothing is guessed: a named
+    /// configuration that is broken, or no configuration at all, is an error.
+    pub async fn source(&self, scheme: &LabelScheme) -> anyhow::Result<ClusterSource> {
+        if self.demo {
+            let dump =
+                ClusterDump::parse(EXAMPLE_DUMP, scheme).context("the built-in example dump")?;
+            tracing::warn!(
+                objects = dump.object_count(),
+                "--demo: deciding over the built-in example dump (examples/cluster-dump.yaml), not a cluster"
+            );
+            return Ok(ClusterSource::Dump(dump));
+        }
         if let Some(path) = &self.cluster_dump {
             let dump = ClusterDump::load(path, scheme)?;
             tracing::info!(path = %path.display(), objects = dump.object_count(), "cluster state from a dump file");
             return Ok(ClusterSource::Dump(dump));
         }
-        if cluster_configured() {
-            let config = kube::Config::infer()
-                .await
-                .context("loading the cluster configuration (in-cluster or kubeconfig)")?;
-            tracing::info!(server = %config.cluster_url, "cluster state from the API server");
-            let client =
-                kube::Client::try_from(config).context("building the Kubernetes client")?;
-            let options = LiveOptions {
-                concurrency: self.lookup_concurrency.max(1),
-                discovery_ttl: self.discovery_ttl,
-                skip: self.skip_resources.clone(),
-                max_concurrent_scans: self.max_concurrent_lookups.max(1),
-                ..LiveOptions::default()
-            };
-            return Ok(ClusterSource::Live(LiveCluster::new(
-                client,
-                scheme.clone(),
-                options,
-            )));
+        let config = self.kube_config().await?;
+        let server = config.cluster_url.to_string();
+        tracing::info!(server = %server, "cluster state from the API server");
+        let client = kube::Client::try_from(crate::cluster::live::client_config(config))
+            .context("building the Kubernetes client")?;
+        Ok(ClusterSource::Live(LiveCluster::new(
+            client,
+            server,
+            scheme.clone(),
+            self.live_options(),
+        )))
+    }
+
+    pub fn live_options(&self) -> LiveOptions {
+        LiveOptions {
+            concurrency: self.lookup_concurrency.get(),
+            discovery_ttl: self.discovery_ttl,
+            discovery_timeout: self.discovery_timeout,
+            skip: self.skip_resources.clone(),
+            max_concurrent_scans: self.max_concurrent_lookups.get(),
+            ..LiveOptions::default()
         }
-        match fallback {
-            Fallback::Example => {
-                let dump = ClusterDump::parse(EXAMPLE_DUMP, scheme)
-                    .context("the built-in example dump")?;
-                tracing::warn!(
-                    objects = dump.object_count(),
-                    "no cluster configured and no --cluster-dump: serving the built-in example dump (examples/cluster-dump.yaml)"
-                );
-                Ok(ClusterSource::Dump(dump))
+    }
+
+    /// The kube client configuration, found as controller-runtime finds it: --kubeconfig,
+    /// then $KUBECONFIG, then the pod's service account, then ~/.kube/config.
+    async fn kube_config(&self) -> anyhow::Result<kube::Config> {
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let from_files = |paths: Vec<PathBuf>, origin: &'static str| async move {
+            let mut merged = kube::config::Kubeconfig::default();
+            for path in &paths {
+                if !path.exists() {
+                    bail!("{origin} names {}, which does not exist", path.display());
+                }
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                merged = merged
+                    .merge(file)
+                    .with_context(|| format!("merging kubeconfig {}", path.display()))?;
             }
-            Fallback::Error => anyhow::bail!(
-                "no cluster state: pass --cluster-dump FILE, or configure a cluster (KUBECONFIG, ~/.kube/config, or in-cluster)"
+            let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            kube::Config::from_custom_kubeconfig(merged, &options)
+                .await
+                .with_context(|| format!("kubeconfig {}", shown.join(":")))
+        };
+        if let Some(path) = &self.kubeconfig {
+            return from_files(vec![path.clone()], "--kubeconfig").await;
+        }
+        if let Some(value) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+            let paths: Vec<PathBuf> = std::env::split_paths(&value)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect();
+            return from_files(paths, "KUBECONFIG").await;
+        }
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            if self.context.is_some() {
+                bail!("--context needs a kubeconfig; in a pod nsguard uses its service account");
+            }
+            return kube::Config::incluster()
+                .context("loading the in-cluster configuration (service account)");
+        }
+        let home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube/config"));
+        match home {
+            Some(path) if path.exists() => from_files(vec![path], "~/.kube/config").await,
+            _ => bail!(
+                "no cluster configured: pass --kubeconfig FILE, set KUBECONFIG, run in a pod, \
+                 or create ~/.kube/config; or decide offline with --cluster-dump FILE, or over \
+                 the built-in example with --demo"
             ),
         }
     }
-}
-
-/// Whether the kube client has a cluster to talk to: in a pod, or a kubeconfig exists.
-fn cluster_configured() -> bool {
-    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return true;
-    }
-    if let Some(paths) = std::env::var_os("KUBECONFIG") {
-        return std::env::split_paths(&paths).any(|p| p.exists());
-    }
-    std::env::var_os("HOME").is_some_and(|home| PathBuf::from(home).join(".kube/config").exists())
 }
 
 #[derive(Debug, Args, Clone)]

@@ -56,7 +56,8 @@ enum Command {
     /// Write a CA and a serving certificate (ca.crt, tls.crt, tls.key) for the webhook.
     Certs(certs::CertsArgs),
     /// Would deleting NAMESPACE be allowed? Exit 0 allowed, 1 denied (owners printed),
-    /// 2 error.
+    /// 2 error or no such namespace. Against a cluster it lists with your credentials
+    /// (kubeconfig), not nsguard's: types you may not list are named, and deny.
     CanDelete(Box<can_delete::CanDeleteArgs>),
     /// Report sub-env objects in manifests that sit outside their namespace. Exit 0 none,
     /// 1 some, 2 bad input.

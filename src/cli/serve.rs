@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::guard_args::{Fallback, GuardInputs};
+use super::guard_args::GuardInputs;
 use crate::admission::Webhook;
 use crate::certs::{self, CertRequest};
+use crate::cluster::{ClusterHealth, ClusterSource, health};
 use crate::metrics::Metrics;
 use crate::placement::PlacementMode;
 use crate::server::tls::KeyPairFiles;
@@ -142,19 +143,30 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let scheme = args.inputs.labels.scheme();
     let webhook = Arc::new(Webhook {
-        cluster: args
-            .inputs
-            .cluster
-            .source(&scheme, Fallback::Example)
-            .await?,
+        cluster: args.inputs.cluster.source(&scheme).await?,
         scheme,
         guard: args.inputs.guard.config(),
         lookup_timeout: args.inputs.cluster.lookup_timeout,
         placement: args.placement_mode,
         metrics: Arc::new(Metrics::new()),
     });
-    let server = BoundServer::bind(options, webhook).await?;
     let stop = CancellationToken::new();
+    let health = match &webhook.cluster {
+        ClusterSource::Live(_) => {
+            let health = Arc::new(ClusterHealth::waiting());
+            let (webhook, watched, stop) = (webhook.clone(), health.clone(), stop.clone());
+            let interval = args.inputs.cluster.live_options().discovery_ttl;
+            let timeout = args.inputs.cluster.lookup_timeout;
+            tokio::spawn(async move {
+                if let ClusterSource::Live(live) = &webhook.cluster {
+                    health::watch(live, &watched, &webhook.metrics, interval, timeout, stop).await;
+                }
+            });
+            health
+        }
+        ClusterSource::Dump(_) => Arc::new(ClusterHealth::ready()),
+    };
+    let server = BoundServer::bind(options, webhook, health).await?;
     tokio::spawn(stop_on_signal(stop.clone()));
     server.run(stop).await?;
     tracing::info!("stopped");

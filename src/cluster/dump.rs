@@ -64,12 +64,19 @@ impl ClusterDump {
             objects: self.owned.get(namespace).cloned().unwrap_or_default(),
             unverified: Vec::new(),
             resource_types: 0,
+            api_calls: 0,
         }
     }
 
-    /// The annotations of a Namespace in the dump, if the dump has it.
-    pub fn namespace_annotations(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
-        self.namespaces.get(namespace)
+    /// The annotations of a Namespace in the dump; `None` when the dump lists Namespaces
+    /// and not this one. A dump without Namespace objects cannot tell, so every namespace
+    /// is taken to exist, without annotations.
+    pub fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        match self.namespaces.get(namespace) {
+            Some(annotations) => Some(annotations.clone()),
+            None if self.namespaces.is_empty() => Some(BTreeMap::new()),
+            None => None,
+        }
     }
 
     /// How many objects the dump held, for the startup log.

@@ -1,22 +1,31 @@
 //! Cluster state from the API server, through the kube client.
 //!
-//! Discovery finds every namespaced resource type that supports `list` (core, every API
-//! group, CRDs; no subresources), cached for `discovery_ttl`. A scan then lists the
-//! namespace's objects metadata-only (`PartialObjectMetadataList`), filtered server-side
-//! by one label selector per label generation, concurrently with a bound, all under one
-//! deadline. Types that cannot be listed are named in the result, and the guard treats
-//! them as unknown (fail closed).
+//! Every scan starts with a fresh discovery of the namespaced resource types that support
+//! `list` (core, every API group, CRDs; no subresources), bounded by its own short timeout,
+//! so a type created a second before a delete is counted. The scan then lists the
+//! namespace's objects metadata-only (`PartialObjectMetadataList`), filtered server-side by
+//! one label selector per label generation, concurrently with a bound, all under one
+//! deadline.
+//!
+//! Failures are assumed, not hoped away: the kube client's own retries are off (they could
+//! retry a 503 for minutes behind the deadline's back) and replaced by a few jittered
+//! retries that fit inside the deadline; a group version whose discovery fails or does not
+//! answer in time is named as unverified; a list answered 404 means discovery went stale and
+//! is rediscovered before anything is concluded; a type nsguard may not list is named. The
+//! guard treats every such gap as unknown (fail closed).
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::{StreamExt, TryFutureExt, stream};
+use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::{ApiResource, PartialObjectMeta};
+use kube::core::{ApiResource, PartialObjectMeta, Status};
+use tokio::time::Instant;
 
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
@@ -26,7 +35,9 @@ use crate::labels::LabelScheme;
 /// Events never carry stack labels and are the most numerous objects in a cluster;
 /// Secrets would need `list` on every Secret in the cluster (RBAC cannot grant
 /// metadata-only reads), and a stack's Secrets always sit beside its Deployment;
-/// `metrics.k8s.io` serves computed PodMetrics, not stored objects, and is often down.
+/// `metrics.k8s.io` and its subdomains (`custom.metrics.k8s.io`,
+/// `external.metrics.k8s.io`) serve computed metrics, not stored objects, and are often
+/// down.
 pub const DEFAULT_SKIP: [&str; 4] = [
     "events",
     "events.events.k8s.io",
@@ -34,22 +45,30 @@ pub const DEFAULT_SKIP: [&str; 4] = [
     "*.metrics.k8s.io",
 ];
 
-/// Tuning of the live lookup.
-#[derive(Debug, Clone)]
+/// Tuning of the live lookup. Each field's default is in its doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveOptions {
-    /// List calls in flight at once.
+    /// List calls in flight at once (16).
     pub concurrency: usize,
-    /// How long a discovery result is reused.
+    /// How old the last good discovery may be to stand in for a refresh that failed as a
+    /// whole (60s). Older, and the lookup fails.
     pub discovery_ttl: Duration,
-    /// `resource.group` ids (`deployments.apps`, `secrets`) or whole groups (`*.group`).
+    /// Bound on one discovery refresh, every group version included (1s). A group version
+    /// that has not answered by then is named as unverified.
+    pub discovery_timeout: Duration,
+    /// `resource.group` ids (`deployments.apps`, `secrets`) or whole groups with their
+    /// subdomains (`*.group`) ([`DEFAULT_SKIP`]).
     pub skip: Vec<String>,
-    /// Objects per list page.
+    /// Objects per list page (500).
     pub page_size: u32,
-    /// Namespace scans in flight at once. Each is ~(types x generations) list calls, so
-    /// this bounds what nsguard can ask of the API server, however many deletes (or
+    /// Namespace scans in flight at once (4). Each is ~(types x generations) list calls,
+    /// so this bounds what nsguard can ask of the API server, however many deletes (or
     /// `--dry-run=server` checks) arrive together. Scans beyond it wait, under the same
     /// deadline.
     pub max_concurrent_scans: usize,
+    /// Extra attempts of a call answered 429, 503 or 504, or cut off, when they fit before
+    /// the deadline (2).
+    pub retries: u32,
 }
 
 impl Default for LiveOptions {
@@ -57,9 +76,52 @@ impl Default for LiveOptions {
         Self {
             concurrency: 16,
             discovery_ttl: Duration::from_secs(60),
+            discovery_timeout: Duration::from_secs(1),
             skip: DEFAULT_SKIP.iter().map(|s| s.to_string()).collect(),
             page_size: 500,
             max_concurrent_scans: 4,
+            retries: 2,
+        }
+    }
+}
+
+/// Why one call to the API server failed, kept typed until it becomes a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The API server answered with a `Status` (403, 404, 503 of an aggregated API, ...).
+    #[error("{}", status_text(.0))]
+    Api(Box<Status>),
+    /// No usable answer: connection refused or reset, TLS, a body that is not the
+    /// expected JSON. The text joins the whole cause chain.
+    #[error("{0}")]
+    Transport(String),
+    /// No answer within the bound.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl CallError {
+    fn from_kube(err: kube::Error) -> Self {
+        match err {
+            kube::Error::Api(status) => CallError::Api(status),
+            other => CallError::Transport(cause_chain(&other)),
+        }
+    }
+
+    /// The HTTP status of an API answer.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            CallError::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+
+    /// Worth another attempt: throttled, unavailable, or cut off on the way.
+    fn transient(&self) -> bool {
+        match self {
+            CallError::Api(status) => matches!(status.code, 429 | 503 | 504),
+            CallError::Transport(_) => true,
+            CallError::Timeout(_) => false,
         }
     }
 }
@@ -67,20 +129,51 @@ impl Default for LiveOptions {
 /// A lookup that did not produce a scan.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LookupError {
+    /// The deadline passed before every list call was answered; `pending` names (some of)
+    /// the types still being listed.
     #[error(
-        "the cluster lookup did not finish within {timeout:?} ({done} of {total} list calls done)"
+        "the cluster lookup at {server} did not finish within {timeout:?} ({done} of {total} list calls done{})",
+        pending_text(.pending)
     )]
     Deadline {
+        server: String,
         timeout: Duration,
         done: usize,
         total: usize,
+        pending: Vec<String>,
     },
-    #[error("API discovery failed: {0}")]
-    Discovery(String),
+    /// Discovery (`/api`, `/apis`) failed and no good result of the last
+    /// [`LiveOptions::discovery_ttl`] can stand in for it.
+    #[error("API discovery at {server} failed: {cause}")]
+    Discovery {
+        server: String,
+        #[source]
+        cause: CallError,
+    },
+    /// [`LiveOptions::max_concurrent_scans`] scans were running and none finished in time.
     #[error(
         "{limit} namespace lookups were already running and none finished within {timeout:?}; retry"
     )]
     Busy { limit: usize, timeout: Duration },
+}
+
+impl LookupError {
+    /// A short, fixed name for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LookupError::Deadline { .. } => "deadline",
+            LookupError::Discovery { .. } => "discovery",
+            LookupError::Busy { .. } => "busy",
+        }
+    }
+}
+
+fn pending_text(pending: &[String]) -> String {
+    if pending.is_empty() {
+        String::new()
+    } else {
+        format!("; still waiting for {}", pending.join(", "))
+    }
 }
 
 /// A namespaced resource type that supports `list`.
@@ -91,41 +184,62 @@ pub struct ResourceType {
     pub id: String,
 }
 
-#[derive(Debug, Clone)]
-struct Discovered {
+/// One discovery result.
+#[derive(Debug)]
+pub struct Discovered {
     at: Instant,
-    types: Arc<Vec<ResourceType>>,
-    /// Group versions whose discovery failed: their types are unknown.
-    failed: Arc<Vec<Unverified>>,
+    pub types: Vec<ResourceType>,
+    /// Group versions whose discovery failed or did not answer in time: their types are
+    /// unknown.
+    pub failed: Vec<Unverified>,
+    /// API calls it took.
+    pub calls: usize,
 }
 
 /// The API server as a source of namespace contents.
 pub struct LiveCluster {
     client: Client,
+    /// The API server's URL, for messages.
+    server: String,
     scheme: LabelScheme,
     options: LiveOptions,
-    discovered: tokio::sync::Mutex<Option<Discovered>>,
+    /// The last good discovery, the stand-in when a refresh fails as a whole.
+    last_good: Mutex<Option<Arc<Discovered>>>,
     scans: tokio::sync::Semaphore,
 }
 
 impl LiveCluster {
-    pub fn new(client: Client, scheme: LabelScheme, options: LiveOptions) -> Self {
+    /// A lookup over `client`. The client should have kube's default retries off
+    /// ([`client_config`] does that): the lookup makes its own, inside its deadline.
+    pub fn new(client: Client, server: String, scheme: LabelScheme, options: LiveOptions) -> Self {
         Self {
             client,
+            server,
             scheme,
             scans: tokio::sync::Semaphore::new(options.max_concurrent_scans.max(1)),
             options,
-            discovered: tokio::sync::Mutex::new(None),
+            last_good: Mutex::new(None),
         }
     }
 
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// What `namespace` holds, or an error when the scan cannot finish within `timeout`.
+    ///
+    /// # Guarantees
+    /// - Answers within `timeout` (plus scheduling), however the API server behaves.
+    /// - Sees every type discovery serves at the start of the scan; a type that is not
+    ///   discovered in time, cannot be listed, or vanished and is still served, is in
+    ///   [`NamespaceScan::unverified`], never read as empty.
     pub async fn scan(
         &self,
         namespace: &str,
         timeout: Duration,
     ) -> Result<NamespaceScan, LookupError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let busy = || LookupError::Busy {
             limit: self.options.max_concurrent_scans.max(1),
             timeout,
@@ -136,60 +250,61 @@ impl LiveCluster {
             Ok(Err(_)) | Err(_) => return Err(busy()),
         };
         let progress = Progress::default();
-        match tokio::time::timeout_at(deadline, self.scan_unbounded(namespace, &progress)).await {
+        match tokio::time::timeout_at(
+            deadline,
+            self.scan_unbounded(namespace, deadline, &progress),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(LookupError::Deadline {
+                server: self.server.clone(),
                 timeout,
                 done: progress.done.load(Ordering::Relaxed),
                 total: progress.total.load(Ordering::Relaxed),
+                pending: progress.pending(),
             }),
         }
     }
 
-    /// Discovery, reused while fresh. A failed refresh falls back to the previous result
-    /// (logged): resource types change rarely, and failing every delete because one
-    /// discovery call failed would help no one.
-    pub async fn resource_types(
-        &self,
-    ) -> Result<(Arc<Vec<ResourceType>>, Arc<Vec<Unverified>>), LookupError> {
-        let mut cached = self.discovered.lock().await;
-        if let Some(found) = cached
-            .as_ref()
-            .filter(|d| d.at.elapsed() < self.options.discovery_ttl)
-        {
-            return Ok((found.types.clone(), found.failed.clone()));
-        }
-        match self.discover().await {
-            Ok((types, failed)) => {
-                tracing::debug!(
-                    types = types.len(),
-                    failed = failed.len(),
-                    "discovery refreshed"
-                );
-                let found = cached.insert(Discovered {
-                    at: Instant::now(),
-                    types: Arc::new(types),
-                    failed: Arc::new(failed),
-                });
-                Ok((found.types.clone(), found.failed.clone()))
+    /// A fresh discovery, bounded by [`LiveOptions::discovery_timeout`] and `deadline`.
+    /// When it fails as a whole, the last good one stands in if it is younger than
+    /// [`LiveOptions::discovery_ttl`] (logged).
+    pub async fn discovery(&self, deadline: Instant) -> Result<Arc<Discovered>, LookupError> {
+        let bound = (Instant::now() + self.options.discovery_timeout).min(deadline);
+        match self.discover(bound).await {
+            Ok(found) => {
+                let found = Arc::new(found);
+                *self.last_good.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+                Ok(found)
             }
-            Err(err) => match cached.as_ref() {
-                Some(stale) => {
-                    tracing::warn!(error = %err, age = ?stale.at.elapsed(), "discovery refresh failed; using the previous result");
-                    Ok((stale.types.clone(), stale.failed.clone()))
+            Err(cause) => {
+                let last = self
+                    .last_good
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match last.filter(|d| d.at.elapsed() < self.options.discovery_ttl) {
+                    Some(last) => {
+                        tracing::warn!(server = %self.server, error = %cause, age = ?last.at.elapsed(),
+                            "discovery refresh failed; using the last good result");
+                        Ok(last)
+                    }
+                    None => Err(LookupError::Discovery {
+                        server: self.server.clone(),
+                        cause,
+                    }),
                 }
-                None => Err(err),
-            },
+            }
         }
     }
 
-    async fn discover(&self) -> Result<(Vec<ResourceType>, Vec<Unverified>), LookupError> {
-        let discovery_error = |e: kube::Error| LookupError::Discovery(describe(&e));
+    /// `/api` and `/apis`, then every group version's resource list, all before `bound`.
+    async fn discover(&self, bound: Instant) -> Result<Discovered, CallError> {
+        let calls = AtomicUsize::new(0);
         let (core, groups) = tokio::try_join!(
-            self.client
-                .list_core_api_versions()
-                .map_err(discovery_error),
-            self.client.list_api_groups().map_err(discovery_error),
+            self.call(bound, &calls, || self.client.list_core_api_versions()),
+            self.call(bound, &calls, || self.client.list_api_groups()),
         )?;
         // (group, groupVersion) at each group's preferred version.
         let mut versions: Vec<(String, String)> = core
@@ -199,7 +314,7 @@ impl LiveCluster {
             .into_iter()
             .collect();
         for group in groups.groups {
-            if self.skips_group(&group.name) {
+            if group_skipped(&self.options.skip, &group.name) {
                 continue;
             }
             let preferred = group
@@ -210,81 +325,174 @@ impl LiveCluster {
                 versions.push((group.name, gv));
             }
         }
-        let client = &self.client;
+        let (client, calls_ref) = (&self.client, &calls);
+        // Every group version at once: each is one small GET, and one that hangs (an
+        // aggregated API whose backend is gone) must not hold up the others.
         let lists: Vec<_> = stream::iter(versions)
             .map(|(group, gv)| async move {
                 let result = if group.is_empty() {
-                    client.list_core_api_resources(&gv).await
+                    self.call(bound, calls_ref, || client.list_core_api_resources(&gv))
+                        .await
                 } else {
-                    client.list_api_group_resources(&gv).await
+                    self.call(bound, calls_ref, || client.list_api_group_resources(&gv))
+                        .await
                 };
                 (group, gv, result)
             })
-            .buffer_unordered(self.options.concurrency.max(1))
+            .buffer_unordered(64)
             .collect()
             .await;
         let mut types = Vec::new();
         let mut failed = Vec::new();
         for (group, gv, result) in lists {
             match result {
-                Ok(list) => types.extend(self.listable(&group, &gv, list)),
+                Ok(list) => types.extend(listable(&self.options.skip, &group, &gv, list)),
                 Err(err) => failed.push(Unverified {
                     resource: format!("{gv} (discovery)"),
-                    reason: describe(&err),
+                    reason: err.to_string(),
+                    code: err.code(),
                 }),
             }
         }
         types.sort_by(|a, b| a.id.cmp(&b.id));
         failed.sort_by(|a, b| a.resource.cmp(&b.resource));
-        Ok((types, failed))
-    }
-
-    fn skips_group(&self, group: &str) -> bool {
-        self.options
-            .skip
-            .iter()
-            .any(|s| s.strip_prefix("*.").is_some_and(|g| g == group))
-    }
-
-    /// The namespaced, listable, non-subresource types of one group version.
-    fn listable<'a>(
-        &'a self,
-        group: &'a str,
-        gv: &'a str,
-        list: APIResourceList,
-    ) -> impl Iterator<Item = ResourceType> + 'a {
-        let version = gv.rsplit('/').next().unwrap_or(gv).to_owned();
-        list.resources.into_iter().filter_map(move |r| {
-            if r.name.contains('/') || !r.namespaced || !r.verbs.iter().any(|v| v == "list") {
-                return None;
-            }
-            let id = if group.is_empty() {
-                r.name.clone()
-            } else {
-                format!("{}.{group}", r.name)
-            };
-            if self.options.skip.contains(&id) {
-                return None;
-            }
-            Some(ResourceType {
-                resource: ApiResource {
-                    group: group.to_owned(),
-                    version: version.clone(),
-                    api_version: gv.to_owned(),
-                    kind: r.kind,
-                    plural: r.name,
-                },
-                id,
-            })
+        Ok(Discovered {
+            at: Instant::now(),
+            types,
+            failed,
+            calls: calls.into_inner(),
         })
+    }
+
+    /// One API call, attempted again while it fails transiently and a jittered backoff
+    /// still fits before `bound`; never past `bound`.
+    async fn call<T, F, Fut>(
+        &self,
+        bound: Instant,
+        calls: &AtomicUsize,
+        request: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = kube::Result<T>>,
+    {
+        self.attempts(bound, Some(bound), calls, request).await
+    }
+
+    /// Like [`Self::call`], but a call in flight is left to the caller's own deadline
+    /// (the scan's, whose error names what was still pending); retries still stop before
+    /// `retry_until`.
+    async fn attempts<T, F, Fut>(
+        &self,
+        retry_until: Instant,
+        bound: Option<Instant>,
+        calls: &AtomicUsize,
+        mut request: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = kube::Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let answer = match bound {
+                Some(bound) => tokio::time::timeout_at(bound, request()).await,
+                None => Ok(request().await),
+            };
+            let err = match answer {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) => CallError::from_kube(err),
+                Err(_) => {
+                    let waited = started.elapsed().as_millis() as u64;
+                    return Err(CallError::Timeout(Duration::from_millis(waited)));
+                }
+            };
+            let backoff = jittered(attempt);
+            if !err.transient()
+                || attempt >= self.options.retries
+                || Instant::now() + backoff >= retry_until
+            {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, attempt, ?backoff, "API call failed; retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
     }
 
     async fn scan_unbounded(
         &self,
         namespace: &str,
+        deadline: Instant,
         progress: &Progress,
     ) -> Result<NamespaceScan, LookupError> {
-        let (types, failed_discovery) = self.resource_types().await?;
+        let discovered = self.discovery(deadline).await?;
+        progress
+            .calls
+            .fetch_add(discovered.calls, Ordering::Relaxed);
+        let mut scan = NamespaceScan {
+            resource_types: discovered.types.len(),
+            unverified: discovered.failed.clone(),
+            ..NamespaceScan::default()
+        };
+        let mut seen = HashSet::new();
+        let gone = self
+            .list_types(
+                namespace,
+                &discovered.types,
+                deadline,
+                progress,
+                &mut scan,
+                &mut seen,
+            )
+            .await;
+        if !gone.is_empty() {
+            // A type discovered a moment ago answered 404: discovery is stale. Ask again;
+            // a type that is no longer served took its objects with it, one that still is
+            // (perhaps at another version) is listed again.
+            let fresh = self.discovery(deadline).await?;
+            progress.calls.fetch_add(fresh.calls, Ordering::Relaxed);
+            let again: Vec<ResourceType> = fresh
+                .types
+                .iter()
+                .filter(|t| gone.contains(&t.id))
+                .cloned()
+                .collect();
+            for id in &gone {
+                if !again.iter().any(|t| &t.id == id) {
+                    tracing::info!(resource = %id, namespace, "a resource type went away during the lookup");
+                }
+            }
+            let still_gone = self
+                .list_types(namespace, &again, deadline, progress, &mut scan, &mut seen)
+                .await;
+            for id in still_gone {
+                scan.unverified.push(Unverified {
+                    resource: id,
+                    reason: "404 NotFound, though discovery still serves the type".to_owned(),
+                    code: Some(404),
+                });
+            }
+        }
+        scan.unverified.sort_by(|a, b| a.resource.cmp(&b.resource));
+        scan.unverified.dedup_by(|a, b| a.resource == b.resource);
+        scan.api_calls = progress.calls.load(Ordering::Relaxed);
+        Ok(scan)
+    }
+
+    /// List every type of `types` under every selector into `scan`; returns the ids of the
+    /// types that answered 404.
+    async fn list_types(
+        &self,
+        namespace: &str,
+        types: &[ResourceType],
+        deadline: Instant,
+        progress: &Progress,
+        scan: &mut NamespaceScan,
+        seen: &mut HashSet<String>,
+    ) -> BTreeSet<String> {
         let selectors: Vec<String> = self
             .scheme
             .generations()
@@ -295,26 +503,23 @@ impl LiveCluster {
         let jobs: Vec<(usize, usize)> = (0..types.len())
             .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
             .collect();
-        progress.total.store(jobs.len(), Ordering::Relaxed);
-        let (types_ref, selectors_ref) = (&types, &selectors);
+        progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
+        let selectors_ref = &selectors;
         let results: Vec<_> = stream::iter(jobs)
             .map(|(t, s)| async move {
-                let rt = &types_ref[t];
-                let result = self.list_owned(namespace, rt, &selectors_ref[s]).await;
-                progress.done.fetch_add(1, Ordering::Relaxed);
+                let rt = &types[t];
+                progress.start(&rt.id);
+                let result = self
+                    .list_owned(namespace, rt, &selectors_ref[s], deadline, progress)
+                    .await;
+                progress.finish(&rt.id);
                 (rt, result)
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
             .await;
 
-        let mut seen = HashSet::new();
-        let mut scan = NamespaceScan {
-            resource_types: types.len(),
-            unverified: failed_discovery.to_vec(),
-            ..NamespaceScan::default()
-        };
-        let mut failed_ids = HashSet::new();
+        let mut failed: HashMap<&str, CallError> = HashMap::new();
         for (rt, result) in results {
             match result {
                 Ok(objects) => {
@@ -326,18 +531,24 @@ impl LiveCluster {
                         }
                     }
                 }
-                Err(reason) => {
-                    if failed_ids.insert(rt.id.clone()) {
-                        scan.unverified.push(Unverified {
-                            resource: rt.id.clone(),
-                            reason,
-                        });
-                    }
+                Err(err) => {
+                    failed.entry(rt.id.as_str()).or_insert(err);
                 }
             }
         }
-        scan.unverified.sort_by(|a, b| a.resource.cmp(&b.resource));
-        Ok(scan)
+        let mut gone = BTreeSet::new();
+        for (id, err) in failed {
+            if err.code() == Some(404) {
+                gone.insert(id.to_owned());
+            } else {
+                scan.unverified.push(Unverified {
+                    resource: id.to_owned(),
+                    reason: err.to_string(),
+                    code: err.code(),
+                });
+            }
+        }
+        gone
     }
 
     /// Every object of one type in the namespace matching one selector, page by page.
@@ -346,7 +557,9 @@ impl LiveCluster {
         namespace: &str,
         rt: &ResourceType,
         selector: &str,
-    ) -> Result<Vec<(String, OwnedObject)>, String> {
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<Vec<(String, OwnedObject)>, CallError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &rt.resource);
         let kind = qualified_kind(&rt.resource.kind, &rt.resource.group);
@@ -355,12 +568,11 @@ impl LiveCluster {
             .limit(self.options.page_size);
         let mut out = Vec::new();
         loop {
-            let page = match api.list_metadata(&params).await {
-                Ok(page) => page,
-                // The type went away between discovery and the list (a CRD deleted).
-                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(out),
-                Err(err) => return Err(describe(&err)),
-            };
+            let page = self
+                .attempts(deadline, None, &progress.calls, || {
+                    api.list_metadata(&params)
+                })
+                .await?;
             out.extend(page.items.into_iter().filter_map(
                 |item: PartialObjectMeta<DynamicObject>| {
                     let meta = item.metadata;
@@ -382,40 +594,274 @@ impl LiveCluster {
         }
     }
 
-    /// A Namespace's annotations (for the CLI's break-glass check).
+    /// A Namespace's annotations, or `None` when it does not exist.
     pub async fn namespace_annotations(
         &self,
         namespace: &str,
-    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
+        timeout: Duration,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, LookupError> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
-        Ok(api
-            .get_opt(namespace)
-            .await?
-            .map(|ns| ns.metadata.annotations.unwrap_or_default()))
+        let calls = AtomicUsize::new(0);
+        let bound = Instant::now() + timeout;
+        match self.call(bound, &calls, || api.get_opt(namespace)).await {
+            Ok(found) => Ok(found.map(|ns| ns.metadata.annotations.unwrap_or_default())),
+            Err(cause) => Err(LookupError::Discovery {
+                server: self.server.clone(),
+                cause,
+            }),
+        }
     }
 }
 
+/// What nsguard's own identity may list, from one discovery and one
+/// SelfSubjectRulesReview.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessReport {
+    /// Resource types discovered.
+    pub types: usize,
+    /// `plural.group` ids of discovered types that no rule lets nsguard list.
+    pub unlistable: Vec<String>,
+    /// The API server said its rules may be incomplete (a webhook authorizer): the
+    /// unlistable types may in fact be listable.
+    pub incomplete: bool,
+    /// Group versions whose discovery failed.
+    pub discovery_failed: Vec<Unverified>,
+}
+
+impl LiveCluster {
+    /// Which discovered types nsguard may not list: one discovery and one
+    /// SelfSubjectRulesReview in the client's default namespace (nsguard's own in a pod).
+    /// Rules from ClusterRoleBindings hold in every namespace, so this is what a lookup in
+    /// any namespace may list, short of RoleBindings made for single namespaces.
+    pub async fn access_check(&self, timeout: Duration) -> Result<AccessReport, LookupError> {
+        use k8s_openapi::api::authorization::v1::{
+            SelfSubjectRulesReview, SelfSubjectRulesReviewSpec,
+        };
+        let deadline = Instant::now() + timeout;
+        let discovered = self.discovery(deadline).await?;
+        let review = SelfSubjectRulesReview {
+            spec: SelfSubjectRulesReviewSpec {
+                namespace: Some(self.client.default_namespace().to_owned()),
+            },
+            ..Default::default()
+        };
+        let api: Api<SelfSubjectRulesReview> = Api::all(self.client.clone());
+        let calls = AtomicUsize::new(0);
+        let params = kube::api::PostParams::default();
+        let answer = self
+            .call(deadline, &calls, || api.create(&params, &review))
+            .await
+            .map_err(|cause| LookupError::Discovery {
+                server: self.server.clone(),
+                cause,
+            })?;
+        let status = answer.status.unwrap_or_default();
+        let unlistable = discovered
+            .types
+            .iter()
+            .filter(|t| {
+                !status
+                    .resource_rules
+                    .iter()
+                    .any(|rule| rule_allows_list(rule, &t.resource.group, &t.resource.plural))
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        Ok(AccessReport {
+            types: discovered.types.len(),
+            unlistable,
+            incomplete: status.incomplete,
+            discovery_failed: discovered.failed.clone(),
+        })
+    }
+}
+
+/// Whether one RBAC rule grants `list` on every object of `group`/`plural`.
+fn rule_allows_list(
+    rule: &k8s_openapi::api::authorization::v1::ResourceRule,
+    group: &str,
+    plural: &str,
+) -> bool {
+    let has = |values: &Option<Vec<String>>, wanted: &str| {
+        values.iter().flatten().any(|v| v == "*" || v == wanted)
+    };
+    rule.verbs.iter().any(|v| v == "*" || v == "list")
+        && has(&rule.api_groups, group)
+        && has(&rule.resources, plural)
+        && rule.resource_names.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// The kube client configuration nsguard uses: kube's default retry layer off (it retries
+/// 429/503/504 up to 15 times with backoff up to 1000s, far past any deadline; the lookup
+/// retries itself, within its deadline), and a connect timeout well under the deadline.
+pub fn client_config(mut config: kube::Config) -> kube::Config {
+    config.default_retry = false;
+    config.connect_timeout = Some(Duration::from_secs(2));
+    config
+}
+
+/// Whether `*.group` in `skip` covers `group`: the group itself and every subdomain of it
+/// (`*.metrics.k8s.io` covers `metrics.k8s.io` and `custom.metrics.k8s.io`).
+pub fn group_skipped(skip: &[String], group: &str) -> bool {
+    skip.iter().any(|s| {
+        s.strip_prefix("*.").is_some_and(|g| {
+            group == g
+                || group
+                    .strip_suffix(g)
+                    .is_some_and(|head| head.ends_with('.'))
+        })
+    })
+}
+
+/// The namespaced, listable, non-subresource types of one group version.
+fn listable<'a>(
+    skip: &'a [String],
+    group: &'a str,
+    gv: &'a str,
+    list: APIResourceList,
+) -> impl Iterator<Item = ResourceType> + 'a {
+    let version = gv.rsplit('/').next().unwrap_or(gv).to_owned();
+    list.resources.into_iter().filter_map(move |r| {
+        if r.name.contains('/') || !r.namespaced || !r.verbs.iter().any(|v| v == "list") {
+            return None;
+        }
+        let id = if group.is_empty() {
+            r.name.clone()
+        } else {
+            format!("{}.{group}", r.name)
+        };
+        if skip.contains(&id) {
+            return None;
+        }
+        Some(ResourceType {
+            resource: ApiResource {
+                group: group.to_owned(),
+                version: version.clone(),
+                api_version: gv.to_owned(),
+                kind: r.kind,
+                plural: r.name,
+            },
+            id,
+        })
+    })
+}
+
+/// What one scan has done so far, for the deadline's message and the call count.
 #[derive(Default)]
 struct Progress {
     done: AtomicUsize,
     total: AtomicUsize,
+    calls: AtomicUsize,
+    /// Types with a list call in flight, and how many.
+    in_flight: Mutex<HashMap<String, usize>>,
 }
 
-/// A kube error in a few words: the API's status code and message when there is one.
-fn describe(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(status) => {
-            let reason = if status.reason.is_empty() {
-                "error"
-            } else {
-                &status.reason
-            };
-            if status.message.is_empty() {
-                format!("{} {reason}", status.code)
-            } else {
-                format!("{} {reason}: {}", status.code, status.message)
+impl Progress {
+    fn start(&self, id: &str) {
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default() += 1;
+    }
+
+    fn finish(&self, id: &str) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = in_flight.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(id);
             }
         }
-        other => other.to_string(),
+    }
+
+    /// Up to five types still being listed, sorted.
+    fn pending(&self) -> Vec<String> {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = in_flight.keys().cloned().collect();
+        ids.sort();
+        let more = ids.len().saturating_sub(5);
+        ids.truncate(5);
+        if more > 0 {
+            ids.push(format!("{more} more"));
+        }
+        ids
+    }
+}
+
+/// 50 ms doubling per attempt, each drawn between half and the full value, so retries
+/// from many lookups do not arrive together.
+fn jittered(attempt: u32) -> Duration {
+    let full = 50u64 << attempt.min(6);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis(full / 2 + random % (full / 2 + 1))
+}
+
+/// An API `Status` in a few words: code, reason and message.
+fn status_text(status: &Status) -> String {
+    let reason = if status.reason.is_empty() {
+        "error"
+    } else {
+        &status.reason
+    };
+    if status.message.is_empty() {
+        format!("{} {reason}", status.code)
+    } else {
+        format!("{} {reason}: {}", status.code, status.message)
+    }
+}
+
+/// An error and its causes in one line, each said once (wrappers often repeat their
+/// source's text).
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_glob_covers_the_group_and_its_subdomains_only() {
+        let skip = vec!["*.metrics.k8s.io".to_owned()];
+        for group in [
+            "metrics.k8s.io",
+            "custom.metrics.k8s.io",
+            "external.metrics.k8s.io",
+        ] {
+            assert!(group_skipped(&skip, group), "{group}");
+        }
+        for group in [
+            "apps",
+            "xmetrics.k8s.io",
+            "metrics.k8s.io.evil.com",
+            "k8s.io",
+        ] {
+            assert!(!group_skipped(&skip, group), "{group}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full() {
+        for attempt in 0..4 {
+            let full = 50u64 << attempt;
+            for _ in 0..50 {
+                let d = jittered(attempt).as_millis() as u64;
+                assert!(d >= full / 2 && d <= full, "{attempt}: {d}");
+            }
+        }
     }
 }

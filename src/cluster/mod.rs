@@ -2,6 +2,7 @@
 //! behind one interface.
 
 pub mod dump;
+pub mod health;
 pub mod live;
 
 use std::collections::BTreeMap;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use crate::guard::{self, DeleteRequest, GuardConfig, GuardDecision, NamespaceScan};
 pub use dump::ClusterDump;
-pub use live::{LiveCluster, LiveOptions, LookupError};
+pub use health::ClusterHealth;
+pub use live::{CallError, LiveCluster, LiveOptions, LookupError};
 
 /// The source of cluster state.
 pub enum ClusterSource {
@@ -30,20 +32,25 @@ impl ClusterSource {
         }
     }
 
-    /// The annotations of a Namespace, when the source knows the Namespace.
+    /// The annotations of a Namespace; `None` when it does not exist.
     pub async fn namespace_annotations(
         &self,
         namespace: &str,
-    ) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        timeout: Duration,
+    ) -> Result<Option<BTreeMap<String, String>>, LookupError> {
         match self {
-            ClusterSource::Live(live) => live.namespace_annotations(namespace).await,
-            ClusterSource::Dump(dump) => Ok(dump.namespace_annotations(namespace).cloned()),
+            ClusterSource::Live(live) => live.namespace_annotations(namespace, timeout).await,
+            ClusterSource::Dump(dump) => Ok(dump.namespace_annotations(namespace)),
         }
     }
 
     /// The guard's whole question, as the webhook and the CLI both ask it: exemptions
     /// first (no lookup needed), then a scan under `timeout`, then the decision. The scan
     /// (or its error) is returned too, for metrics.
+    ///
+    /// # Guarantees
+    /// Never allows when the lookup failed, passed its deadline, or could not list a type
+    /// (unless what was read already denies); exemptions are checked before any API call.
     pub async fn guard(
         &self,
         config: &GuardConfig,

@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Webhook;
+use crate::cluster::ClusterHealth;
 use crate::metrics::Metrics;
 use routes::AppState;
 use tls::{KeyPairFiles, Tls};
@@ -61,7 +62,12 @@ pub struct BoundServer {
 
 impl BoundServer {
     /// Bind both ports and load the certificate; errors here stop startup.
-    pub async fn bind(options: ServerOptions, webhook: Arc<Webhook>) -> anyhow::Result<Self> {
+    /// `health` says whether the cluster source has answered (see `/readyz`).
+    pub async fn bind(
+        options: ServerOptions,
+        webhook: Arc<Webhook>,
+        health: Arc<ClusterHealth>,
+    ) -> anyhow::Result<Self> {
         let tls = Tls::load(options.tls.clone(), options.client_ca.as_deref())?;
         let listener = TcpListener::bind(options.listen)
             .await
@@ -73,6 +79,7 @@ impl BoundServer {
             metrics: webhook.metrics.clone(),
             webhook,
             ready: false.into(),
+            health,
             max_body_bytes: options.max_body_bytes,
         });
         Ok(Self {

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::admission::{self, Decision, Endpoint, Webhook};
+use crate::cluster::ClusterHealth;
 use crate::metrics::Metrics;
 
 /// What every handler shares.
@@ -25,6 +26,8 @@ pub struct AppState {
     /// False until serving starts and again once shutdown begins, so the kubelet stops
     /// routing new reviews to a draining pod.
     pub ready: AtomicBool,
+    /// Whether the cluster source has answered once.
+    pub health: Arc<ClusterHealth>,
     pub max_body_bytes: usize,
 }
 
@@ -71,11 +74,24 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready: serving (not starting, not draining), the certificate loaded (it is before the
+/// port opens), and the cluster source has answered once. The body names what nsguard may
+/// not list, ready or not.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ok\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !state.ready.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response();
+    }
+    match state.health.status() {
+        Ok(details) => format!("ok\n{details}").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -26,14 +26,22 @@ pub enum Fault {
     Garbage,
     /// Headers and half a body, then the connection is cut.
     Truncated,
+    /// 404 NotFound, as for a type that is no longer served.
+    NotFound,
+    /// 503 ServiceUnavailable, as an aggregated API whose service is gone answers.
+    Unavailable,
+    /// 429 TooManyRequests (API priority and fairness), `Retry-After: 1`.
+    Throttled,
 }
 
 #[derive(Default)]
 pub struct ReplayState {
     /// (namespace, plural) -> object metadata.
     pub objects: HashMap<(String, String), Vec<Value>>,
-    /// plural -> fault.
+    /// plural -> fault of its list calls.
     pub faults: HashMap<String, Fault>,
+    /// Discovery path (`/apis/GROUP/VERSION`) -> fault.
+    pub discovery_faults: HashMap<String, Fault>,
     /// Every request path served, for assertions.
     pub requests: Vec<String>,
     /// When set, every request fails with 503 (an API server that is down).
@@ -43,7 +51,7 @@ pub struct ReplayState {
 pub struct Replay {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<ReplayState>>,
-    discovery: Arc<BTreeMap<String, Value>>,
+    discovery: Arc<Mutex<BTreeMap<String, Value>>>,
 }
 
 impl Replay {
@@ -58,7 +66,7 @@ impl Replay {
         if crds > 0 {
             add_crd_group(&mut discovery, crds);
         }
-        let discovery = Arc::new(discovery);
+        let discovery = Arc::new(Mutex::new(discovery));
         let state = Arc::new(Mutex::new(ReplayState::default()));
         let app = Router::new()
             .fallback(serve)
@@ -94,6 +102,37 @@ impl Replay {
         list.push(json!({"name": name, "namespace": namespace, "uid": uid, "labels": labels}));
     }
 
+    /// Serve a new API group with namespaced kinds `(plural, Kind)`, as a CRD or an
+    /// APIService registered now does.
+    pub fn add_group(&self, group: &str, version: &str, kinds: &[(&str, &str)]) {
+        let mut discovery = self.discovery.lock().unwrap();
+        add_group(&mut discovery, group, version, kinds);
+    }
+
+    /// Stop serving an API group, as when its CRD is deleted.
+    pub fn remove_group(&self, group: &str) {
+        let mut discovery = self.discovery.lock().unwrap();
+        discovery.get_mut("/apis").unwrap()["groups"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|g| g["name"] != group);
+        discovery.retain(|path, _| !path.starts_with(&format!("/apis/{group}/")));
+    }
+
+    /// Make the discovery document at `path` (`/apis/GROUP/VERSION`) fail.
+    pub fn discovery_fault(&self, path: &str, fault: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .discovery_faults
+            .insert(path.to_owned(), fault);
+    }
+
+    /// How many requests have been served so far.
+    pub fn request_count(&self) -> usize {
+        self.state.lock().unwrap().requests.len()
+    }
+
     pub fn fault(&self, plural: &str, fault: Fault) {
         self.state
             .lock()
@@ -105,14 +144,16 @@ impl Replay {
     pub fn clear_faults(&self) {
         let mut state = self.state.lock().unwrap();
         state.faults.clear();
+        state.discovery_faults.clear();
         state.down = false;
     }
 
     /// How many namespaced, listable resource types the replayed discovery serves at
     /// each group's preferred version (what a discovery client should find).
     pub fn listable_types(&self) -> usize {
+        let discovery = self.discovery.lock().unwrap();
         let mut versions = vec!["/api/v1".to_owned()];
-        for group in self.discovery["/apis"]["groups"].as_array().unwrap() {
+        for group in discovery["/apis"]["groups"].as_array().unwrap() {
             versions.push(format!(
                 "/apis/{}",
                 group["preferredVersion"]["groupVersion"].as_str().unwrap()
@@ -121,7 +162,7 @@ impl Replay {
         versions
             .iter()
             .flat_map(|path| {
-                self.discovery[path]["resources"]
+                discovery[path]["resources"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default()
@@ -168,24 +209,41 @@ fn load_discovery() -> BTreeMap<String, Value> {
 }
 
 fn add_crd_group(discovery: &mut BTreeMap<String, Value>, crds: usize) {
-    let gv = json!({"groupVersion": "bench.nsguard.dev/v1", "version": "v1"});
+    let plurals: Vec<(String, String)> = (0..crds)
+        .map(|i| (format!("widget{i}s"), format!("Widget{i}")))
+        .collect();
+    let kinds: Vec<(&str, &str)> = plurals
+        .iter()
+        .map(|(p, k)| (p.as_str(), k.as_str()))
+        .collect();
+    add_group(discovery, "bench.nsguard.dev", "v1", &kinds);
+}
+
+fn add_group(
+    discovery: &mut BTreeMap<String, Value>,
+    group: &str,
+    version: &str,
+    kinds: &[(&str, &str)],
+) {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     discovery.get_mut("/apis").unwrap()["groups"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"name": "bench.nsguard.dev", "versions": [gv], "preferredVersion": gv}));
-    let resources: Vec<Value> = (0..crds)
-        .map(|i| {
-            json!({"name": format!("widget{i}s"), "singularName": format!("widget{i}"), "namespaced": true,
-                   "kind": format!("Widget{i}"), "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
+        .push(json!({"name": group, "versions": [gv], "preferredVersion": gv}));
+    let resources: Vec<Value> = kinds
+        .iter()
+        .map(|(plural, kind)| {
+            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": true,
+                   "kind": kind, "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
         })
         .collect();
     discovery.insert(
-        "/apis/bench.nsguard.dev/v1".to_owned(),
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "bench.nsguard.dev/v1", "resources": resources}),
+        format!("/apis/{group}/{version}"),
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
     );
 }
 
-type AppState = (Arc<Mutex<ReplayState>>, Arc<BTreeMap<String, Value>>);
+type AppState = (Arc<Mutex<ReplayState>>, Arc<Mutex<BTreeMap<String, Value>>>);
 
 async fn serve(
     State((state, discovery)): State<AppState>,
@@ -193,7 +251,7 @@ async fn serve(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let path = uri.path().to_owned();
-    let (fault, objects, down) = {
+    let (fault, objects, down, discovery_fault) = {
         let mut state = state.lock().unwrap();
         state.requests.push(uri.to_string());
         let segments: Vec<&str> = path.split('/').collect();
@@ -216,8 +274,14 @@ async fn serve(
                         .unwrap_or_default(),
                 ),
                 state.down,
+                None,
             ),
-            None => (None, None, state.down),
+            None => (
+                None,
+                None,
+                state.down,
+                state.discovery_faults.get(&path).cloned(),
+            ),
         }
     };
     if down {
@@ -228,7 +292,13 @@ async fn serve(
         );
     }
     let Some(objects) = objects else {
-        return match discovery.get(&path) {
+        if let Some(fault) = discovery_fault
+            && let Some(response) = fault_response(fault).await
+        {
+            return response;
+        }
+        let doc = discovery.lock().unwrap().get(&path).cloned();
+        return match doc {
             Some(doc) => (
                 [(header::CONTENT_TYPE, "application/json")],
                 doc.to_string(),
@@ -242,45 +312,75 @@ async fn serve(
         };
     };
     match fault {
-        Some(Fault::Forbidden) => {
-            return status(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "User \"system:serviceaccount:nsguard-system:nsguard\" cannot list resource",
+        Some(fault) => match fault_response(fault).await {
+            Some(response) => response,
+            None => list_response(objects, &query),
+        },
+        None => list_response(objects, &query),
+    }
+}
+
+/// The answer a fault gives, or `None` when it only delays the normal answer.
+async fn fault_response(fault: Fault) -> Option<Response> {
+    Some(match fault {
+        Fault::Forbidden => status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "User \"system:serviceaccount:nsguard-system:nsguard\" cannot list resource",
+        ),
+        Fault::ServerError => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "etcdserver: request timed out",
+        ),
+        Fault::NotFound => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+        Fault::Unavailable => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+        Fault::Throttled => {
+            let mut response = status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "too many requests, please try again later",
             );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
         }
-        Some(Fault::ServerError) => {
-            return status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "etcdserver: request timed out",
-            );
+        Fault::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            return None;
         }
-        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Hang) => tokio::time::sleep(Duration::from_secs(3600)).await,
-        Some(Fault::Garbage) => {
-            return (
-                [(header::CONTENT_TYPE, "application/json")],
-                "<html>proxy error</html>",
-            )
-                .into_response();
+        Fault::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return None;
         }
-        Some(Fault::Truncated) => {
+        Fault::Garbage => (
+            [(header::CONTENT_TYPE, "application/json")],
+            "<html>proxy error</html>",
+        )
+            .into_response(),
+        Fault::Truncated => {
             let stream = futures::stream::iter(vec![
                 Ok::<_, std::io::Error>(bytes::Bytes::from_static(
                     b"{\"kind\":\"PartialObjectMetadataList\",\"items\":[",
                 )),
                 Err(std::io::Error::other("connection reset")),
             ]);
-            return Response::builder()
+            Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::CONTENT_LENGTH, "4096")
                 .body(Body::from_stream(stream))
-                .unwrap();
+                .unwrap()
         }
-        None => {}
-    }
-    list_response(objects, &query)
+    })
 }
 
 /// A PartialObjectMetadataList page: label selector (`k1,k2` existence), limit, continue.
