@@ -33,7 +33,7 @@ fn lookup(c: &mut Criterion) {
     for (name, crds) in CLUSTERS {
         let replay = runtime.block_on(replay::Replay::start_with_crds(crds));
         populate(&replay, crds);
-        let cluster = |ttl| {
+        let warm = {
             // The client's buffer task needs a runtime to spawn on.
             let _guard = runtime.enter();
             let config = nsguard::cluster::live::client_config(kube::Config::new(
@@ -44,13 +44,9 @@ fn lookup(c: &mut Criterion) {
                 client,
                 replay.url(),
                 LabelScheme::default(),
-                LiveOptions {
-                    discovery_ttl: ttl,
-                    ..LiveOptions::default()
-                },
+                LiveOptions::default(),
             )
         };
-        let warm = cluster(Duration::from_secs(3600));
         let scan = runtime
             .block_on(warm.scan("wallet", Duration::from_secs(30)))
             .unwrap();
@@ -68,30 +64,21 @@ fn lookup(c: &mut Criterion) {
             scan.objects.len()
         );
         // Decision time, p50 and p99 over 100 sequential lookups (criterion reports means).
-        for (label, source) in [
-            ("discovery cached", &warm),
-            ("with discovery", &cluster(Duration::ZERO)),
-        ] {
-            let mut times: Vec<Duration> = (0..100)
-                .map(|_| {
-                    let started = std::time::Instant::now();
-                    runtime
-                        .block_on(source.scan("wallet", Duration::from_secs(30)))
-                        .unwrap();
-                    started.elapsed()
-                })
-                .collect();
-            times.sort();
-            eprintln!("{name}, {label}: p50 {:?}, p99 {:?}", times[49], times[98]);
-        }
-        group.bench_function(format!("scan_{name}_3000_objects_discovery_cached"), |b| {
+        // Every lookup rediscovers the resource types.
+        let mut times: Vec<Duration> = (0..100)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                runtime
+                    .block_on(warm.scan("wallet", Duration::from_secs(30)))
+                    .unwrap();
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        eprintln!("{name}: p50 {:?}, p99 {:?}", times[49], times[98]);
+        group.bench_function(format!("scan_{name}_3000_objects"), |b| {
             b.to_async(&runtime)
                 .iter(|| async { warm.scan("wallet", Duration::from_secs(30)).await.unwrap() })
-        });
-        let cold = cluster(Duration::ZERO);
-        group.bench_function(format!("scan_{name}_3000_objects_with_discovery"), |b| {
-            b.to_async(&runtime)
-                .iter(|| async { cold.scan("wallet", Duration::from_secs(30)).await.unwrap() })
         });
     }
     group.finish();

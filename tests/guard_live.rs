@@ -360,19 +360,8 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
         &TENANT_A,
     );
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: '{}'}}}}]\n\
-             users: [{{name: nsguard, user: {{token: replay-token}}}}]\n\
-             contexts: [{{name: replay, context: {{cluster: replay, user: nsguard}}}}]\ncurrent-context: replay\n",
-            replay.url()
-        ),
-    )
-    .unwrap();
     let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig))
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
         .args(&["--lookup-timeout", "800ms"])
         .start();
     let client = server.client();
@@ -609,4 +598,78 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
         rbac.contains(&format!("{key}: \"{value}\"")),
         "{key}={value}"
     );
+}
+
+/// A kubeconfig in `dir` whose current context is the replayed API server.
+fn kubeconfig(dir: &tempfile::TempDir, replay: &Replay) -> std::path::PathBuf {
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: '{}'}}}}]\n\
+             users: [{{name: nsguard, user: {{token: replay-token}}}}]\n\
+             contexts: [{{name: replay, context: {{cluster: replay, user: nsguard}}}}]\ncurrent-context: replay\n",
+            replay.url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Ready means the first discovery succeeded: /readyz answers 503, saying why, while the
+/// API server is unreachable (it answered ok before), and liveness does not depend on it.
+/// Once ready, the body names what nsguard may not list, with the ClusterRole to apply,
+/// and the gauge counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_api_server_and_names_what_nsguard_may_not_list() {
+    let replay = Replay::start().await;
+    replay.add_group("example.com", "v1", &[("widgets", "Widget")]);
+    replay.state.lock().unwrap().rules = Some(serde_json::json!([
+        {"verbs": ["list"], "apiGroups": ["", "apps", "batch", "autoscaling", "policy",
+            "networking.k8s.io", "discovery.k8s.io", "coordination.k8s.io", "storage.k8s.io",
+            "resource.k8s.io", "rbac.authorization.k8s.io"], "resources": ["*"]},
+        {"verbs": ["get", "list", "watch"], "apiGroups": ["example.com"], "resources": ["widgets"],
+            "resourceNames": ["only-this-one"]}
+    ]));
+    replay.state.lock().unwrap().down = true;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
+        .start();
+    let client = server.client();
+    let ready = client.get(server.addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().starts_with("not ready: "), "{}", ready.text());
+    // Once the first check has failed, the body says where and why.
+    server.wait_for_log("cluster check failed", Duration::from_secs(10));
+    let ready = client.get(server.addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        ready.text().contains(&replay.url()) && ready.text().contains("503"),
+        "{}",
+        ready.text()
+    );
+    assert_eq!(client.get(server.addr, "/healthz").await.status, 200);
+
+    replay.clear_faults();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = client.get(server.addr, "/readyz").await;
+        if ready.status == 200 || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let body = ready.text();
+    assert!(
+        body.starts_with("ok\n")
+            && body.contains("may not list 1 of")
+            && body.contains("widgets.example.com"),
+        "{body}"
+    );
+    assert!(body.contains("resources: [\"widgets\"]"), "{body}");
+    server
+        .assert_metrics(&["nsguard_unlistable_resource_types 1"])
+        .await;
 }

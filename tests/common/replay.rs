@@ -46,6 +46,8 @@ pub struct ReplayState {
     pub requests: Vec<String>,
     /// When set, every request fails with 503 (an API server that is down).
     pub down: bool,
+    /// The `resourceRules` a SelfSubjectRulesReview answers; `None`: list on everything.
+    pub rules: Option<Value>,
 }
 
 pub struct Replay {
@@ -284,6 +286,19 @@ async fn serve(
             ),
         }
     };
+    if !down && path == "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews" {
+        let rules = state.lock().unwrap().rules.clone().unwrap_or_else(
+            || json!([{"verbs": ["list"], "apiGroups": ["*"], "resources": ["*"]}]),
+        );
+        let body = json!({"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
+            "spec": {}, "status": {"resourceRules": rules, "nonResourceRules": [], "incomplete": false}});
+        return (
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
     if down {
         return status(
             StatusCode::SERVICE_UNAVAILABLE,
