@@ -90,6 +90,15 @@ fn nsguard(home: &std::path::Path, args: &[&str]) -> Command {
     command
 }
 
+/// `serve` on loopback ports chosen by the OS.
+const SERVE: [&str; 5] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--metrics-listen",
+    "127.0.0.1:0",
+];
+
 /// A cluster configuration that is named but broken is a startup error (exit 2) that names
 /// it, never a silent fallback to the built-in example (which allowed real deletes).
 #[test]
@@ -112,29 +121,9 @@ fn a_named_but_broken_cluster_configuration_is_an_error() {
             None,
             "reading kubeconfig",
         ),
-        (
-            vec![
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ],
-            Some(missing),
-            "KUBECONFIG names",
-        ),
+        (SERVE.to_vec(), Some(missing), "KUBECONFIG names"),
         (vec!["can-delete", "x"], None, "no cluster configured"),
-        (
-            vec![
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ],
-            None,
-            "no cluster configured",
-        ),
+        (SERVE.to_vec(), None, "no cluster configured"),
     ] {
         let mut command = nsguard(home.path(), &args);
         if args[0] == "serve" {
