@@ -458,6 +458,41 @@ async fn a_list_answering_404_is_never_read_as_empty() {
     assert_eq!(apis, 2, "one discovery for the scan, one after the 404");
 }
 
+/// A list answered 404 whose group then cannot be rediscovered is not "gone": nothing
+/// says its objects went with it, so it is named and the delete denied.
+#[tokio::test]
+async fn a_404_whose_group_cannot_be_rediscovered_is_named() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add_group("example.com", "v1", &[("widgets", "Widget")]);
+    replay.add("wallet", "widgets", "tenant-a-widget", &TENANT_A);
+    replay.fault(
+        "widgets",
+        Fault::NotFoundThenUndiscoverable("/apis/example.com/v1".to_owned()),
+    );
+    let scan = live(&replay, LiveOptions::default())
+        .scan("wallet", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let unverified: Vec<(&str, Option<u16>)> = scan
+        .unverified
+        .iter()
+        .map(|u| (u.resource.as_str(), u.code))
+        .collect();
+    assert_eq!(
+        unverified,
+        [("widgets.example.com", Some(404))],
+        "{:?}",
+        scan.unverified
+    );
+    assert!(
+        scan.unverified[0].reason.contains("503"),
+        "{:?}",
+        scan.unverified[0]
+    );
+    assert_eq!(decide(&Ok(scan)), Verdict::Incomplete);
+}
+
 /// An aggregated API whose service is gone answers 503 (or nothing) for its discovery.
 /// kube's own retry policy used to retry that for longer than the deadline, so every
 /// delete was denied after 5 s, naming nothing. Now: the API is named, within about a

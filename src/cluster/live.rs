@@ -460,9 +460,24 @@ impl LiveCluster {
                 .filter(|t| gone.contains(&t.id))
                 .cloned()
                 .collect();
-            for id in &gone {
-                if !again.iter().any(|t| &t.id == id) {
-                    tracing::info!(resource = %id, namespace, "a resource type went away during the lookup");
+            for rt in discovered.types.iter().filter(|t| gone.contains(&t.id)) {
+                if again.iter().any(|t| t.id == rt.id) {
+                    continue;
+                }
+                // Not rediscovered. Gone only if its group answered: a group whose
+                // discovery failed says nothing about what it serves.
+                match discovery_failure(&fresh.failed, &rt.resource.group) {
+                    Some(failure) => scan.unverified.push(Unverified {
+                        resource: rt.id.clone(),
+                        reason: format!(
+                            "404 NotFound, and rediscovering {} failed: {}",
+                            failure.resource, failure.reason
+                        ),
+                        code: Some(404),
+                    }),
+                    None => {
+                        tracing::info!(resource = %rt.id, namespace, "a resource type went away during the lookup")
+                    }
                 }
             }
             let still_gone = self
@@ -710,6 +725,21 @@ pub fn group_skipped(skip: &[String], group: &str) -> bool {
                     .strip_suffix(g)
                     .is_some_and(|head| head.ends_with('.'))
         })
+    })
+}
+
+/// The discovery failure of `group` (`""` for the core group) among `failed`, whose
+/// entries are named `group/version (discovery)` (`v1 (discovery)` for the core group).
+fn discovery_failure<'a>(failed: &'a [Unverified], group: &str) -> Option<&'a Unverified> {
+    failed.iter().find(|u| {
+        let gv = u
+            .resource
+            .strip_suffix(" (discovery)")
+            .unwrap_or(&u.resource);
+        match gv.rsplit_once('/') {
+            Some((g, _)) => g == group,
+            None => group.is_empty(),
+        }
     })
 }
 

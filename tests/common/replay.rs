@@ -32,6 +32,9 @@ pub enum Fault {
     Unavailable,
     /// 429 TooManyRequests (API priority and fairness), `Retry-After: 1`.
     Throttled,
+    /// 404 NotFound, and from then on the discovery document at this path answers 503:
+    /// a list whose type's group then cannot be rediscovered.
+    NotFoundThenUndiscoverable(String),
 }
 
 #[derive(Default)]
@@ -265,6 +268,13 @@ async fn serve(
             }
             _ => None,
         };
+        if let Some(Fault::NotFoundThenUndiscoverable(discovery)) = list
+            .as_ref()
+            .and_then(|(_, plural)| state.faults.get(plural))
+            .cloned()
+        {
+            state.discovery_faults.insert(discovery, Fault::Unavailable);
+        }
         match list {
             Some((ns, plural)) => (
                 state.faults.get(&plural).cloned(),
@@ -348,7 +358,7 @@ async fn fault_response(fault: Fault) -> Option<Response> {
             "InternalError",
             "etcdserver: request timed out",
         ),
-        Fault::NotFound => status(
+        Fault::NotFound | Fault::NotFoundThenUndiscoverable(_) => status(
             StatusCode::NOT_FOUND,
             "NotFound",
             "the server could not find the requested resource",
