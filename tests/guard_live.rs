@@ -708,3 +708,112 @@ async fn readyz_waits_for_the_api_server_and_names_what_nsguard_may_not_list() {
         .assert_metrics(&["nsguard_unlistable_resource_types 1"])
         .await;
 }
+
+/// Ready means the first discovery succeeded. An access review that fails (a cluster that
+/// refuses SelfSubjectRulesReviews) is reported in the body, and does not keep the pod out
+/// of the Service: it kept /readyz at 503 for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_access_review_is_reported_and_does_not_block_readiness() {
+    let replay = Replay::start().await;
+    replay.state.lock().unwrap().access_review_fault = Some(Fault::Forbidden);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
+        .start();
+    let client = server.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = client.get(server.addr, "/readyz").await;
+        if ready.status == 200 || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let body = ready.text();
+    assert!(
+        body.contains("could not check which resource types nsguard may list")
+            && body.contains("the access review at")
+            && body.contains("403 Forbidden"),
+        "{body}"
+    );
+}
+
+/// `can-delete` against a live API server, as a person runs it: `--kubeconfig` and
+/// `--context` as in kubectl, a namespace that does not exist is an error (it said "may be
+/// deleted"), and an API error is one readable line (it was a Rust debug dump of a Status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_delete_against_the_api_server() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The current context is an API server that is not there; `replay` is another context.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: replay, cluster: {{server: '{}'}}}}, {{name: dead, cluster: {{server: 'http://{dead}'}}}}]\n\
+             users: [{{name: alice, user: {{token: t}}}}]\n\
+             contexts: [{{name: replay, context: {{cluster: replay, user: alice}}}}, {{name: dead, context: {{cluster: dead, user: alice}}}}]\n\
+             current-context: dead\n",
+            replay.url()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .arg("can-delete")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--lookup-timeout", "3s"])
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("NSGUARD_CLUSTER_DUMP")
+            .output()
+            .unwrap()
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let out = run(&["wallet", "--context", "replay"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("holds objects of 2 stacks"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Without --context, the current (dead) one: an error naming the server and cause.
+    let out = run(&["wallet"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&dead.to_string()) && stderr.contains("onnection refused"),
+        "{stderr}"
+    );
+
+    let out = run(&["does-not-exist", "--context", "replay"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "nsguard: error: namespace \"does-not-exist\" does not exist"
+    );
+
+    replay.fault("namespaces", Fault::Forbidden);
+    let out = run(&["wallet", "--context", "replay"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("nsguard: error: namespace \"wallet\": reading the Namespace at ")
+            && stderr.contains("failed: 403 Forbidden: namespaces \"wallet\" is forbidden")
+            && !stderr.contains("Status {"),
+        "{stderr}"
+    );
+}

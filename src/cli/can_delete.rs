@@ -42,7 +42,7 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
         let Some(annotations) = source
             .namespace_annotations(&args.namespace, timeout)
             .await
-            .map_err(|err| anyhow::anyhow!("reading namespace {:?}: {err}", args.namespace))?
+            .map_err(|err| anyhow::anyhow!("namespace {:?}: {err}", args.namespace))?
         else {
             anyhow::bail!("namespace {:?} does not exist", args.namespace);
         };

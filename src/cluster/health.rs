@@ -77,7 +77,9 @@ pub async fn watch(
     loop {
         match live.access_check(timeout).await {
             Ok(report) => {
-                metrics.unlistable_types(report.unlistable.len());
+                if let Ok(unlistable) = &report.access {
+                    metrics.unlistable_types(unlistable.types.len());
+                }
                 log_report(live.server(), &report);
                 health.set(Health::Ready(describe(&report)));
                 checked = true;
@@ -98,52 +100,63 @@ pub async fn watch(
 }
 
 fn log_report(server: &str, report: &AccessReport) {
-    if report.unlistable.is_empty() {
-        tracing::info!(
+    match &report.access {
+        Ok(unlistable) if unlistable.types.is_empty() => tracing::info!(
             server,
             types = report.types,
             "cluster check: nsguard may list every discovered resource type"
-        );
-    } else {
-        tracing::warn!(
+        ),
+        Ok(unlistable) => tracing::warn!(
             server,
             types = report.types,
-            unlistable = %report.unlistable.join(","),
-            incomplete = report.incomplete,
+            unlistable = %unlistable.types.join(","),
+            incomplete = unlistable.incomplete,
             "cluster check: nsguard may not list some resource types; a namespace delete fails closed while they are not listable"
-        );
+        ),
+        Err(err) => tracing::warn!(
+            server,
+            types = report.types,
+            error = %err,
+            "cluster check: could not check which resource types nsguard may list"
+        ),
     }
 }
 
 /// The `/readyz` details: what nsguard may not list, and the ClusterRole that fixes it.
 fn describe(report: &AccessReport) -> String {
     let mut out = String::new();
-    if !report.unlistable.is_empty() {
-        out.push_str(&format!(
-            "warning: nsguard may not list {} of {} resource types{}: {}\n",
-            report.unlistable.len(),
-            report.types,
-            if report.incomplete {
-                " (the API server's rules may be incomplete)"
-            } else {
-                ""
-            },
-            report.unlistable.join(", ")
-        ));
-        let forbidden: Vec<crate::guard::Unverified> = report
-            .unlistable
-            .iter()
-            .map(|id| crate::guard::Unverified {
-                resource: id.clone(),
-                reason: String::new(),
-                code: Some(403),
-            })
-            .collect();
-        if let Some(role) = lookup_role_for(&forbidden) {
-            out.push_str("to let nsguard list them, apply:\n");
-            out.push_str(&role);
-            out.push('\n');
+    match &report.access {
+        Ok(unlistable) if !unlistable.types.is_empty() => {
+            out.push_str(&format!(
+                "warning: nsguard may not list {} of {} resource types{}: {}\n",
+                unlistable.types.len(),
+                report.types,
+                if unlistable.incomplete {
+                    " (the API server's rules may be incomplete)"
+                } else {
+                    ""
+                },
+                unlistable.types.join(", ")
+            ));
+            let forbidden: Vec<crate::guard::Unverified> = unlistable
+                .types
+                .iter()
+                .map(|id| crate::guard::Unverified {
+                    resource: id.clone(),
+                    reason: String::new(),
+                    code: Some(403),
+                })
+                .collect();
+            if let Some(role) = lookup_role_for(&forbidden) {
+                out.push_str("to let nsguard list them, apply:\n");
+                out.push_str(&role);
+                out.push('\n');
+            }
         }
+        Ok(_) => {}
+        Err(err) => out.push_str(&format!(
+            "warning: could not check which resource types nsguard may list: {err}\n"
+        )),
     }
     for failed in &report.discovery_failed {
         out.push_str(&format!(

@@ -150,6 +150,15 @@ pub enum LookupError {
         #[source]
         cause: CallError,
     },
+    /// One read besides discovery and the lists failed: the Namespace itself, the access
+    /// review.
+    #[error("{what} at {server} failed: {cause}")]
+    Read {
+        what: &'static str,
+        server: String,
+        #[source]
+        cause: CallError,
+    },
     /// [`LiveOptions::max_concurrent_scans`] scans were running and none finished in time.
     #[error(
         "{limit} namespace lookups were already running and none finished within {timeout:?}; retry"
@@ -163,6 +172,7 @@ impl LookupError {
         match self {
             LookupError::Deadline { .. } => "deadline",
             LookupError::Discovery { .. } => "discovery",
+            LookupError::Read { .. } => "read",
             LookupError::Busy { .. } => "busy",
         }
     }
@@ -620,7 +630,8 @@ impl LiveCluster {
         let bound = Instant::now() + timeout;
         match self.call(bound, &calls, || api.get_opt(namespace)).await {
             Ok(found) => Ok(found.map(|ns| ns.metadata.annotations.unwrap_or_default())),
-            Err(cause) => Err(LookupError::Discovery {
+            Err(cause) => Err(LookupError::Read {
+                what: "reading the Namespace",
                 server: self.server.clone(),
                 cause,
             }),
@@ -630,17 +641,24 @@ impl LiveCluster {
 
 /// What nsguard's own identity may list, from one discovery and one
 /// SelfSubjectRulesReview.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AccessReport {
     /// Resource types discovered.
     pub types: usize,
-    /// `plural.group` ids of discovered types that no rule lets nsguard list.
-    pub unlistable: Vec<String>,
-    /// The API server said its rules may be incomplete (a webhook authorizer): the
-    /// unlistable types may in fact be listable.
-    pub incomplete: bool,
     /// Group versions whose discovery failed.
     pub discovery_failed: Vec<Unverified>,
+    /// The discovered types no rule lets nsguard list, or why the review failed.
+    pub access: Result<Unlistable, LookupError>,
+}
+
+/// Discovered types that nsguard's rules do not let it list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unlistable {
+    /// `plural.group` ids.
+    pub types: Vec<String>,
+    /// The API server said its rules may be incomplete (a webhook authorizer): these
+    /// types may in fact be listable.
+    pub incomplete: bool,
 }
 
 impl LiveCluster {
@@ -648,6 +666,9 @@ impl LiveCluster {
     /// SelfSubjectRulesReview in the client's default namespace (nsguard's own in a pod).
     /// Rules from ClusterRoleBindings hold in every namespace, so this is what a lookup in
     /// any namespace may list, short of RoleBindings made for single namespaces.
+    ///
+    /// # Errors
+    /// Only when discovery fails: a failed review is part of the report.
     pub async fn access_check(&self, timeout: Duration) -> Result<AccessReport, LookupError> {
         use k8s_openapi::api::authorization::v1::{
             SelfSubjectRulesReview, SelfSubjectRulesReviewSpec,
@@ -663,30 +684,34 @@ impl LiveCluster {
         let api: Api<SelfSubjectRulesReview> = Api::all(self.client.clone());
         let calls = AtomicUsize::new(0);
         let params = kube::api::PostParams::default();
-        let answer = self
+        let access = self
             .call(deadline, &calls, || api.create(&params, &review))
             .await
-            .map_err(|cause| LookupError::Discovery {
+            .map(|answer| {
+                let status = answer.status.unwrap_or_default();
+                Unlistable {
+                    types: discovered
+                        .types
+                        .iter()
+                        .filter(|t| {
+                            !status.resource_rules.iter().any(|rule| {
+                                rule_allows_list(rule, &t.resource.group, &t.resource.plural)
+                            })
+                        })
+                        .map(|t| t.id.clone())
+                        .collect(),
+                    incomplete: status.incomplete,
+                }
+            })
+            .map_err(|cause| LookupError::Read {
+                what: "the access review",
                 server: self.server.clone(),
                 cause,
-            })?;
-        let status = answer.status.unwrap_or_default();
-        let unlistable = discovered
-            .types
-            .iter()
-            .filter(|t| {
-                !status
-                    .resource_rules
-                    .iter()
-                    .any(|rule| rule_allows_list(rule, &t.resource.group, &t.resource.plural))
-            })
-            .map(|t| t.id.clone())
-            .collect();
+            });
         Ok(AccessReport {
             types: discovered.types.len(),
-            unlistable,
-            incomplete: status.incomplete,
             discovery_failed: discovered.failed.clone(),
+            access,
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct ReplayState {
     pub down: bool,
     /// The `resourceRules` a SelfSubjectRulesReview answers; `None`: list on everything.
     pub rules: Option<Value>,
+    /// What a SelfSubjectRulesReview gets instead of its answer.
+    pub access_review_fault: Option<Fault>,
 }
 
 pub struct Replay {
@@ -275,6 +277,12 @@ async fn serve(
         {
             state.discovery_faults.insert(discovery, Fault::Unavailable);
         }
+        // GET /api/v1/namespaces/NS: a Namespace exists while it holds objects.
+        if let ["", "api", "v1", "namespaces", ns] = segments.as_slice() {
+            let fault = state.faults.get("namespaces").cloned();
+            let exists = state.objects.keys().any(|(n, _)| n == ns);
+            return namespace_response(ns, exists, fault, state.down);
+        }
         match list {
             Some((ns, plural)) => (
                 state.faults.get(&plural).cloned(),
@@ -297,6 +305,12 @@ async fn serve(
         }
     };
     if !down && path == "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews" {
+        let fault = state.lock().unwrap().access_review_fault.clone();
+        if let Some(fault) = fault
+            && let Some(response) = fault_response(fault).await
+        {
+            return response;
+        }
         let rules = state.lock().unwrap().rules.clone().unwrap_or_else(
             || json!([{"verbs": ["list"], "apiGroups": ["*"], "resources": ["*"]}]),
         );
@@ -342,6 +356,35 @@ async fn serve(
             None => list_response(objects, &query),
         },
         None => list_response(objects, &query),
+    }
+}
+
+/// A Namespace GET: the object, 404, or the fault's answer.
+fn namespace_response(name: &str, exists: bool, fault: Option<Fault>, down: bool) -> Response {
+    match fault {
+        _ if down => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is down",
+        ),
+        Some(Fault::Forbidden) => status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "namespaces \"{name}\" is forbidden: User \"alice\" cannot get resource \"namespaces\""
+            ),
+        ),
+        _ if !exists => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("namespaces \"{name}\" not found"),
+        ),
+        _ => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": name}})
+                .to_string(),
+        )
+            .into_response(),
     }
 }
 
