@@ -341,7 +341,12 @@ impl GuardDecision {
                 "To proceed: tear down each stack with its own tool first (or move its objects out) so one stack is left; {override_hint}"
             ),
         };
-        if let Some(role) = lookup_role_for(&self.unverified) {
+        let forbidden = self
+            .unverified
+            .iter()
+            .filter(|u| u.code == Some(403))
+            .map(|u| u.resource.as_str());
+        if let Some(role) = lookup_role(forbidden) {
             out.push_str("\nTo let nsguard list the forbidden types, apply:\n");
             out.push_str(&role);
         }
@@ -391,12 +396,13 @@ fn reason_class(u: &Unverified) -> &str {
     }
 }
 
-/// The ClusterRole that grants `list` on every type answered 403, labelled so that
-/// nsguard's lookup role aggregates it; `None` when no type was forbidden.
-pub fn lookup_role_for(unverified: &[Unverified]) -> Option<String> {
+/// The ClusterRole that grants `list` on every type of `ids` (`plural.group`, `plural` for
+/// the core group), labelled so that nsguard's lookup role aggregates it, as a
+/// `kubectl apply` heredoc; `None` when there is none.
+pub fn lookup_role<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for u in unverified.iter().filter(|u| u.code == Some(403)) {
-        let (plural, group) = u.resource.split_once('.').unwrap_or((&u.resource, ""));
+    for id in ids {
+        let (plural, group) = id.split_once('.').unwrap_or((id, ""));
         by_group.entry(group).or_default().push(plural);
     }
     if by_group.is_empty() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{AccessReport, LiveCluster};
-use crate::guard::lookup_role_for;
+use crate::guard::lookup_role;
 use crate::metrics::Metrics;
 
 /// How often a check is retried while the first one has not succeeded.
@@ -138,16 +138,7 @@ fn describe(report: &AccessReport) -> String {
                 },
                 unlistable.types.join(", ")
             ));
-            let forbidden: Vec<crate::guard::Unverified> = unlistable
-                .types
-                .iter()
-                .map(|id| crate::guard::Unverified {
-                    resource: id.clone(),
-                    reason: String::new(),
-                    code: Some(403),
-                })
-                .collect();
-            if let Some(role) = lookup_role_for(&forbidden) {
+            if let Some(role) = lookup_role(unlistable.types.iter().map(String::as_str)) {
                 out.push_str("to let nsguard list them, apply:\n");
                 out.push_str(&role);
                 out.push('\n');
