@@ -4,7 +4,8 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::repo_path;
+use common::{example_webhook, fixture, repo_path};
+use nsguard::placement::PlacementMode;
 
 fn can_delete(namespace: &str, dump: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nsguard"))
@@ -281,5 +282,69 @@ fn unreadable_dumps_are_errors_with_exit_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.starts_with("nsguard: error:"), "{err}");
+    }
+}
+
+/// The recorded DELETE of the shared namespace, edited by `edit`.
+fn namespace_delete(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("namespace-delete.json")).unwrap();
+    edit(&mut body["request"]);
+    serde_json::to_vec(&body).unwrap()
+}
+
+async fn answer(webhook: &nsguard::admission::Webhook, body: &[u8]) -> serde_json::Value {
+    let request = nsguard::admission::decode(body).unwrap();
+    let response = webhook
+        .review(nsguard::admission::Endpoint::Validate, &request)
+        .await;
+    serde_json::from_slice(&response.encode()).unwrap()
+}
+
+/// The guard is chosen by the resource the API server resolved, so a review whose
+/// `kind` is spelled otherwise is still guarded (it was allowed before).
+#[tokio::test]
+async fn a_namespace_delete_is_known_by_its_resource_not_its_kind() {
+    let webhook = example_webhook(PlacementMode::Enforce);
+    for edit in [
+        (|r: &mut serde_json::Value| r["kind"]["kind"] = "namespace".into())
+            as fn(&mut serde_json::Value),
+        |r| r["kind"]["group"] = "core".into(),
+        |r| r["kind"] = serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+        |_| {},
+    ] {
+        let body = namespace_delete(edit);
+        let resp = answer(&webhook, &body).await;
+        assert_eq!(resp["response"]["allowed"], false, "{resp}");
+        let message = resp["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("holds objects of 3 stacks"), "{message}");
+    }
+    // Another resource with kind Namespace is not a namespace delete.
+    let body = namespace_delete(|r| {
+        r["resource"]["resource"] = "configmaps".into();
+    });
+    assert_eq!(answer(&webhook, &body).await["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn a_namespace_delete_without_a_name_is_a_400_never_an_allow() {
+    let webhook = example_webhook(PlacementMode::Enforce);
+    for edit in [
+        (|r: &mut serde_json::Value| r["name"] = "".into()) as fn(&mut serde_json::Value),
+        |r| {
+            r.as_object_mut().unwrap().remove("name");
+        },
+    ] {
+        let resp = answer(&webhook, &namespace_delete(edit)).await;
+        let response = &resp["response"];
+        assert_eq!(response["allowed"], false, "{resp}");
+        assert_eq!(response["status"]["code"], 400, "{resp}");
+        assert_eq!(response["status"]["reason"], "BadRequest", "{resp}");
+        assert!(
+            response["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must name the namespace")
+        );
     }
 }
