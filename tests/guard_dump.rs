@@ -1,4 +1,5 @@
-//! The namespace guard's decisions over cluster dumps, through `nsguard can-delete`.
+//! The namespace guard's decisions over cluster dumps: through `nsguard can-delete`, and
+//! through the webhook's review of the recorded DELETE over the example dump.
 
 mod common;
 

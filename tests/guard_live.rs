@@ -613,6 +613,7 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
         .split_once("kubectl apply -f - <<'EOF'\n")
         .and_then(|(_, rest)| rest.strip_suffix("\nEOF"))
         .unwrap_or_else(|| panic!("no ClusterRole at the end of: {message}"));
+    let role_yaml = role;
     let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_yaml::from_str(role).unwrap();
     let rules = role.rules.unwrap();
     assert_eq!(rules.len(), 1);
@@ -625,6 +626,17 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
         Some(&["certificates".to_owned(), "issuers".to_owned()][..])
     );
     assert_eq!(rules[0].verbs, ["list"]);
+    // kubectl, which reads YAML 1.1, reads the same role (the label value stays a string).
+    let read = kubectl_reads(&replay, role_yaml).await;
+    assert_eq!(read["kind"], "ClusterRole");
+    assert_eq!(
+        read["metadata"]["labels"],
+        serde_json::json!({"nsguard.dev/aggregate-to-lookup": "true"})
+    );
+    assert_eq!(
+        read["rules"],
+        serde_json::json!([{"apiGroups": ["cert-manager.io"], "resources": ["certificates", "issuers"], "verbs": ["list"]}])
+    );
     // The label is one the shipped aggregated role selects.
     let labels = role.metadata.labels.unwrap();
     let rbac = std::fs::read_to_string(common::repo_path("manifests/base/rbac.yaml")).unwrap();
@@ -816,4 +828,48 @@ async fn can_delete_against_the_api_server() {
             && !stderr.contains("Status {"),
         "{stderr}"
     );
+}
+
+/// What kubectl reads from `yaml`: `kubectl create --dry-run=client -o json`, with the
+/// replay server answering its discovery. kubectl is installed by CI (.ci/run). It runs
+/// off the runtime's thread, which the replay server needs to answer.
+async fn kubectl_reads(replay: &Replay, yaml: &str) -> serde_json::Value {
+    let (server, yaml) = (replay.url(), yaml.to_owned());
+    tokio::task::spawn_blocking(move || kubectl_create_dry_run(&server, &yaml))
+        .await
+        .unwrap()
+}
+
+fn kubectl_create_dry_run(server: &str, yaml: &str) -> serde_json::Value {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("kubectl")
+        .args([
+            "create",
+            "--dry-run=client",
+            "--validate=false",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ])
+        .args(["--server", server])
+        .env("KUBECONFIG", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl on the PATH (.ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
