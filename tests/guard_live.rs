@@ -425,6 +425,41 @@ async fn a_type_created_after_the_last_lookup_is_counted() {
     );
 }
 
+/// A kind served only by a version the server does not prefer (a group whose CRDs sit at
+/// different versions, an alpha kind beside a GA group) is listed too, as the namespace
+/// controller and `kubectl api-resources` see it: it would be deleted with the namespace.
+#[tokio::test]
+async fn a_kind_served_only_by_a_non_preferred_version_is_counted() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add_group_versions(
+        "example.com",
+        &[
+            ("v1", &[("widgets", "Widget")]),
+            ("v1beta1", &[("widgets", "Widget"), ("gadgets", "Gadget")]),
+        ],
+    );
+    replay.add("wallet", "gadgets", "tenant-a-gadget", &TENANT_A);
+    let cluster = live(&replay, LiveOptions::default());
+    let scan = cluster.scan("wallet", Duration::from_secs(10)).await;
+    assert_eq!(decide(&scan), Verdict::MultipleOwners, "{scan:?}");
+    let found = cluster.discovery(soon()).await.unwrap();
+    let example: Vec<(&str, &str)> = found
+        .types
+        .iter()
+        .filter(|t| t.resource.group == "example.com")
+        .map(|t| (t.id.as_str(), t.resource.version.as_str()))
+        .collect();
+    // Each kind once, at the preferred version where it is served there.
+    assert_eq!(
+        example,
+        [
+            ("gadgets.example.com", "v1beta1"),
+            ("widgets.example.com", "v1")
+        ]
+    );
+}
+
 /// A list answered 404 while discovery serves the type is never read as "no objects":
 /// discovery is asked again, and a type it still serves is named and the delete denied.
 #[tokio::test]

@@ -316,12 +316,16 @@ impl LiveCluster {
             self.call(bound, &calls, || self.client.list_core_api_versions()),
             self.call(bound, &calls, || self.client.list_api_groups()),
         )?;
-        // (group, groupVersion) at each group's preferred version.
-        let mut versions: Vec<(String, String)> = core
+        // (rank, group, groupVersion) of every version of every group, the preferred one
+        // ranked 0. A kind served only by a version the server does not prefer (a group
+        // whose CRDs sit at different versions, an alpha kind) is deleted with the
+        // namespace too, so it is listed, as the namespace controller and `kubectl
+        // api-resources` find it.
+        let mut versions: Vec<(usize, String, String)> = core
             .versions
-            .first()
-            .map(|v| (String::new(), v.clone()))
-            .into_iter()
+            .iter()
+            .enumerate()
+            .map(|(rank, v)| (rank, String::new(), v.clone()))
             .collect();
         for group in groups.groups {
             if group_skipped(&self.options.skip, &group.name) {
@@ -331,15 +335,21 @@ impl LiveCluster {
                 .preferred_version
                 .map(|v| v.group_version)
                 .or_else(|| group.versions.first().map(|v| v.group_version.clone()));
-            if let Some(gv) = preferred {
-                versions.push((group.name, gv));
+            let others: Vec<String> = group
+                .versions
+                .into_iter()
+                .map(|v| v.group_version)
+                .filter(|gv| Some(gv) != preferred.as_ref())
+                .collect();
+            for (rank, gv) in preferred.into_iter().chain(others).enumerate() {
+                versions.push((rank, group.name.clone(), gv));
             }
         }
         let (client, calls_ref) = (&self.client, &calls);
         // Every group version at once: each is one small GET, and one that hangs (an
         // aggregated API whose backend is gone) must not hold up the others.
-        let lists: Vec<_> = stream::iter(versions)
-            .map(|(group, gv)| async move {
+        let mut lists: Vec<_> = stream::iter(versions)
+            .map(|(rank, group, gv)| async move {
                 let result = if group.is_empty() {
                     self.call(bound, calls_ref, || client.list_core_api_resources(&gv))
                         .await
@@ -347,16 +357,23 @@ impl LiveCluster {
                     self.call(bound, calls_ref, || client.list_api_group_resources(&gv))
                         .await
                 };
-                (group, gv, result)
+                (group, rank, gv, result)
             })
             .buffer_unordered(64)
             .collect()
             .await;
-        let mut types = Vec::new();
+        // Per group, the preferred version's kinds first; another version adds only the
+        // kinds the group has not shown yet.
+        lists.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut types: Vec<ResourceType> = Vec::new();
+        let mut seen = HashSet::new();
         let mut failed = Vec::new();
-        for (group, gv, result) in lists {
+        for (group, _, gv, result) in lists {
             match result {
-                Ok(list) => types.extend(listable(&self.options.skip, &group, &gv, list)),
+                Ok(list) => types.extend(
+                    listable(&self.options.skip, &group, &gv, list)
+                        .filter(|t| seen.insert(t.id.clone())),
+                ),
                 Err(err) => failed.push(Unverified {
                     resource: format!("{gv} (discovery)"),
                     reason: err.to_string(),

@@ -112,8 +112,14 @@ impl Replay {
     /// Serve a new API group with namespaced kinds `(plural, Kind)`, as a CRD or an
     /// APIService registered now does.
     pub fn add_group(&self, group: &str, version: &str, kinds: &[(&str, &str)]) {
+        self.add_group_versions(group, &[(version, kinds)]);
+    }
+
+    /// Serve a new API group at several versions, the first preferred, each with its
+    /// own namespaced kinds (a group whose CRDs sit at different versions).
+    pub fn add_group_versions(&self, group: &str, versions: &[(&str, &[(&str, &str)])]) {
         let mut discovery = self.discovery.lock().unwrap();
-        add_group(&mut discovery, group, version, kinds);
+        add_group_at(&mut discovery, group, versions);
     }
 
     /// Stop serving an API group, as when its CRD is deleted.
@@ -159,32 +165,39 @@ impl Replay {
     /// each group's preferred version (what a discovery client should find).
     pub fn listable_types(&self) -> usize {
         let discovery = self.discovery.lock().unwrap();
-        let mut versions = vec!["/api/v1".to_owned()];
+        let mut versions = vec![(String::new(), "/api/v1".to_owned())];
         for group in discovery["/apis"]["groups"].as_array().unwrap() {
-            versions.push(format!(
-                "/apis/{}",
-                group["preferredVersion"]["groupVersion"].as_str().unwrap()
-            ));
+            for version in group["versions"].as_array().unwrap() {
+                versions.push((
+                    group["name"].as_str().unwrap().to_owned(),
+                    format!("/apis/{}", version["groupVersion"].as_str().unwrap()),
+                ));
+            }
         }
-        versions
+        let ids: std::collections::BTreeSet<String> = versions
             .iter()
-            .flat_map(|path| {
+            .flat_map(|(group, path)| {
                 discovery[path]["resources"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default()
+                    .into_iter()
+                    .map(move |r| (group.clone(), r))
             })
-            .filter(|r| {
+            .filter(|(_, r)| {
                 r["namespaced"] == true
                     && !r["name"].as_str().unwrap().contains('/')
                     && r["verbs"].as_array().unwrap().iter().any(|v| v == "list")
             })
-            .count()
+            .map(|(group, r)| format!("{}.{group}", r["name"].as_str().unwrap()))
+            .collect();
+        ids.len()
     }
 }
 
-/// Discovery documents by request path. `/apis` is narrowed to the groups whose
-/// per-version document was recorded, so every group it names can be discovered.
+/// Discovery documents by request path. `/apis` is narrowed to the group versions whose
+/// document was recorded (and to groups whose preferred version was), so every version it
+/// names can be discovered.
 fn load_discovery() -> BTreeMap<String, Value> {
     let dir = repo_path("tests/fixtures/kube-apiserver/discovery");
     let mut docs = BTreeMap::new();
@@ -209,6 +222,12 @@ fn load_discovery() -> BTreeMap<String, Value> {
             ))
         })
         .cloned()
+        .map(|mut g| {
+            g["versions"].as_array_mut().unwrap().retain(|v| {
+                docs.contains_key(&format!("/apis/{}", v["groupVersion"].as_str().unwrap()))
+            });
+            g
+        })
         .collect();
     apis["groups"] = Value::Array(groups);
     docs.insert("/apis".to_owned(), apis);
@@ -232,22 +251,35 @@ fn add_group(
     version: &str,
     kinds: &[(&str, &str)],
 ) {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    add_group_at(discovery, group, &[(version, kinds)]);
+}
+
+fn add_group_at(
+    discovery: &mut BTreeMap<String, Value>,
+    group: &str,
+    versions: &[(&str, &[(&str, &str)])],
+) {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|(version, _)| json!({"groupVersion": format!("{group}/{version}"), "version": version}))
+        .collect();
     discovery.get_mut("/apis").unwrap()["groups"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"name": group, "versions": [gv], "preferredVersion": gv}));
-    let resources: Vec<Value> = kinds
-        .iter()
-        .map(|(plural, kind)| {
-            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": true,
-                   "kind": kind, "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
-        })
-        .collect();
-    discovery.insert(
-        format!("/apis/{group}/{version}"),
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
-    );
+        .push(json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]}));
+    for (version, kinds) in versions {
+        let resources: Vec<Value> = kinds
+            .iter()
+            .map(|(plural, kind)| {
+                json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": true,
+                       "kind": kind, "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
+            })
+            .collect();
+        discovery.insert(
+            format!("/apis/{group}/{version}"),
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
+        );
+    }
 }
 
 type AppState = (Arc<Mutex<ReplayState>>, Arc<Mutex<BTreeMap<String, Value>>>);
