@@ -111,7 +111,36 @@ fn a_named_but_broken_cluster_configuration_is_an_error() {
     let garbage = home.path().join("garbage");
     std::fs::write(&garbage, "this: [is not a kubeconfig").unwrap();
     let garbage = garbage.to_str().unwrap();
+    let valid = home.path().join("kubeconfig");
+    std::fs::write(
+        &valid,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: real, context: {cluster: c, user: u}}]\n\
+         current-context: real\n",
+    )
+    .unwrap();
+    let valid = valid.to_str().unwrap();
+    let both = format!("{valid}:{missing}");
     for (args, env, needle) in [
+        // A typo in --context names the context.
+        (
+            vec![
+                "can-delete",
+                "x",
+                "--kubeconfig",
+                valid,
+                "--context",
+                "prodd",
+            ],
+            None,
+            "context: prodd",
+        ),
+        // One missing file in a KUBECONFIG list is enough.
+        (
+            vec!["can-delete", "x"],
+            Some(both.as_str()),
+            "KUBECONFIG names",
+        ),
         (vec!["can-delete", "x"], Some(missing), "KUBECONFIG names"),
         (
             vec!["can-delete", "x", "--kubeconfig", missing],
