@@ -734,14 +734,7 @@ async fn readyz_waits_for_the_api_server_and_names_what_nsguard_may_not_list() {
     assert_eq!(client.get(server.addr, "/healthz").await.status, 200);
 
     replay.clear_faults();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let ready = loop {
-        let ready = client.get(server.addr, "/readyz").await;
-        if ready.status == 200 || Instant::now() > deadline {
-            break ready;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ready = ready_within(&server, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let body = ready.text();
     assert!(
@@ -767,15 +760,7 @@ async fn a_failed_access_review_is_reported_and_does_not_block_readiness() {
     let server = Server::builder()
         .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
         .start();
-    let client = server.client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let ready = loop {
-        let ready = client.get(server.addr, "/readyz").await;
-        if ready.status == 200 || Instant::now() > deadline {
-            break ready;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ready = ready_within(&server, Duration::from_secs(10)).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     let body = ready.text();
     assert!(
@@ -907,4 +892,17 @@ fn kubectl_create_dry_run(server: &str, yaml: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `/readyz` once it answers 200, or its last answer when `limit` passes first.
+async fn ready_within(server: &Server, limit: Duration) -> common::Reply {
+    let client = server.client();
+    let deadline = Instant::now() + limit;
+    loop {
+        let ready = client.get(server.addr, "/readyz").await;
+        if ready.status == 200 || Instant::now() > deadline {
+            return ready;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
