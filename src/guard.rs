@@ -86,6 +86,9 @@ pub struct NamespaceScan {
     pub resource_types: usize,
     /// API calls the lookup made (discovery, lists, retries); 0 for a dump.
     pub api_calls: usize,
+    /// The age of the last good discovery when it stood in for a refresh that failed;
+    /// `None` when discovery was fresh (or for a dump).
+    pub stale_discovery: Option<std::time::Duration>,
 }
 
 /// The objects of one owner, summarized for a message.
@@ -451,6 +454,7 @@ mod tests {
             unverified: vec![],
             resource_types: 10,
             api_calls: 0,
+            stale_discovery: None,
         }
     }
 

@@ -60,6 +60,7 @@ pub struct Metrics {
     rejections: Family<ReasonLabels, Counter>,
     lookup_errors: Family<ReasonLabels, Counter>,
     lookup_api_calls: Histogram,
+    stale_discoveries: Counter,
     unlistable_types: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
 }
@@ -105,6 +106,12 @@ impl Metrics {
             "API calls one namespace-delete lookup made (discovery, lists, retries)",
             lookup_api_calls.clone(),
         );
+        let stale_discoveries = Counter::default();
+        registry.register(
+            "lookup_stale_discoveries",
+            "Namespace-delete lookups that used the last good discovery because the refresh failed",
+            stale_discoveries.clone(),
+        );
         let unlistable_types = Gauge::default();
         registry.register(
             "unlistable_resource_types",
@@ -139,6 +146,7 @@ impl Metrics {
             rejections,
             lookup_errors,
             lookup_api_calls,
+            stale_discoveries,
             unlistable_types,
             tls_reloads,
         }
@@ -166,6 +174,11 @@ impl Metrics {
     /// API calls of one namespace-delete lookup.
     pub fn lookup_api_calls(&self, calls: usize) {
         self.lookup_api_calls.observe(calls as f64);
+    }
+
+    /// One lookup that used the last good discovery because the refresh failed.
+    pub fn stale_discovery(&self) {
+        self.stale_discoveries.inc();
     }
 
     /// Resource types nsguard may not list, from the last access check.

@@ -393,7 +393,28 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
         "{message}"
     );
     server
-        .assert_metrics(&[r#"nsguard_lookup_errors_total{reason="deadline"} 1"#])
+        .assert_metrics(&[
+            r#"nsguard_lookup_errors_total{reason="deadline"} 1"#,
+            "nsguard_lookup_stale_discoveries_total 0",
+        ])
+        .await;
+
+    // `/apis` fails: the last good discovery stands in, the second stack is still found,
+    // and the fallback is counted.
+    replay.clear_faults();
+    replay.discovery_fault("/apis", Fault::ServerError);
+    let resp = review(
+        &client,
+        server.addr,
+        "/validate",
+        fixture("namespace-delete.json"),
+    )
+    .await;
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let message = resp["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("holds objects of 2 stacks"), "{message}");
+    server
+        .assert_metrics(&["nsguard_lookup_stale_discoveries_total 1"])
         .await;
 }
 
@@ -423,6 +444,59 @@ async fn a_type_created_after_the_last_lookup_is_counted() {
         "{:?}",
         scan.objects
     );
+}
+
+/// When `/apis` fails as a whole, the last good discovery stands in while it is younger
+/// than --discovery-ttl (the scan says so, for the metric), and a second owner in a type
+/// it knows is still found; once it is older, the delete fails closed naming discovery.
+#[tokio::test]
+async fn the_last_good_discovery_stands_in_for_a_failed_refresh_until_it_expires() {
+    let replay = Replay::start().await;
+    replay.add_group("example.com", "v1", &[("widgets", "Widget")]);
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    let ttl = Duration::from_millis(1500);
+    let cluster = live(
+        &replay,
+        LiveOptions {
+            discovery_ttl: ttl,
+            ..LiveOptions::default()
+        },
+    );
+    let timeout = Duration::from_secs(5);
+    let fresh = cluster.scan("wallet", timeout).await.unwrap();
+    assert_eq!(fresh.stale_discovery, None);
+    assert!(fresh.api_calls > 0);
+
+    replay.discovery_fault("/apis", Fault::ServerError);
+    replay.add("wallet", "widgets", "tenant-a-widget", &TENANT_A);
+    let started = Instant::now();
+    let scan = cluster.scan("wallet", timeout).await;
+    assert_eq!(decide(&scan), Verdict::MultipleOwners, "{scan:?}");
+    let scan = scan.unwrap();
+    assert!(scan.stale_discovery.is_some(), "{scan:?}");
+    assert_eq!(scan.resource_types, fresh.resource_types);
+    assert!(
+        scan.objects.iter().any(|o| o.name == "tenant-a-widget"),
+        "{:?}",
+        scan.objects
+    );
+
+    tokio::time::sleep((started + ttl).saturating_duration_since(Instant::now())).await;
+    let scan = cluster.scan("wallet", timeout).await;
+    match &scan {
+        Err(err @ LookupError::Discovery { .. }) => {
+            let message = err.to_string();
+            assert!(message.contains(&replay.url()), "{message}");
+            assert!(message.contains("500"), "{message}");
+        }
+        other => panic!("expected a discovery error once the last good one expired: {other:?}"),
+    }
+    assert!(matches!(decide(&scan), Verdict::LookupFailed { .. }));
+
+    // Discovery answers again: fresh, not stale.
+    replay.clear_faults();
+    let scan = cluster.scan("wallet", timeout).await.unwrap();
+    assert_eq!(scan.stale_discovery, None);
 }
 
 /// A kind served only by a version the server does not prefer (a group whose CRDs sit at

@@ -272,6 +272,9 @@ impl Webhook {
                     self.metrics.lookup_error("unverified_types");
                 }
                 self.metrics.lookup_api_calls(scan.api_calls);
+                if scan.stale_discovery.is_some() {
+                    self.metrics.stale_discovery();
+                }
             }
             None => {}
         }

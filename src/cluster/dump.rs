@@ -65,6 +65,7 @@ impl ClusterDump {
             unverified: Vec::new(),
             resource_types: 0,
             api_calls: 0,
+            stale_discovery: None,
         }
     }
 

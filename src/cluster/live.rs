@@ -455,13 +455,20 @@ impl LiveCluster {
         deadline: Instant,
         progress: &Progress,
     ) -> Result<NamespaceScan, LookupError> {
+        let started = Instant::now();
         let discovered = self.discovery(deadline).await?;
-        progress
-            .calls
-            .fetch_add(discovered.calls, Ordering::Relaxed);
+        // A discovery older than this scan is the last good one, standing in for a
+        // refresh that failed; its calls were counted by the scan that made it.
+        let stale_discovery = (discovered.at < started).then(|| discovered.at.elapsed());
+        if stale_discovery.is_none() {
+            progress
+                .calls
+                .fetch_add(discovered.calls, Ordering::Relaxed);
+        }
         let mut scan = NamespaceScan {
             resource_types: discovered.types.len(),
             unverified: discovered.failed.clone(),
+            stale_discovery,
             ..NamespaceScan::default()
         };
         let mut seen = HashSet::new();
