@@ -146,9 +146,17 @@ fn the_deployment_is_highly_available_and_locked_down() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    // Probes on the plain metrics port, which a flood of the webhook port does not reach.
+    let metrics_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["containerPort"] == 9090)
+        .expect("the metrics port is declared");
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         assert_eq!(container[probe]["httpGet"]["path"], path);
-        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS");
+        assert_eq!(container[probe]["httpGet"]["port"], metrics_port["name"]);
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTP");
     }
     assert!(container["resources"]["limits"]["memory"].is_string());
     assert!(container["resources"]["requests"]["cpu"].is_string());

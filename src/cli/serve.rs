@@ -47,8 +47,15 @@ pub struct ServeArgs {
     /// and its old version, each up to etcd's 1.5 MiB limit.
     #[arg(long, env = "NSGUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Bound on receiving a request (headers and body); a slower client's connection is
-    /// closed. Checked once a second.
+    /// Request bytes buffered at once, all requests together: a bound on memory that the
+    /// body limit alone is not. Keep it well under the pod's memory limit (128Mi in the
+    /// shipped Deployment). A body that finds no room within a second gets 429 with
+    /// Retry-After. At least --max-body-bytes.
+    #[arg(long, env = "NSGUARD_MAX_BUFFERED_BYTES", default_value_t = 48 * 1024 * 1024)]
+    max_buffered_bytes: usize,
+    /// Bound on receiving a request, headers and body, from its first byte; also how
+    /// long a new connection may take to send its first request, and how long a
+    /// connection may stay idle while the server is near --max-connections.
     #[arg(long, env = "NSGUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
     /// Keep-alive connections with no traffic for this long are closed. Longer than the
@@ -65,7 +72,8 @@ pub struct ServeArgs {
     /// endpoints drop the pod before it stops accepting. Then drain (--shutdown-grace).
     #[arg(long, env = "NSGUARD_SHUTDOWN_DELAY", default_value = "3s", value_parser = humantime::parse_duration)]
     shutdown_delay: Duration,
-    /// Open connections beyond this are closed at once.
+    /// Open connections at once. At the limit, a new connection closes the one idle the
+    /// longest; it is refused only when every connection has a request in flight.
     #[arg(long, env = "NSGUARD_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
     /// What to do with a sub-env object outside its namespace: rewrite (JSONPatch on
@@ -127,6 +135,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.max_buffered_bytes < args.max_body_bytes {
+        bail!(
+            "--max-buffered-bytes ({}) is smaller than --max-body-bytes ({}): no body of the largest size could ever be read",
+            args.max_buffered_bytes,
+            args.max_body_bytes
+        );
+    }
     let options = ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -134,6 +149,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         client_ca: args.client_ca.clone(),
         tls_reload_interval: args.tls_reload_interval,
         max_body_bytes: args.max_body_bytes,
+        max_buffered_bytes: args.max_buffered_bytes,
         request_timeout: args.request_timeout,
         idle_timeout: args.idle_timeout,
         handshake_timeout: args.handshake_timeout,

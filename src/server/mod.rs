@@ -1,10 +1,16 @@
 //! `nsguard serve`: the HTTPS webhook server and the plain-HTTP metrics server.
 //!
 //! The accept loop is hand-rolled (after axum's `low-level-rustls` example) rather than
-//! `axum::serve`, because a webhook needs control that sits below axum: a handshake
-//! timeout, a bound on open connections, a precise answer to plain HTTP on the TLS port,
-//! and a graceful drain of in-flight reviews on SIGTERM.
+//! `axum::serve` or axum-server, because a webhook needs control that sits below them: a
+//! handshake timeout, a precise answer to plain HTTP on the TLS port, a bound on open
+//! connections that reclaims idle ones instead of locking new clients out
+//! ([`connections`]), idle measured in requests rather than bytes ([`watchdog`]), and a
+//! graceful drain of in-flight reviews on SIGTERM. hyper-util gives the protocol (HTTP/1.1
+//! and HTTP/2, graceful shutdown); none of hyper-util, tower-http or axum-server bounds
+//! the time to a connection's first request or reclaims idle connections at a limit.
 
+pub mod body;
+pub mod connections;
 pub mod routes;
 pub mod tls;
 pub mod watchdog;
@@ -17,20 +23,37 @@ use std::time::Duration;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admission::Webhook;
 use crate::cluster::ClusterHealth;
 use crate::metrics::Metrics;
+use body::Budget;
+use connections::{Admission, Connections};
 use routes::AppState;
 use tls::{KeyPairFiles, Tls};
-use watchdog::{Expired, Progress, Watched};
+use watchdog::{Expired, Limits, RequestStart, Watched};
+
+/// Largest HTTP/1.1 request head buffered per connection (hyper's floor is 8 KiB; its
+/// default ~400 KiB times a thousand connections would be 400 MB). The API server's
+/// heads are well under 2 KiB.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// HTTP/2 flow-control windows: what a client may send ahead of the handler reading it,
+/// per stream and per connection (hyper's default is 1 MiB each).
+const HTTP2_WINDOW: u32 = 256 * 1024;
+
+/// Concurrent HTTP/2 streams per connection (hyper's default is 200).
+const HTTP2_MAX_STREAMS: u32 = 64;
+
+/// How long a connection closed for being idle or to make room gets to finish
+/// gracefully (HTTP/2 GOAWAY) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything `serve` needs besides the webhook itself.
 #[derive(Debug, Clone)]
@@ -41,6 +64,8 @@ pub struct ServerOptions {
     pub client_ca: Option<std::path::PathBuf>,
     pub tls_reload_interval: Duration,
     pub max_body_bytes: usize,
+    /// Budget of request bytes buffered at once, server-wide.
+    pub max_buffered_bytes: usize,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -81,6 +106,8 @@ impl BoundServer {
             ready: false.into(),
             health,
             max_body_bytes: options.max_body_bytes,
+            budget: Budget::new(options.max_buffered_bytes),
+            request_timeout: options.request_timeout,
         });
         Ok(Self {
             listener,
@@ -114,17 +141,30 @@ impl BoundServer {
         ));
 
         let metrics_stop = stop.clone();
+        let metrics_router = routes::metrics_router(state.clone());
         let metrics_server = tokio::spawn(async move {
-            axum::serve(metrics_listener, routes::metrics_router(metrics))
+            axum::serve(metrics_listener, metrics_router)
                 .with_graceful_shutdown(async move { metrics_stop.cancelled().await })
                 .await
         });
 
         let service = TowerToHyperService::new(routes::webhook_router(state.clone()));
-        // No hyper timers: slow requests and idle connections are the watchdog's job.
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(options.max_connections));
+        // No hyper timers: slow requests and idle connections are the watchdog's job, and
+        // each body's deadline the handler's.
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(MAX_HEAD_BYTES);
+        builder
+            .http2()
+            .initial_stream_window_size(HTTP2_WINDOW)
+            .initial_connection_window_size(HTTP2_WINDOW)
+            .max_concurrent_streams(HTTP2_MAX_STREAMS);
+        let builder = Arc::new(builder);
+        let tasks = TaskTracker::new();
+        let connections = Connections::new(options.max_connections);
+        let limits = Limits {
+            request_timeout: options.request_timeout,
+            idle_timeout: options.idle_timeout,
+        };
         state.ready.store(true, Ordering::Relaxed);
 
         // On stop: fail readiness at once, keep serving for the delay, then drain.
@@ -159,58 +199,38 @@ impl BoundServer {
                 },
                 () = drain.cancelled() => break,
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                state.metrics.rejection("too_many_connections");
-                tracing::warn!(%peer, limit = options.max_connections, "connection refused: too many open connections (--max-connections)");
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let builder = builder.clone();
-            let service = service.clone();
-            let metrics = state.metrics.clone();
-            let watcher = graceful.watcher();
-            let (handshake_timeout, request_timeout, idle_timeout) = (
-                options.handshake_timeout,
-                options.request_timeout,
-                options.idle_timeout,
-            );
-            tokio::spawn(async move {
-                let _slot = slot;
-                let Some(tls) = accept_tls(tcp, peer, &acceptor, handshake_timeout, &metrics).await
-                else {
-                    return;
-                };
-                let progress = Progress::new();
-                let io = TokioIo::new(Watched::new(tls, progress.clone()));
-                let conn = watcher.watch(
-                    builder
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned(),
-                );
-                tokio::select! {
-                    result = conn => if let Err(err) = result {
-                        tracing::debug!(%peer, error = %err, "connection ended with an error");
-                    },
-                    // Returning drops the connection, which closes it.
-                    expired = watchdog::expiry(progress, request_timeout, idle_timeout) => match expired {
-                        Expired::SlowRequest => {
-                            metrics.rejection("request_timeout");
-                            tracing::warn!(%peer, timeout = ?request_timeout, "request not received within --request-timeout; connection closed");
-                        }
-                        Expired::Idle => {
-                            metrics.rejection("idle_timeout");
-                            tracing::debug!(%peer, timeout = ?idle_timeout, "idle connection closed");
-                        }
-                    },
+            let slot = match connections.admit() {
+                Admission::Admitted(slot) => slot,
+                Admission::Reclaimed(slot) => {
+                    state.metrics.rejection("reclaimed_idle_connection");
+                    tracing::debug!(%peer, "at --max-connections: closed the longest-idle connection to let this one in");
+                    slot
                 }
-            });
+                Admission::Refused => {
+                    state.metrics.rejection("too_many_connections");
+                    tracing::warn!(%peer, limit = options.max_connections, "connection refused: every open connection is busy (--max-connections)");
+                    continue;
+                }
+            };
+            let connection = Connection {
+                acceptor: acceptor.clone(),
+                builder: builder.clone(),
+                service: service.clone(),
+                metrics: state.metrics.clone(),
+                connections: connections.clone(),
+                handshake_timeout: options.handshake_timeout,
+                limits,
+                drain: drain.clone(),
+            };
+            tasks.spawn(connection.serve(tcp, peer, slot));
         }
 
         state.ready.store(false, Ordering::Relaxed);
         drop(listener);
+        tasks.close();
         tracing::info!(grace = ?options.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            () = tasks.wait() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(options.shutdown_grace) => {
                 tracing::warn!("shutdown grace period over; closing remaining connections");
             }
@@ -222,6 +242,92 @@ impl BoundServer {
             Err(err) => tracing::warn!(error = %err, "metrics server task failed"),
         }
         Ok(())
+    }
+}
+
+/// What one connection's task needs.
+struct Connection {
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: TowerToHyperService<axum::Router>,
+    metrics: Arc<Metrics>,
+    connections: Arc<Connections>,
+    handshake_timeout: Duration,
+    limits: Limits,
+    drain: CancellationToken,
+}
+
+/// Why the server ends a connection that is still open.
+enum Close {
+    Expired(Expired),
+    Reclaimed,
+    Drain,
+}
+
+impl Connection {
+    /// Handshake, then serve requests until the client leaves or the server closes it.
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr, slot: connections::Slot) {
+        let progress = slot.progress.clone();
+        let tls = tokio::select! {
+            tls = accept_tls(tcp, peer, &self.acceptor, self.handshake_timeout, &self.metrics) => tls,
+            () = slot.reclaimed.cancelled() => None,
+            () = self.drain.cancelled() => None,
+        };
+        let Some(tls) = tls else { return };
+        progress.set_http2(tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+        let service = {
+            let (service, progress) = (self.service.clone(), progress.clone());
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                let (started, in_flight) = progress.request_started();
+                request.extensions_mut().insert(RequestStart(started));
+                let response = hyper::service::Service::call(&service, request);
+                async move {
+                    let response = response.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        };
+        let io = TokioIo::new(Watched::new(tls, progress.clone()));
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let connections = self.connections.clone();
+        let close = tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            expired = watchdog::expiry(progress, self.limits, move || connections.pressed()) => Close::Expired(expired),
+            () = slot.reclaimed.cancelled() => Close::Reclaimed,
+            () = self.drain.cancelled() => Close::Drain,
+        };
+        let (request_timeout, idle_timeout) =
+            (self.limits.request_timeout, self.limits.idle_timeout);
+        let grace = match close {
+            Close::Expired(Expired::SlowRequest) => {
+                self.metrics.rejection("request_timeout");
+                tracing::warn!(%peer, timeout = ?request_timeout, "request not received within --request-timeout; connection closed");
+                // A half-read request head cannot end gracefully.
+                return;
+            }
+            Close::Expired(Expired::NoRequest) => {
+                self.metrics.rejection("no_request");
+                tracing::warn!(%peer, timeout = ?request_timeout, "no request within --request-timeout of connecting; connection closed");
+                CLOSE_GRACE
+            }
+            Close::Expired(Expired::Idle) => {
+                self.metrics.rejection("idle_timeout");
+                tracing::debug!(%peer, timeout = ?idle_timeout, "idle connection closed");
+                CLOSE_GRACE
+            }
+            Close::Reclaimed => CLOSE_GRACE,
+            // The server's drain bounds this with --shutdown-grace.
+            Close::Drain => Duration::MAX,
+        };
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(grace, conn).await;
     }
 }
 

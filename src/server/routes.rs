@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::body::{self, BodyError, Budget};
+use super::watchdog::RequestStart;
 
 use crate::admission::{self, Decision, Endpoint, Webhook};
 use crate::cluster::ClusterHealth;
@@ -29,6 +30,10 @@ pub struct AppState {
     /// Whether the cluster source has answered once.
     pub health: Arc<ClusterHealth>,
     pub max_body_bytes: usize,
+    /// Buffered request bytes, server-wide (`--max-buffered-bytes`).
+    pub budget: Budget,
+    /// Bound on receiving one request, from its first byte (`--request-timeout`).
+    pub request_timeout: Duration,
 }
 
 /// Routes of the webhook (TLS) port.
@@ -43,14 +48,18 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Routes of the plain-HTTP metrics port.
-pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+/// Routes of the plain-HTTP metrics port. The probes are here too, so the kubelet's
+/// checks do not queue behind a flood on the webhook port.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .with_state(metrics)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
 }
 
-async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let metrics = &state.metrics;
     (
         [(
             header::CONTENT_TYPE,
@@ -125,28 +134,27 @@ async fn handle(state: &AppState, endpoint: Endpoint, request: Request) -> Respo
         state.metrics.rejection("unsupported_media_type");
         return status_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
     }
-    // Slow bodies are bounded by the connection watchdog (--request-timeout).
-    let bytes = match read_body(request.into_body(), state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(BodyError::TooLarge) => {
-            state.metrics.rejection("payload_too_large");
-            return status_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body exceeds the {}-byte limit (--max-body-bytes)",
-                    state.max_body_bytes
-                ),
-            );
-        }
-        Err(BodyError::Read(err)) => {
-            state.metrics.rejection("body_read_error");
-            return status_error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read request body: {err}"),
-            );
-        }
+    // The deadline runs from the request's first byte (the connection wrapper knows it).
+    let started_at = request
+        .extensions()
+        .get::<RequestStart>()
+        .map_or(started, |start| start.0);
+    let deadline = tokio::time::Instant::from_std(started_at + state.request_timeout);
+    let (parts, body) = request.into_parts();
+    let buffered = match body::read(
+        body,
+        &parts.headers,
+        state.max_body_bytes,
+        &state.budget,
+        deadline,
+    )
+    .await
+    {
+        Ok(buffered) => buffered,
+        Err(err) => return body_error(state, err),
     };
-    let request = match admission::decode(&bytes) {
+    let bytes = &buffered.bytes;
+    let request = match admission::decode(bytes) {
         Ok(request) => request,
         Err(err) => {
             state.metrics.rejection("bad_review");
@@ -192,16 +200,51 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-enum BodyError {
-    TooLarge,
-    Read(String),
-}
-
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, BodyError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(err) => Err(BodyError::Read(err.to_string())),
+/// The answer to a body that could not be read within its limits.
+fn body_error(state: &AppState, err: BodyError) -> Response {
+    match err {
+        BodyError::TooLarge { declared } => {
+            state.metrics.rejection("payload_too_large");
+            let said = declared.map_or(String::new(), |n| format!(" (Content-Length {n})"));
+            status_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body exceeds the {}-byte limit (--max-body-bytes){said}",
+                    state.max_body_bytes
+                ),
+            )
+        }
+        BodyError::Timeout => {
+            state.metrics.rejection("request_timeout");
+            status_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {:?} (--request-timeout)",
+                    state.request_timeout
+                ),
+            )
+        }
+        BodyError::OverBudget => {
+            state.metrics.rejection("over_budget");
+            let mut response = status_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "nsguard is buffering its limit of {} request bytes (--max-buffered-bytes); retry",
+                    state.budget.total()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+        BodyError::Read(err) => {
+            state.metrics.rejection("body_read_error");
+            status_error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {err}"),
+            )
+        }
     }
 }
 
@@ -211,7 +254,9 @@ pub fn status_error(code: StatusCode, message: String) -> Response {
         StatusCode::BAD_REQUEST => "BadRequest",
         StatusCode::NOT_FOUND => "NotFound",
         StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::REQUEST_TIMEOUT => "Timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
         _ => "InternalError",
     };

@@ -1,50 +1,75 @@
-//! Deadlines for slow or stuck clients, at one timer per connection instead of one per
-//! request.
+//! Deadlines for slow, silent or idle clients, at one timer per connection.
 //!
-//! hyper's `header_read_timeout` and a `tokio::time::timeout` around each body read arm
-//! and cancel a timer for every request; under load that cost a third of the server's
-//! throughput. Instead, [`Watched`] wraps a connection's stream and records progress in
-//! two atomics on every read and write, and a watchdog task checks them once a second:
-//! a request that has been arriving for longer than the request timeout (slow-drip
-//! headers or body), or a connection idle for longer than the idle timeout, is closed.
+//! A connection is *busy* while a request is in flight (from its headers to its response):
+//! the handler bounds that time itself (the body by the request's deadline, the decision
+//! by `--lookup-timeout`). Otherwise it is *idle*, and the watchdog, checking once a
+//! second, closes it when:
+//! - HTTP/1.1 header bytes have been arriving for longer than the request timeout
+//!   (slow-drip headers);
+//! - it never sent a request within the request timeout of connecting (a silent client
+//!   holds a connection slot for seconds, not minutes);
+//! - it has been idle for longer than the idle timeout, or for longer than the request
+//!   timeout while the server is near its connection limit.
+//!
+//! Idle is counted in requests, not bytes: an HTTP/2 client's PINGs and SETTINGS do not
+//! keep a connection alive, and neither does a request that trickles in one byte a second
+//! (its deadline is its own, see `server::body`).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const IDLE: u8 = 0;
-const READING: u8 = 1;
+/// `reading_since_ms` when no request head is arriving.
+const NOT_READING: u64 = u64::MAX;
 
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
-    /// A request kept arriving for longer than the request timeout.
+    /// Request headers kept arriving for longer than the request timeout.
     SlowRequest,
-    /// No bytes either way for longer than the idle timeout.
+    /// Connected, and sent no request within the request timeout.
+    NoRequest,
+    /// No request in flight for longer than the idle timeout (or the request timeout,
+    /// near the connection limit).
     Idle,
 }
 
-/// Progress of one connection, shared by the stream wrapper and the watchdog.
+/// The bounds the watchdog enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Progress of one connection, shared by the stream wrapper, the per-request service
+/// wrapper and the watchdog.
 #[derive(Debug)]
 pub struct Progress {
     epoch: Instant,
-    phase: AtomicU8,
-    /// Milliseconds since `epoch` of the phase change (start of the request being read,
-    /// or the last write).
-    since_ms: AtomicU64,
+    /// HTTP/1.1 (false for HTTP/2, whose idle reads are control frames).
+    http1: AtomicBool,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    /// Milliseconds since `epoch` at which the connection last became idle.
+    idle_since_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the first byte of a request head, or [`NOT_READING`].
+    reading_since_ms: AtomicU64,
 }
 
 impl Progress {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
-            phase: AtomicU8::new(IDLE),
-            since_ms: AtomicU64::new(0),
+            http1: AtomicBool::new(true),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            reading_since_ms: AtomicU64::new(NOT_READING),
         })
     }
 
@@ -52,34 +77,91 @@ impl Progress {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Record the protocol the TLS handshake chose.
+    pub fn set_http2(&self, http2: bool) {
+        self.http1.store(!http2, Ordering::Relaxed);
+    }
+
     fn read(&self) {
-        // The first bytes after a response start a request; later reads continue it.
-        if self.phase.load(Ordering::Relaxed) == IDLE {
-            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.phase.store(READING, Ordering::Relaxed);
+        // Bytes while idle on HTTP/1.1 are the head of the next request.
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.reading_since_ms.load(Ordering::Relaxed) == NOT_READING
+        {
+            self.reading_since_ms
+                .store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
-    fn wrote(&self) {
-        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
-        self.phase.store(IDLE, Ordering::Relaxed);
+    /// A request's headers are in: it is in flight until the guard drops. Returns when
+    /// the request began arriving, the start of its deadline.
+    pub fn request_started(self: &Arc<Self>) -> (Instant, InFlight) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let since = self.reading_since_ms.swap(NOT_READING, Ordering::Relaxed);
+        let started = match self.http1.load(Ordering::Relaxed) && since != NOT_READING {
+            true => self.epoch + Duration::from_millis(since),
+            false => Instant::now(),
+        };
+        (started, InFlight(self.clone()))
     }
 
-    /// Whether the connection is past a deadline now.
-    pub fn expired(&self, request_timeout: Duration, idle_timeout: Duration) -> Option<Expired> {
-        let age = Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.since_ms.load(Ordering::Relaxed)),
-        );
-        match self.phase.load(Ordering::Relaxed) {
-            READING if age > request_timeout => Some(Expired::SlowRequest),
-            IDLE if age > idle_timeout => Some(Expired::Idle),
-            _ => None,
+    /// Whether no request is in flight.
+    pub fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// When the connection became idle (connected, or its last response), for choosing
+    /// the longest-idle connection to reclaim; `None` while busy.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.idle()
+            .then(|| self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the connection is past a deadline now. `pressed`: the server is near its
+    /// connection limit, so idle connections get the request timeout only.
+    pub fn expired(&self, limits: Limits, pressed: bool) -> Option<Expired> {
+        if !self.idle() {
+            return None;
         }
+        let now = self.now_ms();
+        let age = |since: u64| Duration::from_millis(now.saturating_sub(since));
+        let reading = self.reading_since_ms.load(Ordering::Relaxed);
+        if self.http1.load(Ordering::Relaxed)
+            && reading != NOT_READING
+            && age(reading) > limits.request_timeout
+        {
+            return Some(Expired::SlowRequest);
+        }
+        let idle = age(self.idle_since_ms.load(Ordering::Relaxed));
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return (idle > limits.request_timeout).then_some(Expired::NoRequest);
+        }
+        let allowed = match pressed {
+            true => limits.request_timeout.min(limits.idle_timeout),
+            false => limits.idle_timeout,
+        };
+        (idle > allowed).then_some(Expired::Idle)
     }
 }
 
-/// A stream that reports its reads and writes to a [`Progress`].
+/// When a request began arriving, set on it as an extension: its deadline starts here.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestStart(pub Instant);
+
+/// A request in flight; dropping it (with the response future) ends it.
+pub struct InFlight(Arc<Progress>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let progress = &self.0;
+        progress
+            .idle_since_ms
+            .store(progress.now_ms(), Ordering::Relaxed);
+        progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A stream that reports its reads to a [`Progress`].
 pub struct Watched<S> {
     inner: S,
     progress: Arc<Progress>,
@@ -112,11 +194,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.progress.wrote();
-        }
-        result
+        Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -124,11 +202,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.progress.wrote();
-        }
-        result
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -145,17 +219,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 }
 
 /// Resolve when the connection passes a deadline, checking once a second (so a deadline
-/// fires up to a second late).
+/// fires up to a second late). `pressed` says whether the server is near its limit.
 pub async fn expiry(
     progress: Arc<Progress>,
-    request_timeout: Duration,
-    idle_timeout: Duration,
+    limits: Limits,
+    pressed: impl Fn() -> bool,
 ) -> Expired {
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(request_timeout));
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(limits.request_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Some(expired) = progress.expired(request_timeout, idle_timeout) {
+        if let Some(expired) = progress.expired(limits, pressed()) {
             return expired;
         }
     }
@@ -165,18 +239,62 @@ pub async fn expiry(
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        request_timeout: Duration::from_millis(50),
+        idle_timeout: Duration::from_millis(200),
+    };
+
     #[test]
-    fn phases_and_deadlines() {
+    fn a_silent_connection_expires_at_the_request_timeout() {
         let p = Progress::new();
-        let (request, idle) = (Duration::from_millis(50), Duration::from_millis(200));
-        assert_eq!(p.expired(request, idle), None);
+        assert_eq!(p.expired(LIMITS, false), None);
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(p.expired(LIMITS, false), Some(Expired::NoRequest));
+    }
+
+    #[test]
+    fn slow_headers_expire_and_a_request_in_flight_never_does() {
+        let p = Progress::new();
         p.read();
-        std::thread::sleep(Duration::from_millis(80));
-        p.read(); // still the same request: the clock does not restart
-        assert_eq!(p.expired(request, idle), Some(Expired::SlowRequest));
-        p.wrote();
-        assert_eq!(p.expired(request, idle), None);
-        std::thread::sleep(Duration::from_millis(220));
-        assert_eq!(p.expired(request, idle), Some(Expired::Idle));
+        std::thread::sleep(Duration::from_millis(70));
+        p.read(); // still the same head: the clock does not restart
+        assert_eq!(p.expired(LIMITS, false), Some(Expired::SlowRequest));
+        let (started, in_flight) = p.request_started();
+        assert!(
+            started.elapsed() >= Duration::from_millis(70),
+            "the deadline starts at the first byte"
+        );
+        assert_eq!(p.expired(LIMITS, false), None);
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(p.expired(LIMITS, true), None);
+        drop(in_flight);
+        assert_eq!(
+            p.idle_since()
+                .map(|at| at.elapsed() < Duration::from_millis(20)),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn idle_is_counted_in_requests_and_shortened_under_pressure() {
+        let p = Progress::new();
+        drop(p.request_started().1);
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(p.expired(LIMITS, false), None);
+        assert_eq!(p.expired(LIMITS, true), Some(Expired::Idle));
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(p.expired(LIMITS, false), Some(Expired::Idle));
+    }
+
+    #[test]
+    fn http2_control_frames_are_not_a_request_head() {
+        let p = Progress::new();
+        p.set_http2(true);
+        drop(p.request_started().1);
+        p.read(); // a PING
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(p.expired(LIMITS, false), None);
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(p.expired(LIMITS, false), Some(Expired::Idle));
     }
 }

@@ -126,6 +126,11 @@ impl Server {
         Self::builder().start()
     }
 
+    /// The server process's id, for reading its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
@@ -373,6 +378,19 @@ impl HttpsClient {
         Self {
             connector: TlsConnector::from(Arc::new(config)),
         }
+    }
+
+    /// A TLS stream that offers only `h2` in ALPN, for HTTP/2 tests.
+    pub async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut config = (*self.connector.config().clone()).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = TcpStream::connect(addr).await?;
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
     }
 
     /// A raw TLS stream, for tests that write HTTP by hand.
