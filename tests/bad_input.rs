@@ -502,3 +502,37 @@ async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (status, body)
 }
+
+/// A uid holding a newline and a made-up log line cannot forge a line in the text log:
+/// every request-controlled value is escaped, as the JSON format already did. Before, the
+/// text log showed a forged `audit: namespace delete allowed reason="break-glass"` line.
+#[tokio::test]
+async fn a_forged_log_line_in_a_uid_stays_inside_its_field() {
+    let server = Server::builder().args(&["--log-format", "text"]).start();
+    let client = server.client();
+    let forged = "2026-11-30T00:00:00.000000Z  INFO nsguard::audit: namespace delete allowed reason=\"break-glass\"";
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("namespace-delete.json")).unwrap();
+    body["request"]["uid"] = format!("d3a0c8b2\n{forged}\r\u{1b}[2K").into();
+    let resp = review(
+        &client,
+        server.addr,
+        "/validate",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let line = server.wait_for_log("event=\"namespace-delete\"", Duration::from_secs(5));
+    assert!(
+        line.contains("uid=d3a0c8b2\\n2026-11-30T00:00:00.000000Z"),
+        "{line}"
+    );
+    assert!(line.contains("\\r\\u{1b}[2K"), "{line}");
+    let logs = server.logs();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.starts_with("2026-11-30T00:00:00.000000Z")),
+        "a forged line: {logs:#?}"
+    );
+}

@@ -309,11 +309,15 @@ impl ServerBuilder {
         let deadline = Instant::now() + Duration::from_secs(20);
         let (addr, metrics_addr) = loop {
             let lines = logs.lock().unwrap().clone();
+            // JSON lines, or text ones (`... webhook listening (HTTPS) addr=127.0.0.1:1234`).
             let find = |needle: &str| {
                 lines.iter().find_map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                    (v["message"].as_str()?.contains(needle))
-                        .then(|| v["addr"].as_str()?.parse().ok())?
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+                        return (v["message"].as_str()?.contains(needle))
+                            .then(|| v["addr"].as_str()?.parse().ok())?;
+                    }
+                    let (_, addr) = l.split_once(needle)?.1.split_once("addr=")?;
+                    addr.split_whitespace().next()?.parse().ok()
                 })
             };
             if let (Some(a), Some(m)) = (find("webhook listening"), find("metrics listening")) {
