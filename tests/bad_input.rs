@@ -536,3 +536,146 @@ async fn a_forged_log_line_in_a_uid_stays_inside_its_field() {
         "a forged line: {logs:#?}"
     );
 }
+
+/// Only a JSON object is an AdmissionReview, at every level: a positional array was
+/// decoded as a review and decided (200), and `[1,2]` got a confusing type error.
+#[tokio::test]
+async fn positional_arrays_are_not_reviews() {
+    let server = Server::start();
+    let client = server.client();
+    let good: serde_json::Value =
+        serde_json::from_slice(&fixture("configmap-create.json")).unwrap();
+    let positional = serde_json::json!(["admission.k8s.io/v1", "AdmissionReview", good["request"]]);
+    let mut nested = good.clone();
+    nested["request"]["userInfo"] = serde_json::json!(["system:admin", "uid", ["system:masters"]]);
+    for (what, body, needle) in [
+        (
+            "positional review",
+            serde_json::to_vec(&positional).unwrap(),
+            "expected a JSON object",
+        ),
+        (
+            "numbers",
+            b"[1,2]".to_vec(),
+            "invalid type: sequence, expected a JSON object",
+        ),
+        (
+            "positional userInfo",
+            serde_json::to_vec(&nested).unwrap(),
+            "at request.userInfo: invalid type: sequence, expected a JSON object",
+        ),
+    ] {
+        let reply = client
+            .post(server.addr, "/validate", "application/json", body)
+            .await;
+        assert_eq!(reply.status, 400, "{what}: {}", reply.text());
+        let message = reply.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains("not an AdmissionReview"),
+            "{what}: {message}"
+        );
+        assert!(message.contains(needle), "{what}: {message}");
+    }
+}
+
+/// A 4 MiB string where a map belongs comes back as a short excerpt naming the field path
+/// (not a 4 MiB answer quoting it, not "line 1 column N"), its WARN line is as short, and
+/// a flood of bad requests is counted in full but logged about once a second.
+#[tokio::test]
+async fn huge_bad_values_get_short_answers_and_rate_limited_warnings() {
+    let server = Server::start();
+    let client = server.client();
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("configmap-create.json")).unwrap();
+    body["request"]["oldObject"] = serde_json::json!({"metadata": {"labels": "x".repeat(4 << 20)}});
+    let body = serde_json::to_vec(&body).unwrap();
+    let reply = client
+        .post(server.addr, "/validate", "application/json", body.clone())
+        .await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.body.len() < 1024, "{} bytes", reply.body.len());
+    let message = reply.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("at request.oldObject.metadata.labels: invalid type: string"),
+        "{message}"
+    );
+    assert!(message.contains("bytes cut)"), "{message}");
+    assert!(!message.contains("line 1 column"), "{message}");
+
+    // A uid or a namespace name too long to be real is refused, not echoed.
+    let mut long_uid: serde_json::Value =
+        serde_json::from_slice(&fixture("configmap-create.json")).unwrap();
+    long_uid["request"]["uid"] = "u".repeat(1 << 20).into();
+    let reply = client
+        .post(
+            server.addr,
+            "/validate",
+            "application/json",
+            serde_json::to_vec(&long_uid).unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().contains("request.uid is 1048576 bytes"),
+        "{}",
+        reply.text()
+    );
+    let mut long_name: serde_json::Value =
+        serde_json::from_slice(&fixture("namespace-delete.json")).unwrap();
+    long_name["request"]["name"] = "n".repeat(1 << 20).into();
+    let resp = review(
+        &client,
+        server.addr,
+        "/validate",
+        serde_json::to_vec(&long_name).unwrap(),
+    )
+    .await;
+    assert_eq!(resp["response"]["allowed"], false);
+    assert_eq!(resp["response"]["status"]["code"], 400);
+    assert!(resp.to_string().len() < 1024, "{resp}");
+
+    let started = std::time::Instant::now();
+    let mut conn = client.connect(server.addr).await.unwrap();
+    for _ in 0..30 {
+        let reply = conn
+            .post("/validate", "application/json", body.clone())
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 400);
+    }
+    // A second later, one more: its WARN line reports every one left out since the last.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = conn
+        .post("/validate", "application/json", body.clone())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    let seconds = started.elapsed().as_secs() as usize;
+    server
+        .assert_metrics(&[r#"nsguard_http_rejections_total{reason="bad_review"} 33"#])
+        .await;
+    let last = server.wait_for_log("\"suppressed\":", Duration::from_secs(5));
+    assert!(last.len() < 1024, "a {}-byte log line", last.len());
+    std::thread::sleep(Duration::from_millis(200));
+    let warned: Vec<serde_json::Value> = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("rejected request body"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // At most one a second (and the first); none lost: logged plus suppressed is all.
+    assert!(
+        warned.len() <= seconds + 2,
+        "{} WARN lines for 33 bad requests in {seconds}s",
+        warned.len()
+    );
+    let suppressed: u64 = warned
+        .iter()
+        .map(|w| w["suppressed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(warned.len() as u64 + suppressed, 33, "{warned:#?}");
+    let warned: Vec<String> = warned.iter().map(|w| w.to_string()).collect();
+    for line in &warned {
+        assert!(line.len() < 1024, "a {}-byte log line", line.len());
+    }
+}

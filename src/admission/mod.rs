@@ -41,13 +41,14 @@ impl Endpoint {
 }
 
 /// Why a body is not a review nsguard can answer. Each becomes an HTTP 400 whose
-/// message says exactly what is wrong.
+/// message says exactly what is wrong, and where, in a few hundred bytes at most however
+/// large the body: a request-controlled value is quoted as a truncated [`excerpt`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("request body is not valid JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
+    NotJson(Problem),
     #[error("request body is JSON but not an AdmissionReview: {0}")]
-    NotAReview(#[source] serde_json::Error),
+    NotAReview(Problem),
     #[error(
         "unsupported AdmissionReview type apiVersion={api_version:?} kind={kind:?}: nsguard answers \
          {API_VERSION} {KIND} only (set admissionReviewVersions: [v1])"
@@ -57,26 +58,115 @@ pub enum DecodeError {
     NoRequest,
     #[error("AdmissionReview request has an empty uid")]
     NoUid,
+    #[error(
+        "AdmissionReview request.uid is {0} bytes; the API server sends a 36-byte UUID (nsguard takes up to {MAX_UID_BYTES})"
+    )]
+    LongUid(usize),
 }
 
-/// Decode an AdmissionReview v1 body into its request, borrowing from the body.
+/// The longest `request.uid` nsguard echoes back. The API server's are UUIDs (36 bytes);
+/// a longer one would be copied into the answer and the audit log.
+pub const MAX_UID_BYTES: usize = 128;
+
+/// Where in the body decoding failed, and why.
+#[derive(Debug)]
+pub struct Problem {
+    /// The JSON path, as `request.oldObject.metadata.labels` (`.` for the top level).
+    pub path: String,
+    /// serde's message without its line and column, as an [`excerpt`].
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.path.as_str() {
+            "." | "" => f.write_str(&self.message),
+            path => write!(f, "at {path}: {}", self.message),
+        }
+    }
+}
+
+/// At most this many bytes of a request-controlled value in an answer or a log line.
+pub const EXCERPT_BYTES: usize = 160;
+
+/// `text` whole when short; otherwise its start and end around a note of what was cut,
+/// so a 4 MiB string never becomes a 4 MiB error answer or log line.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= EXCERPT_BYTES {
+        return text.into();
+    }
+    let head = floor_char_boundary(text, EXCERPT_BYTES * 2 / 3);
+    let tail = ceil_char_boundary(text, text.len() - EXCERPT_BYTES / 3);
+    format!(
+        "{}…({} bytes cut)…{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+    .into()
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+/// Decode an AdmissionReview v1 body into its request, borrowing from the body. Only a
+/// JSON object is a review, at every level (`review::object`).
 pub fn decode(body: &[u8]) -> Result<Request<'_>, DecodeError> {
-    let review: review::Review<'_> =
-        serde_json::from_slice(body).map_err(|err| match err.classify() {
-            Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson(err),
-            Category::Data => DecodeError::NotAReview(err),
-        })?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let review: review::Review<'_> = review::object(&mut de)
+        .and_then(|review| de.end().map(|()| review))
+        .map_err(|err| problem(body, err))?;
     if review.api_version.as_str() != API_VERSION || review.kind.as_str() != KIND {
         return Err(DecodeError::WrongType {
-            api_version: review.api_version.to_string(),
-            kind: review.kind.to_string(),
+            api_version: excerpt(review.api_version.as_str()).into_owned(),
+            kind: excerpt(review.kind.as_str()).into_owned(),
         });
     }
     let request = review.request.ok_or(DecodeError::NoRequest)?;
-    if request.uid.as_str().is_empty() {
-        return Err(DecodeError::NoUid);
+    match request.uid.as_str().len() {
+        0 => return Err(DecodeError::NoUid),
+        n if n > MAX_UID_BYTES => return Err(DecodeError::LongUid(n)),
+        _ => {}
     }
     Ok(request)
+}
+
+/// The error of a body that failed to decode, with the path where it failed: found by
+/// decoding again with the path tracked, which only a bad body pays for.
+fn problem(body: &[u8], err: serde_json::Error) -> DecodeError {
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let again = review::object::<_, review::Review<'_>>(serde_path_to_error::Deserializer::new(
+        &mut de, &mut track,
+    ));
+    let path = match again {
+        Err(_) => track.path().to_string(),
+        Ok(_) => ".".to_owned(), // trailing characters after the object
+    };
+    let full = err.to_string();
+    let bare = match full.rfind(" at line ") {
+        Some(at) if err.line() > 0 => &full[..at],
+        _ => &full,
+    };
+    let problem = Problem {
+        path,
+        message: excerpt(bare).into_owned(),
+    };
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson(problem),
+        Category::Data => DecodeError::NotAReview(problem),
+    }
 }
 
 /// What nsguard decided, for metrics and logs.
@@ -241,6 +331,18 @@ impl Webhook {
             return Response::bad_request(
                 request,
                 "nsguard: a namespace DELETE review must name the namespace (request.name is empty)",
+            );
+        }
+        if request.name.as_str().len() > crate::naming::MAX_NAME_LEN {
+            // No such namespace can exist; do not carry the name into a lookup or the log.
+            return Response::bad_request(
+                request,
+                format!(
+                    "nsguard: request.name {:?} is {} bytes; a namespace name has at most {}",
+                    excerpt(request.name.as_str()),
+                    request.name.as_str().len(),
+                    crate::naming::MAX_NAME_LEN
+                ),
             );
         }
         // Not the hot path: a few owned strings are nothing next to the namespace scan.

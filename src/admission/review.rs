@@ -19,7 +19,10 @@ use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{Deserializer, Visitor};
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::{API_VERSION, KIND};
@@ -91,7 +94,7 @@ pub struct Review<'a> {
     pub api_version: Text<'a>,
     #[serde(borrow)]
     pub kind: Text<'a>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_object")]
     pub request: Option<Request<'a>>,
 }
 
@@ -101,9 +104,9 @@ pub struct Review<'a> {
 pub struct Request<'a> {
     #[serde(borrow)]
     pub uid: Text<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     pub kind: GroupVersionKind<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     pub resource: GroupVersionResource<'a>,
     #[serde(default, borrow)]
     pub sub_resource: Option<Text<'a>>,
@@ -112,11 +115,11 @@ pub struct Request<'a> {
     #[serde(default, borrow)]
     pub namespace: Option<Text<'a>>,
     pub operation: Operation,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "object")]
     pub user_info: UserInfo<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_object")]
     pub object: Option<Object<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_object")]
     pub old_object: Option<Object<'a>>,
     #[serde(default)]
     pub dry_run: bool,
@@ -165,7 +168,7 @@ pub struct UserInfo<'a> {
 /// managedFields are skipped without being built.
 #[derive(Debug, Default, Deserialize)]
 pub struct Object<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "object")]
     pub metadata: Metadata<'a>,
 }
 
@@ -183,7 +186,7 @@ pub struct Metadata<'a> {
     pub labels: Option<TextMap<'a>>,
     #[serde(default, borrow)]
     pub annotations: Option<TextMap<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_objects")]
     pub owner_references: Option<Vec<OwnerReference>>,
     /// Set once the object is being deleted; only its presence matters.
     #[serde(default, borrow)]
@@ -205,6 +208,122 @@ impl Metadata<'_> {
 pub struct OwnerReference {
     #[serde(default)]
     pub controller: Option<bool>,
+}
+
+/// Only a JSON object is read as a struct. serde's derive also reads a struct from a
+/// positional array (`["admission.k8s.io/v1","AdmissionReview",{...}]`), which is not
+/// Kubernetes JSON: every struct of the review is read through here instead.
+pub fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    deserializer.deserialize_map(ObjectVisitor(PhantomData))
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        object(deserializer)
+    }
+}
+
+/// [`object`], or `null`.
+fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct OptionVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+
+        fn visit_none<E>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
+            object(deserializer).map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(OptionVisitor(PhantomData))
+}
+
+/// An array of [`object`]s, or `null`.
+fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Objects<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Objects<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of JSON objects")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(item) = seq.next_element_seed(ObjectVisitor(PhantomData))? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    struct OptionVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionVisitor<T> {
+        type Value = Option<Vec<T>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of JSON objects or null")
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_seq(Objects(PhantomData)).map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(OptionVisitor(PhantomData))
 }
 
 /// nsguard's answer to one review.
@@ -367,6 +486,27 @@ mod tests {
         assert_eq!(meta.labels.unwrap().get("x").unwrap().as_str(), "1");
         assert_eq!(meta.annotations.unwrap().get("y").unwrap().as_str(), "2");
         assert_eq!(meta.owner_references.unwrap()[0].controller, Some(true));
+    }
+
+    #[test]
+    fn a_struct_is_read_from_an_object_only() {
+        fn read(json: &str) -> serde_json::Result<Object<'_>> {
+            object(&mut serde_json::Deserializer::from_str(json))
+        }
+        assert!(read(r#"{"metadata":{"name":"a"}}"#).is_ok());
+        for positional in [
+            r#"[{"name":"a"}]"#,
+            r#"{"metadata":["a"]}"#,
+            r#"{"metadata":{"ownerReferences":[[true]]}}"#,
+        ] {
+            let err = read(positional).unwrap_err().to_string();
+            assert!(
+                err.contains("expected a JSON object"),
+                "{positional}: {err}"
+            );
+        }
+        let meta: Object = read(r#"{"metadata":{"ownerReferences":null,"labels":null}}"#).unwrap();
+        assert!(meta.metadata.owner_references.is_none());
     }
 
     #[test]

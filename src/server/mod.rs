@@ -13,6 +13,7 @@ pub mod body;
 pub mod connections;
 pub mod routes;
 pub mod tls;
+pub mod warnings;
 pub mod watchdog;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use body::Budget;
 use connections::{Admission, Connections};
 use routes::AppState;
 use tls::{KeyPairFiles, Tls};
+use warnings::Warnings;
 use watchdog::{Expired, Limits, RequestStart, Watched};
 
 /// Largest HTTP/1.1 request head buffered per connection (hyper's floor is 8 KiB; its
@@ -108,6 +110,7 @@ impl BoundServer {
             max_body_bytes: options.max_body_bytes,
             budget: Budget::new(options.max_buffered_bytes),
             request_timeout: options.request_timeout,
+            warnings: Arc::new(Warnings::default()),
         });
         Ok(Self {
             listener,
@@ -208,7 +211,9 @@ impl BoundServer {
                 }
                 Admission::Refused => {
                     state.metrics.rejection("too_many_connections");
-                    tracing::warn!(%peer, limit = options.max_connections, "connection refused: every open connection is busy (--max-connections)");
+                    if let Some(suppressed) = state.warnings.admit("too_many_connections") {
+                        tracing::warn!(%peer, suppressed, limit = options.max_connections, "connection refused: every open connection is busy (--max-connections)");
+                    }
                     continue;
                 }
             };
@@ -217,6 +222,7 @@ impl BoundServer {
                 builder: builder.clone(),
                 service: service.clone(),
                 metrics: state.metrics.clone(),
+                warnings: state.warnings.clone(),
                 connections: connections.clone(),
                 handshake_timeout: options.handshake_timeout,
                 limits,
@@ -251,6 +257,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: TowerToHyperService<axum::Router>,
     metrics: Arc<Metrics>,
+    warnings: Arc<Warnings>,
     connections: Arc<Connections>,
     handshake_timeout: Duration,
     limits: Limits,
@@ -269,7 +276,7 @@ impl Connection {
     async fn serve(self, tcp: TcpStream, peer: SocketAddr, slot: connections::Slot) {
         let progress = slot.progress.clone();
         let tls = tokio::select! {
-            tls = accept_tls(tcp, peer, &self.acceptor, self.handshake_timeout, &self.metrics) => tls,
+            tls = accept_tls(tcp, peer, &self.acceptor, self.handshake_timeout, &self.metrics, &self.warnings) => tls,
             () = slot.reclaimed.cancelled() => None,
             () = self.drain.cancelled() => None,
         };
@@ -308,13 +315,17 @@ impl Connection {
         let grace = match close {
             Close::Expired(Expired::SlowRequest) => {
                 self.metrics.rejection("request_timeout");
-                tracing::warn!(%peer, timeout = ?request_timeout, "request not received within --request-timeout; connection closed");
+                if let Some(suppressed) = self.warnings.admit("request_timeout") {
+                    tracing::warn!(%peer, suppressed, timeout = ?request_timeout, "request not received within --request-timeout; connection closed");
+                }
                 // A half-read request head cannot end gracefully.
                 return;
             }
             Close::Expired(Expired::NoRequest) => {
                 self.metrics.rejection("no_request");
-                tracing::warn!(%peer, timeout = ?request_timeout, "no request within --request-timeout of connecting; connection closed");
+                if let Some(suppressed) = self.warnings.admit("no_request") {
+                    tracing::warn!(%peer, suppressed, timeout = ?request_timeout, "no request within --request-timeout of connecting; connection closed");
+                }
                 CLOSE_GRACE
             }
             Close::Expired(Expired::Idle) => {
@@ -342,6 +353,7 @@ async fn accept_tls(
     acceptor: &TlsAcceptor,
     timeout: Duration,
     metrics: &Metrics,
+    warnings: &Warnings,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let _ = tcp.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -350,7 +362,9 @@ async fn accept_tls(
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
         Ok(Ok(1)) => {
             metrics.rejection("plain_http");
-            tracing::warn!(%peer, first_byte = first[0], "non-TLS bytes on the HTTPS port; answered 400");
+            if let Some(suppressed) = warnings.admit("plain_http") {
+                tracing::warn!(%peer, suppressed, first_byte = first[0], "non-TLS bytes on the HTTPS port; answered 400");
+            }
             answer_plain_http(tcp).await;
             return None;
         }
@@ -362,7 +376,9 @@ async fn accept_tls(
         }
         Err(_) => {
             metrics.rejection("tls_handshake_timeout");
-            tracing::warn!(%peer, ?timeout, "no TLS handshake within the timeout");
+            if let Some(suppressed) = warnings.admit("tls_handshake_timeout") {
+                tracing::warn!(%peer, suppressed, ?timeout, "no TLS handshake within the timeout");
+            }
             return None;
         }
     }
@@ -370,12 +386,16 @@ async fn accept_tls(
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(err)) => {
             metrics.rejection("tls_handshake");
-            tracing::warn!(%peer, error = %err, "TLS handshake failed");
+            if let Some(suppressed) = warnings.admit("tls_handshake") {
+                tracing::warn!(%peer, suppressed, error = %err, "TLS handshake failed");
+            }
             None
         }
         Err(_) => {
             metrics.rejection("tls_handshake_timeout");
-            tracing::warn!(%peer, ?timeout, "TLS handshake did not finish within the timeout");
+            if let Some(suppressed) = warnings.admit("tls_handshake_timeout") {
+                tracing::warn!(%peer, suppressed, ?timeout, "TLS handshake did not finish within the timeout");
+            }
             None
         }
     }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::body::{self, BodyError, Budget};
+use super::warnings::Warnings;
 use super::watchdog::RequestStart;
 
 use crate::admission::{self, Decision, Endpoint, Webhook};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub budget: Budget,
     /// Bound on receiving one request, from its first byte (`--request-timeout`).
     pub request_timeout: Duration,
+    /// The gate on WARN lines clients can trigger.
+    pub warnings: Arc<Warnings>,
 }
 
 /// Routes of the webhook (TLS) port.
@@ -158,7 +161,9 @@ async fn handle(state: &AppState, endpoint: Endpoint, request: Request) -> Respo
         Ok(request) => request,
         Err(err) => {
             state.metrics.rejection("bad_review");
-            tracing::warn!(endpoint = endpoint.as_str(), error = %err, "rejected request body");
+            if let Some(suppressed) = state.warnings.admit("bad_review") {
+                tracing::warn!(endpoint = endpoint.as_str(), suppressed, error = %err, "rejected request body");
+            }
             return status_error(StatusCode::BAD_REQUEST, err.to_string());
         }
     };
