@@ -75,6 +75,16 @@ fn validity(params: &mut CertificateParams, days: u32) {
     params.not_after = now + Duration::days(i64::from(days));
 }
 
+/// `nsguard webhook CA <16 hex digits of the SHA-256 of its public key>`.
+fn ca_common_name(key: &KeyPair) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key_raw());
+    let id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("nsguard webhook CA {id}")
+}
+
 fn named(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "nsguard");
@@ -93,7 +103,9 @@ pub fn generate(req: &CertRequest) -> anyhow::Result<GeneratedCerts> {
 
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca = CertificateParams::default();
-    ca.distinguished_name = named("nsguard webhook CA");
+    // A subject of its own (from its key), so a certificate from another nsguard CA is
+    // reported as an unknown issuer rather than a bad signature.
+    ca.distinguished_name = named(&ca_common_name(&ca_key));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -211,6 +223,32 @@ mod tests {
         let certs = generate(&CertRequest::default()).unwrap();
         crate::server::tls::certified_key(certs.tls_cert.as_bytes(), certs.tls_key.as_bytes())
             .expect("the serving pair is usable");
+    }
+
+    #[test]
+    fn every_ca_has_a_subject_of_its_own() {
+        let cn = |certs: &GeneratedCerts| {
+            use rustls_pki_types::pem::PemObject as _;
+            let der =
+                rustls_pki_types::CertificateDer::from_pem_slice(certs.ca_cert.as_bytes()).unwrap();
+            let prefix = b"nsguard webhook CA ";
+            let at = der
+                .windows(prefix.len())
+                .position(|w| w == prefix)
+                .expect("the CA's common name");
+            String::from_utf8(der[at..at + prefix.len() + 16].to_vec()).unwrap()
+        };
+        let (a, b) = (
+            generate(&CertRequest::default()).unwrap(),
+            generate(&CertRequest::default()).unwrap(),
+        );
+        assert_ne!(cn(&a), cn(&b));
+        assert!(
+            cn(&a)
+                .trim_start_matches("nsguard webhook CA ")
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit())
+        );
     }
 
     #[test]

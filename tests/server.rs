@@ -207,7 +207,9 @@ async fn client_certificates_are_required_and_verified_with_client_ca() {
     let resp = review(&trusted, server.addr, "/validate", body.clone()).await;
     assert_eq!(resp["response"]["uid"], uid_of(&body));
 
-    // A certificate from another CA: refused.
+    // A certificate from another CA: refused (a second later, past the once-a-second
+    // limit on handshake warnings, so its own line is logged).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let other = nsguard::certs::generate(&nsguard::certs::CertRequest {
         client_name: Some("intruder".into()),
         ..Default::default()
@@ -226,6 +228,10 @@ async fn client_certificates_are_required_and_verified_with_client_ca() {
         refused,
         "a client certificate from an unknown CA was accepted"
     );
+    // Each generated CA has its own subject, so the log says what happened (an unknown
+    // issuer), not BadSignature as when every nsguard CA shared one subject.
+    let line = server.wait_for_log("UnknownIssuer", Duration::from_secs(5));
+    assert!(line.contains("TLS handshake failed"), "{line}");
 }
 
 #[tokio::test]
