@@ -239,3 +239,66 @@ fn the_dockerfile_builds_locked_and_runs_non_root_without_a_shell() {
     // Everything the binary embeds is copied into the build stage.
     assert!(dockerfile.contains("COPY examples ./examples"));
 }
+
+/// The NetworkPolicy selects nsguard's pods, opens the webhook port (the API server's
+/// sources cannot be named by a selector) and the metrics port only to a monitoring
+/// namespace; its named ports are the container's; the base installs it.
+#[test]
+fn the_network_policy_opens_the_webhook_port_and_keeps_metrics_to_monitoring() {
+    let policy = &load("manifests/base/networkpolicy.yaml")[0];
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    let deployment = &load("manifests/base/deployment.yaml")[0];
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &pod_labels[key], value,
+            "the policy does not select nsguard's pods"
+        );
+    }
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let container_ports: BTreeSet<&str> =
+        deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let rule_for = |port: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"] == port)
+            })
+            .unwrap_or_else(|| panic!("no rule for port {port}"))
+    };
+    for port in ["https", "metrics"] {
+        assert!(
+            container_ports.contains(port),
+            "{port} is not a container port"
+        );
+    }
+    assert!(
+        rule_for("https").get("from").is_none(),
+        "the API server must reach the webhook port"
+    );
+    let metrics_from = rule_for("metrics")["from"].as_array().unwrap();
+    assert_eq!(metrics_from.len(), 1);
+    assert_eq!(
+        metrics_from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let kustomization =
+        std::fs::read_to_string(repo_path("manifests/base/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- networkpolicy.yaml"));
+}
