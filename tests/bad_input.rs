@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{HttpsClient, Server, fixture, review};
+use common::{HttpsClient, Server, closed_within, fill_with_busy_connections, fixture, review};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a case expects back: an HTTP status and text the answer must contain.
@@ -213,19 +213,7 @@ async fn at_the_connection_limit_idle_connections_make_room_and_busy_ones_do_not
 
     drop(served);
     // Four requests in flight (bodies still arriving) fill every slot: a fifth is refused.
-    let mut busy = Vec::new();
-    for _ in 0..4 {
-        let mut tls = client.connect_tls(server.addr).await.unwrap();
-        tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{")
-            .await
-            .unwrap();
-        busy.push(tls);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        client.connect(server.addr).await.is_err(),
-        "a fifth connection got in"
-    );
+    let busy = fill_with_busy_connections(&client, server.addr, 4).await;
     server.wait_for_log("every open connection is busy", Duration::from_secs(5));
     drop(busy);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -244,15 +232,6 @@ async fn at_the_connection_limit_idle_connections_make_room_and_busy_ones_do_not
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Read until the server closes the connection, or give up after `limit`.
-async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), limit: Duration) -> bool {
-    let mut sink = Vec::new();
-    matches!(
-        tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await,
-        Ok(Ok(_)) | Ok(Err(_))
-    )
 }
 
 /// Connections that complete the handshake and send nothing hold a slot for
@@ -468,19 +447,7 @@ async fn concurrent_maximal_bodies_stay_within_the_memory_budget() {
 async fn probes_answer_on_the_metrics_port_while_the_webhook_port_is_full() {
     let server = Server::builder().args(&["--max-connections", "2"]).start();
     let client = server.client();
-    let mut busy = Vec::new();
-    for _ in 0..2 {
-        let mut tls = client.connect_tls(server.addr).await.unwrap();
-        tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{")
-            .await
-            .unwrap();
-        busy.push(tls);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        client.connect(server.addr).await.is_err(),
-        "the webhook port is not full"
-    );
+    let _busy = fill_with_busy_connections(&client, server.addr, 2).await;
     for (path, expected) in [("/healthz", "ok"), ("/readyz", "ok")] {
         let (status, text) = plain_get(server.metrics_addr, path).await;
         assert_eq!(status, 200, "{path}: {text}");

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{HttpsClient, Server, all_fixtures, fixture, review};
+use common::{HttpsClient, Server, all_fixtures, closed_within, fixture, review};
 use hyper::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -260,15 +260,6 @@ async fn refuses_to_start_with_a_broken_certificate() {
         err.contains("nsguard: error:") && err.contains("CERTIFICATE"),
         "{err}"
     );
-}
-
-/// Read until the server closes the connection, or give up after `limit`.
-async fn closed_within(stream: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
-    let mut sink = Vec::new();
-    matches!(
-        tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await,
-        Ok(Ok(_)) | Ok(Err(_))
-    )
 }
 
 #[tokio::test]

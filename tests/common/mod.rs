@@ -440,6 +440,43 @@ impl HttpsClient {
     }
 }
 
+/// Read until the server closes the connection, or give up after `limit`.
+pub async fn closed_within(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    matches!(
+        tokio::time::timeout(limit, stream.read_to_end(&mut sink)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+/// Open `n` connections, each with a request in flight (its body still arriving), which
+/// fill a server started with `--max-connections n`: a further connection is refused.
+pub async fn fill_with_busy_connections(
+    client: &HttpsClient,
+    addr: SocketAddr,
+    n: usize,
+) -> Vec<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let mut busy = Vec::new();
+    for _ in 0..n {
+        let mut tls = client.connect_tls(addr).await.unwrap();
+        tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{")
+            .await
+            .unwrap();
+        busy.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        client.connect(addr).await.is_err(),
+        "the server is not full"
+    );
+    busy
+}
+
 /// A status and body.
 #[derive(Debug)]
 pub struct Reply {
