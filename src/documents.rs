@@ -3,45 +3,134 @@
 //! `kubectl get ... -o yaml|json` prints it. Used by the cluster-dump loader and the
 //! offline manifest commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::yaml::{self, NodeSpan, Step};
+
 /// A document that could not be read, with its position for the message.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    #[error("document {index}: {message}")]
-    Invalid { index: usize, message: String },
+    /// `document` counts from 1, as a person counts the documents of a file.
+    #[error("document {document}: {message}")]
+    Invalid { document: usize, message: String },
 }
 
-/// Parse every document of a YAML or JSON text. Empty YAML documents (`---` alone,
-/// comments only) are skipped; their index still counts, so messages match the file.
-pub fn parse(text: &str) -> Result<Vec<(usize, Value)>, DocumentError> {
+/// One document of a stream, as kubectl reads it.
+#[derive(Debug)]
+pub struct Document {
+    /// 1-based, counting every document of the stream.
+    pub number: usize,
+    pub value: Value,
+    /// Where each object's `metadata` and `metadata.namespace` are in the source text,
+    /// by path (`metadata`, `items/3/metadata/namespace`, ...), in bytes from the start
+    /// of the whole text: what an edit in place needs.
+    pub spans: HashMap<Vec<Step>, NodeSpan>,
+}
+
+/// Parse every document of a YAML stream or a JSON stream (objects one after another, as
+/// kubectl accepts, or one array of objects). Empty YAML documents (`---` alone, comments
+/// only) are skipped; their number still counts, so messages match the file.
+pub fn parse(text: &str) -> Result<Vec<Document>, DocumentError> {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        // JSON proper: faster and with JSON's own error positions. `[...]` is a stream
-        // of objects, as some tools emit.
-        let value: Value = serde_json::from_str(text).map_err(|e| DocumentError::Invalid {
-            index: 0,
-            message: format!("invalid JSON: {e}"),
-        })?;
-        return Ok(match value {
-            Value::Array(items) => items.into_iter().enumerate().collect(),
-            other => vec![(0, other)],
-        });
-    }
-    let mut out = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| DocumentError::Invalid {
-            index,
-            message: format!("invalid YAML: {e}"),
-        })?;
-        if !value.is_null() {
-            out.push((index, value));
+    let documents = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        parse_json_stream(text)?
+    } else {
+        yaml::parse_stream(text, &keep_span)
+            .map_err(|e| DocumentError::Invalid {
+                document: e.document,
+                message: format!(
+                    "invalid YAML: line {} column {}: {}",
+                    e.line, e.column, e.message
+                ),
+            })?
+            .into_iter()
+            .map(|d| Document {
+                number: d.number,
+                value: d.value,
+                spans: d.spans,
+            })
+            .collect()
+    };
+    Ok(documents
+        .into_iter()
+        .filter(|d| !d.value.is_null())
+        .collect())
+}
+
+/// Each JSON value of the stream is one document; a top-level array is a stream of
+/// objects, as some tools emit. JSON is YAML, so each is read by the same reader (with
+/// the same spans), its offsets moved to the whole text.
+fn parse_json_stream(text: &str) -> Result<Vec<Document>, DocumentError> {
+    let mut documents = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+    let mut begin = 0;
+    let mut number = 0;
+    while let Some(next) = stream.next() {
+        number += 1;
+        let invalid = |message: String| DocumentError::Invalid {
+            document: number,
+            message,
+        };
+        next.map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+        let end = stream.byte_offset();
+        let slice = &text[begin..end];
+        let parsed = yaml::parse_stream(slice, &keep_span_in_array)
+            .map_err(|e| invalid(format!("invalid JSON: {}", e.message)))?;
+        for document in parsed {
+            let spans: HashMap<Vec<Step>, NodeSpan> = document
+                .spans
+                .into_iter()
+                .map(|(path, span)| (path, span.shifted(begin)))
+                .collect();
+            match document.value {
+                Value::Array(items) => {
+                    // Each item is a document of its own, its spans re-rooted.
+                    for (index, value) in items.into_iter().enumerate() {
+                        let spans = spans
+                            .iter()
+                            .filter(|(path, _)| path.first() == Some(&Step::Index(index)))
+                            .map(|(path, span)| (path[1..].to_vec(), *span))
+                            .collect();
+                        documents.push(Document {
+                            number,
+                            value,
+                            spans,
+                        });
+                        number += 1;
+                    }
+                    number -= 1;
+                }
+                value => documents.push(Document {
+                    number,
+                    value,
+                    spans,
+                }),
+            }
         }
+        begin = end;
     }
-    Ok(out)
+    Ok(documents)
+}
+
+/// The nodes an in-place namespace edit needs: each object's `metadata` mapping and its
+/// `namespace` value, for a document or the items of a List.
+fn keep_span(path: &[Step]) -> bool {
+    let object = match path {
+        [Step::Key(items), Step::Index(_), rest @ ..] if items == "items" => rest,
+        rest => rest,
+    };
+    matches!(object, [Step::Key(m)] if m == "metadata")
+        || matches!(object, [Step::Key(m), Step::Key(n)] if m == "metadata" && n == "namespace")
+}
+
+fn keep_span_in_array(path: &[Step]) -> bool {
+    match path {
+        [Step::Index(_), rest @ ..] => keep_span(rest),
+        rest => keep_span(rest),
+    }
 }
 
 /// Whether a document is a list of objects (`kind: List`, `DeploymentList`, ...).
@@ -145,35 +234,67 @@ fn type_name(value: &Value) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn multi_document_yaml_with_empty_documents() {
-        let docs = parse("---\n# only a comment\n---\nkind: A\n---\n---\nkind: B\n").unwrap();
-        let kinds: Vec<_> = docs
+    fn numbered(text: &str) -> Vec<(usize, String)> {
+        parse(text)
+            .unwrap()
             .iter()
-            .map(|(i, v)| (*i, v["kind"].as_str().unwrap()))
-            .collect();
-        assert_eq!(kinds, vec![(1, "A"), (3, "B")]);
+            .map(|d| (d.number, d.value["kind"].as_str().unwrap().to_owned()))
+            .collect()
     }
 
     #[test]
-    fn json_object_and_array() {
-        assert_eq!(parse(r#"{"kind":"A"}"#).unwrap().len(), 1);
-        assert_eq!(parse(r#"[{"kind":"A"},{"kind":"B"}]"#).unwrap().len(), 2);
+    fn multi_document_yaml_with_empty_documents() {
+        assert_eq!(
+            numbered("---\n# only a comment\n---\nkind: A\n---\n---\nkind: B\n"),
+            vec![(2, "A".to_owned()), (4, "B".to_owned())]
+        );
+    }
+
+    #[test]
+    fn json_objects_streams_and_arrays() {
+        assert_eq!(numbered(r#"{"kind":"A"}"#), vec![(1, "A".to_owned())]);
+        assert_eq!(
+            numbered("{\"kind\":\"A\"}\n{\"kind\": \"B\"}\n"),
+            vec![(1, "A".to_owned()), (2, "B".to_owned())]
+        );
+        assert_eq!(
+            numbered(r#"[{"kind":"A"},{"kind":"B"}]"#),
+            vec![(1, "A".to_owned()), (2, "B".to_owned())]
+        );
         assert!(parse("{\"kind\":").is_err());
     }
 
     #[test]
     fn broken_yaml_names_the_document() {
         let err = parse("kind: A\n---\nkind: [unclosed\n").unwrap_err();
-        assert!(err.to_string().starts_with("document 1:"), "{err}");
+        assert!(err.to_string().starts_with("document 2:"), "{err}");
+    }
+
+    #[test]
+    fn spans_of_metadata_are_kept_for_objects_and_list_items() {
+        let text = "kind: List\nitems:\n- kind: A\n  metadata: {name: a, namespace: x}\n";
+        let doc = &parse(text).unwrap()[0];
+        let path = [
+            Step::Key("items".into()),
+            Step::Index(0),
+            Step::Key("metadata".into()),
+            Step::Key("namespace".into()),
+        ];
+        let span = doc.spans[&path.to_vec()];
+        assert_eq!(&text[span.start..span.end], "x");
+        let json = "{\"kind\":\"A\"}\n{\"kind\":\"B\",\"metadata\":{\"namespace\":\"x\"}}";
+        let docs = parse(json).unwrap();
+        let span =
+            docs[1].spans[&vec![Step::Key("metadata".into()), Step::Key("namespace".into())]];
+        assert_eq!(&json[span.start..span.end], "\"x\"");
     }
 
     #[test]
     fn lists_are_flattened() {
         let docs = parse("kind: List\nitems:\n- kind: A\n- kind: B\n").unwrap();
-        assert_eq!(objects(&docs[0].1).count(), 2);
+        assert_eq!(objects(&docs[0].value).count(), 2);
         let typed = parse("kind: DeploymentList\napiVersion: apps/v1\nitems: []\n").unwrap();
-        assert_eq!(objects(&typed[0].1).count(), 0);
+        assert_eq!(objects(&typed[0].value).count(), 0);
     }
 
     #[test]

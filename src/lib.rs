@@ -20,3 +20,4 @@ pub mod naming;
 pub mod placement;
 pub mod server;
 pub mod telemetry;
+pub mod yaml;

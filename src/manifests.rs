@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::documents::{self, ObjectHead};
 use crate::labels::LabelScheme;
-use crate::placement::{self, Misplacement, Placement};
+use crate::placement::{self, Placement};
+use crate::yaml::{self, NodeKind, NodeSpan, Quoting, Step};
 
 /// Kinds that live outside namespaces (from the API's discovery documents), so a
 /// manifest without `metadata.namespace` is not "missing" one. Kinds not listed,
@@ -48,10 +49,13 @@ const CLUSTER_SCOPED_KINDS: &[&str] = &[
     "VolumeAttributesClass",
 ];
 
+/// How messages name standard input.
+pub const STDIN: &str = "<stdin>";
+
 /// One input: a file's text, or standard input's.
 #[derive(Debug)]
 pub struct Source {
-    /// The path as given, or `-` for standard input.
+    /// The path as given, or [`STDIN`].
     pub name: String,
     pub text: String,
 }
@@ -74,11 +78,11 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<Source>, ManifestError> {
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| ManifestError {
-                    source_name: "-".into(),
+                    source_name: STDIN.into(),
                     message: format!("reading standard input: {e}"),
                 })?;
             sources.push(Source {
-                name: "-".into(),
+                name: STDIN.into(),
                 text,
             });
         } else if path.is_dir() {
@@ -126,19 +130,26 @@ fn io_error(path: &Path, err: std::io::Error) -> ManifestError {
     }
 }
 
-/// A misplaced object found in a manifest.
+/// A sub-env object of a manifest that is misplaced, or whose namespace cannot be told.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub file: String,
-    /// Index of the YAML/JSON document in the file, from 0.
+    /// The document in the file, from 1 as a person counts.
     pub document: usize,
-    /// Index in the document's `items` when the document is a List.
+    /// The item in the document's `items`, from 1, when the document is a List.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
     pub kind: String,
     pub name: String,
+    /// [`Placement::Misplaced`] or [`Placement::Unresolvable`].
     #[serde(flatten)]
-    pub misplacement: Misplacement,
+    pub placement: Placement,
+}
+
+impl Finding {
+    pub fn misplaced(&self) -> bool {
+        matches!(self.placement, Placement::Misplaced(_))
+    }
 }
 
 impl std::fmt::Display for Finding {
@@ -147,69 +158,196 @@ impl std::fmt::Display for Finding {
         if let Some(item) = self.item {
             write!(f, " item {item}")?;
         }
-        write!(f, ": {} {:?}: {}", self.kind, self.name, self.misplacement)
+        write!(f, ": {} {:?}: ", self.kind, self.name)?;
+        match &self.placement {
+            Placement::Misplaced(m) => write!(f, "{m}"),
+            Placement::Unresolvable { owner, reason } => write!(
+                f,
+                "sub-env stack {owner}: {reason}; its namespace cannot be told, so it is left as it is"
+            ),
+            Placement::NotSubEnv | Placement::Placed => f.write_str("in place"),
+        }
     }
 }
 
+/// One source with its misplaced objects moved.
+#[derive(Debug)]
+pub struct Rewritten {
+    /// The source text with only the `metadata.namespace` of each moved object changed
+    /// (replaced in place, or one line inserted): comments, order, quoting, anchors and
+    /// separators are the input's.
+    pub text: String,
+    /// Every object document as read, after the move.
+    pub documents: Vec<Value>,
+    pub findings: Vec<Finding>,
+}
+
 /// The documents of one source, each with its misplaced objects moved to their target
-/// namespace, and what was moved. `default_namespace` stands for a missing
+/// namespace, and what was found. `default_namespace` stands for a missing
 /// `metadata.namespace`, as `kubectl apply --namespace` would.
 pub fn rewrite(
     source: &Source,
     scheme: &LabelScheme,
     default_namespace: Option<&str>,
-) -> Result<(Vec<Value>, Vec<Finding>), ManifestError> {
+) -> Result<Rewritten, ManifestError> {
     let error = |message: String| ManifestError {
         source_name: source.name.clone(),
         message,
     };
+    let json = source.text.trim_start().starts_with(['{', '[']);
     let mut documents = Vec::new();
     let mut findings = Vec::new();
-    for (index, mut document) in documents::parse(&source.text).map_err(|e| error(e.to_string()))? {
-        let list = documents::is_list(&document);
+    let mut edits = Vec::new();
+    for mut document in documents::parse(&source.text).map_err(|e| error(e.to_string()))? {
+        let list = documents::is_list(&document.value);
         let objects: Vec<&mut Value> = if list {
-            document["items"]
+            document.value["items"]
                 .as_array_mut()
                 .into_iter()
                 .flatten()
                 .collect()
         } else {
-            vec![&mut document]
+            vec![&mut document.value]
         };
-        for (item, object) in objects.into_iter().enumerate() {
-            let item = list.then_some(item);
+        for (index, object) in objects.into_iter().enumerate() {
+            let item = list.then_some(index + 1);
             let position = match item {
-                Some(item) => format!("document {index}, item {item}"),
-                None => format!("document {index}"),
+                Some(item) => format!("document {}, item {item}", document.number),
+                None => format!("document {}", document.number),
             };
             let head = ObjectHead::of(object).map_err(|e| error(format!("{position}: {e}")))?;
-            if let Some(misplacement) = misplaced(&head, object, scheme, default_namespace) {
+            let Some(placement) = judge(&head, object, scheme, default_namespace) else {
+                continue;
+            };
+            if let Placement::Misplaced(misplacement) = &placement {
                 let has_namespace = head.metadata.namespace.is_some();
                 json_patch::patch(object, &misplacement.patch(has_namespace)).map_err(|e| {
                     error(format!("{position}: cannot set metadata.namespace: {e}"))
                 })?;
-                findings.push(Finding {
-                    file: source.name.clone(),
-                    document: index,
-                    item,
-                    kind: head.kind,
-                    name: head.metadata.name,
-                    misplacement,
-                });
+                let prefix: Vec<Step> = match list {
+                    true => vec![Step::Key("items".into()), Step::Index(index)],
+                    false => Vec::new(),
+                };
+                let edit = namespace_edit(
+                    &source.text,
+                    &document.spans,
+                    &prefix,
+                    &misplacement.target,
+                    json,
+                )
+                .ok_or_else(|| {
+                    error(format!(
+                        "{position}: cannot find metadata in the source to set its namespace"
+                    ))
+                })?;
+                edits.push(edit);
             }
+            findings.push(Finding {
+                file: source.name.clone(),
+                document: document.number,
+                item,
+                kind: head.kind,
+                name: head.metadata.name,
+                placement,
+            });
         }
-        documents.push(document);
+        documents.push(document.value);
     }
-    Ok((documents, findings))
+    let mut text = source.text.clone();
+    edits.sort_by_key(|edit| std::cmp::Reverse(edit.0));
+    for (start, end, replacement) in edits {
+        text.replace_range(start..end, &replacement);
+    }
+    Ok(Rewritten {
+        text,
+        documents,
+        findings,
+    })
 }
 
-/// The misplacement of one manifest object, if it is a misplaced sub-env object.
-fn misplaced(
+/// The one change that sets an object's namespace in its source: the namespace value
+/// replaced in its own quoting, or a `namespace` entry inserted before the first key of
+/// `metadata`, in that mapping's indentation (block) or style (flow, JSON).
+fn namespace_edit(
+    text: &str,
+    spans: &std::collections::HashMap<Vec<Step>, NodeSpan>,
+    prefix: &[Step],
+    target: &str,
+    json: bool,
+) -> Option<(usize, usize, String)> {
+    let at = |steps: &[&str]| {
+        let mut path = prefix.to_vec();
+        path.extend(steps.iter().map(|s| Step::Key((*s).to_owned())));
+        spans.get(&path).copied()
+    };
+    let quoted = serde_json::to_string(target).ok()?;
+    if let Some(span) = at(&["metadata", "namespace"]) {
+        let NodeKind::Scalar(quoting) = span.kind else {
+            return None;
+        };
+        let value = match quoting {
+            _ if json => quoted,
+            Quoting::Plain if yaml::plain_is_string(target) => target.to_owned(),
+            Quoting::Single => format!("'{}'", target.replace('\'', "''")),
+            _ => quoted,
+        };
+        if span.start == span.end {
+            // `namespace:` with no value: the empty scalar sits at the key's colon.
+            let colon = span.start + text.get(span.start..)?.find(':')? + 1;
+            return Some((colon, colon, format!(" {value}")));
+        }
+        let replaced = text.get(span.start..span.end)?;
+        let newline = if quoting == Quoting::Block && replaced.ends_with('\n') {
+            "\n"
+        } else {
+            ""
+        };
+        return Some((span.start, span.end, format!("{value}{newline}")));
+    }
+    let metadata = at(&["metadata"])?;
+    let NodeKind::Mapping { flow, first_key } = metadata.kind else {
+        return None;
+    };
+    let quote_key = json || first_key.is_some_and(|k| k.quoting == Quoting::Double);
+    let key = if quote_key {
+        "\"namespace\""
+    } else {
+        "namespace"
+    };
+    let value = if json || !yaml::plain_is_string(target) {
+        quoted
+    } else {
+        target.to_owned()
+    };
+    let entry = format!("{key}: {value}");
+    match (flow, first_key) {
+        (false, Some(first)) => Some((
+            first.start,
+            first.start,
+            format!("{entry}\n{}", " ".repeat(first.column)),
+        )),
+        (true, Some(first)) => {
+            let separate_line = text.get(metadata.start..first.start)?.contains('\n');
+            let after = if separate_line {
+                format!(",\n{}", " ".repeat(first.column))
+            } else {
+                ", ".to_owned()
+            };
+            Some((first.start, first.start, format!("{entry}{after}")))
+        }
+        (true, None) => Some((metadata.start + 1, metadata.start + 1, entry)),
+        (false, None) => None,
+    }
+}
+
+/// What placement says of one manifest object, when there is something to say: misplaced
+/// or unresolvable.
+fn judge(
     head: &ObjectHead,
     object: &Value,
     scheme: &LabelScheme,
     default_namespace: Option<&str>,
-) -> Option<Misplacement> {
+) -> Option<Placement> {
     if CLUSTER_SCOPED_KINDS.contains(&head.kind.as_str()) {
         return None;
     }
@@ -227,99 +365,19 @@ fn misplaced(
         .or(default_namespace)
         .unwrap_or("");
     match placement::place(scheme, &head.metadata.labels, namespace) {
-        Placement::Misplaced(m) => Some(m),
-        _ => None,
+        found @ (Placement::Misplaced(_) | Placement::Unresolvable { .. }) => Some(found),
+        Placement::NotSubEnv | Placement::Placed => None,
     }
 }
 
-/// Render documents as a YAML stream (`---` between documents) or as JSON documents.
-pub fn render(documents: &[Value], json: bool) -> Result<String, String> {
+/// Documents as a stream of pretty JSON documents, one after another (which `kubectl
+/// apply -f` and nsguard read back).
+pub fn render_json(documents: &[Value]) -> String {
     let mut out = String::new();
-    for (i, document) in documents.iter().enumerate() {
-        if json {
-            out.push_str(&serde_json::to_string_pretty(document).map_err(|e| e.to_string())?);
-            out.push('\n');
-        } else {
-            if i > 0 {
-                out.push_str("---\n");
-            }
-            out.push_str(&serde_yaml::to_string(document).map_err(|e| e.to_string())?);
-        }
+    for document in documents {
+        // A Value always serializes.
+        out.push_str(&serde_json::to_string_pretty(document).unwrap_or_default());
+        out.push('\n');
     }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn source(text: &str) -> Source {
-        Source {
-            name: "test.yaml".into(),
-            text: text.into(),
-        }
-    }
-
-    const SUB_ENV: &str = "simple-container-com/app-name: myapp-tenant-a\n    simple-container-com/env: tenant-a\n    simple-container-com/parent-env: production";
-
-    #[test]
-    fn moves_misplaced_objects_and_keeps_the_rest() {
-        let text = format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: myapp\n  labels:\n    {SUB_ENV}\nspec:\n  ports: [{{port: 80}}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n  namespace: myapp\n"
-        );
-        let (docs, findings) = rewrite(&source(&text), &LabelScheme::default(), None).unwrap();
-        assert_eq!(findings.len(), 1);
-        assert_eq!(findings[0].misplacement.target, "myapp-tenant-a");
-        assert_eq!(docs[0]["metadata"]["namespace"], "myapp-tenant-a");
-        assert_eq!(docs[0]["spec"]["ports"][0]["port"], 80);
-        assert_eq!(docs[1]["metadata"]["namespace"], "myapp");
-    }
-
-    #[test]
-    fn missing_namespace_uses_the_default_and_cluster_scoped_kinds_are_skipped() {
-        let text = format!(
-            "kind: Deployment\napiVersion: apps/v1\nmetadata:\n  name: a\n  labels:\n    {SUB_ENV}\n---\nkind: Namespace\napiVersion: v1\nmetadata:\n  name: myapp-tenant-a\n  labels:\n    {SUB_ENV}\n"
-        );
-        let (_, findings) = rewrite(
-            &source(&text),
-            &LabelScheme::default(),
-            Some("myapp-tenant-a"),
-        )
-        .unwrap();
-        assert!(findings.is_empty(), "{findings:?}");
-        let (docs, findings) = rewrite(&source(&text), &LabelScheme::default(), None).unwrap();
-        assert_eq!(findings.len(), 1);
-        assert_eq!(docs[0]["metadata"]["namespace"], "myapp-tenant-a");
-        assert!(docs[1]["metadata"].get("namespace").is_none());
-    }
-
-    #[test]
-    fn list_items_are_positioned() {
-        let text = "kind: List\napiVersion: v1\nitems:\n- kind: ConfigMap\n  apiVersion: v1\n  metadata: {name: x, namespace: myapp}\n- kind: Service\n  apiVersion: v1\n  metadata:\n    name: s\n    namespace: myapp\n    labels: {simple-container-com/app-name: myapp-tenant-a, simple-container-com/env: tenant-a, simple-container-com/parent-env: production}\n";
-        let (docs, findings) = rewrite(&source(text), &LabelScheme::default(), None).unwrap();
-        assert_eq!(findings[0].item, Some(1));
-        assert_eq!(
-            docs[0]["items"][1]["metadata"]["namespace"],
-            "myapp-tenant-a"
-        );
-        assert!(
-            findings[0]
-                .to_string()
-                .starts_with("test.yaml document 0 item 1: Service \"s\"")
-        );
-    }
-
-    #[test]
-    fn bad_input_names_file_and_document() {
-        let err = rewrite(
-            &source("kind: A\nmetadata: {name: a}\n---\n- not\n- an object\n"),
-            &LabelScheme::default(),
-            None,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "test.yaml: document 1: expected a Kubernetes object, found a list"
-        );
-    }
+    out
 }

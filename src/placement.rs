@@ -19,7 +19,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::labels::{LabelScheme, Owner, StringMap};
-use crate::naming::sanitize;
+use crate::naming::{self, sanitize};
 
 /// `nsguard.dev/skip-placement: "true"` on an object exempts it from placement.
 pub const SKIP_ANNOTATION: &str = "nsguard.dev/skip-placement";
@@ -68,16 +68,15 @@ pub struct Misplacement {
 
 impl fmt::Display for Misplacement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = if self.current.is_empty() {
-            "no namespace"
-        } else {
-            &self.current
-        };
         write!(
             f,
-            "sub-env stack {} (app-name {:?}, env {:?}, parent-env {:?}) belongs in namespace {:?}, not {:?}",
-            self.owner, self.owner.app_name, self.owner.env, self.parent_env, self.target, current
-        )
+            "sub-env stack {} (app-name {:?}, env {:?}, parent-env {:?}) belongs in namespace {:?}, ",
+            self.owner, self.owner.app_name, self.owner.env, self.parent_env, self.target
+        )?;
+        match self.current.as_str() {
+            "" => f.write_str("and names no namespace"),
+            current => write!(f, "not {current:?}"),
+        }
     }
 }
 
@@ -142,6 +141,14 @@ fn push_quoted(out: &mut String, s: &str) {
     }
 }
 
+/// What `warn`, `enforce` and `rewrite` say of a sub-env object whose namespace cannot be
+/// computed: it is left where it is.
+pub fn unresolvable_warning(kind: &str, name: &str, owner: &Owner, reason: &str) -> String {
+    format!(
+        "nsguard: {kind} {name:?} of sub-env {owner}: {reason}; nsguard cannot tell which namespace it belongs in and leaves it where it is"
+    )
+}
+
 /// Whether placement leaves an object alone whatever its labels: controller-owned
 /// objects and objects with the skip annotation.
 pub fn exempt(annotations: Option<&dyn StringMap>, controller_owned: bool) -> bool {
@@ -151,9 +158,49 @@ pub fn exempt(annotations: Option<&dyn StringMap>, controller_owned: bool) -> bo
             .is_some_and(|v| v == "true")
 }
 
-/// The deployed namespace of a sub-env stack, from its app-name label.
-pub fn target_namespace(app_name: &str) -> Option<Cow<'_, str>> {
-    Some(sanitize(app_name)).filter(|ns| !ns.is_empty())
+/// The deployed namespace of a sub-env stack, from its labels.
+///
+/// simple-container writes app-name as `sanitize(<stack>-<env>)`, so its namespace is
+/// `sanitize(app-name)`: such an app-name ends with `-<env>`, or, past 63 bytes, was
+/// truncated and hashed (`...-1a2b`). A person writing the labels by hand gives the stack
+/// name alone (`app-name: pay-space-wallet`, `env: tenant-a`); its namespace is then the
+/// one simple-container makes for that stack and env, the answer of `nsguard ns-name`.
+/// `None` when the app-name has no valid character.
+pub fn target_namespace<'a>(
+    app_name: &'a str,
+    env: &str,
+    parent_env: &str,
+) -> Option<Cow<'a, str>> {
+    let app = sanitize(app_name);
+    if app.is_empty() {
+        return None;
+    }
+    let env_part = sanitize(env);
+    // Sanitizing is not idempotent on runs of hyphens, so compare before and after.
+    let env_again = sanitize(&env_part);
+    let suffixed = [app_name, &*app].into_iter().any(|name| {
+        [&*env_part, &*env_again].into_iter().any(|env| {
+            name.strip_suffix(env)
+                .is_some_and(|stack| stack.ends_with('-'))
+        })
+    });
+    if suffixed || env_part.is_empty() || hashed(&app) {
+        return Some(app);
+    }
+    naming::deployed_namespace(app_name, env, parent_env)
+        .ok()
+        .map(Cow::Owned)
+}
+
+/// Whether a sanitized name is one `sanitize` truncated and hashed: long, ending in `-`
+/// and four hex digits.
+fn hashed(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 32
+        && bytes[bytes.len() - 5] == b'-'
+        && bytes[bytes.len() - 4..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Decide where an object with these labels belongs, given the namespace it is in.
@@ -165,7 +212,8 @@ pub fn place<M: StringMap + ?Sized>(
     let Some(stack) = scheme.read(labels).filter(|s| s.is_sub_env()) else {
         return Placement::NotSubEnv;
     };
-    let Some(target) = target_namespace(stack.app_name) else {
+    let parent_env = stack.parent_env.unwrap_or_default();
+    let Some(target) = target_namespace(stack.app_name, stack.env, parent_env) else {
         return Placement::Unresolvable {
             owner: stack.owner(),
             reason: format!(
@@ -179,7 +227,7 @@ pub fn place<M: StringMap + ?Sized>(
     } else {
         Placement::Misplaced(Misplacement {
             owner: stack.owner(),
-            parent_env: stack.parent_env.unwrap_or_default().to_owned(),
+            parent_env: parent_env.to_owned(),
             current: namespace.to_owned(),
             target: target.into_owned(),
         })
@@ -276,20 +324,43 @@ mod tests {
 
     #[test]
     fn target_agrees_with_deployed_namespace_of_the_stack() {
-        // app-name is what simple-container writes: sanitize(stack-env).
+        // app-name is what simple-container writes: sanitize(stack-env), hashed when long.
         for (stack, env) in [
             ("MyApp", "TenantA"),
             ("my_app", "tenant-a"),
             ("a---b", "x"),
             (&"long-stack-name".repeat(5) as &str, "tenant-a"),
+            (&"long-stack-name".repeat(4) as &str, "preview-pr-1234"),
         ] {
             let app_name = sanitize(&format!("{stack}-{env}")).into_owned();
             assert_eq!(
-                target_namespace(&app_name).unwrap(),
+                target_namespace(&app_name, env, "production").unwrap(),
                 deployed_namespace(stack, env, "production").unwrap(),
                 "{stack}/{env}"
             );
         }
+    }
+
+    /// Labels written by hand name the stack, not the stack-env: the target is what
+    /// `nsguard ns-name --base <app-name> --stack-env <env> --parent-env <parent>` prints.
+    /// Before, such an object in the stack's own namespace passed without a word.
+    #[test]
+    fn hand_written_labels_name_the_stack_and_get_ns_names_answer() {
+        let scheme = LabelScheme::default();
+        let labels = sub_env("pay-space-wallet", "tenant-a", "production");
+        let got = place(&scheme, &labels, "pay-space-wallet");
+        let Placement::Misplaced(m) = got else {
+            panic!("expected misplaced, got {got:?}")
+        };
+        assert_eq!(m.target, "pay-space-wallet-tenant-a");
+        assert_eq!(
+            m.target,
+            deployed_namespace("pay-space-wallet", "tenant-a", "production").unwrap()
+        );
+        assert_eq!(
+            place(&scheme, &labels, "pay-space-wallet-tenant-a"),
+            Placement::Placed
+        );
     }
 
     #[test]

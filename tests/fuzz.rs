@@ -166,12 +166,20 @@ proptest! {
         let text = String::from_utf8_lossy(&input).into_owned();
         let scheme = LabelScheme::default();
         let source = Source { name: "fuzz".into(), text: text.clone() };
-        if let Ok((documents, findings)) = manifests::rewrite(&source, &scheme, Some("fuzz")) {
-            for finding in &findings {
-                prop_assert!(!finding.misplacement.target.is_empty());
+        if let Ok(rewritten) = manifests::rewrite(&source, &scheme, Some("fuzz")) {
+            for finding in &rewritten.findings {
+                if let nsguard::placement::Placement::Misplaced(m) = &finding.placement {
+                    prop_assert!(!m.target.is_empty());
+                }
             }
-            let _ = manifests::render(&documents, false);
-            let _ = manifests::render(&documents, true);
+            // The edited text reads back as exactly the moved documents.
+            let again: Vec<serde_json::Value> = nsguard::documents::parse(&rewritten.text)
+                .expect("the rewritten text parses")
+                .into_iter()
+                .map(|d| d.value)
+                .collect();
+            prop_assert_eq!(&again, &rewritten.documents);
+            let _ = manifests::render_json(&rewritten.documents);
         }
         if let Ok(dump) = ClusterDump::parse(&text, &scheme) {
             let decision = nsguard::guard::decide(&Default::default(), "pay-space-wallet", Ok(&dump.scan("pay-space-wallet")));

@@ -717,7 +717,8 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
         .and_then(|(_, rest)| rest.strip_suffix("\nEOF"))
         .unwrap_or_else(|| panic!("no ClusterRole at the end of: {message}"));
     let role_yaml = role;
-    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_yaml::from_str(role).unwrap();
+    let role: k8s_openapi::api::rbac::v1::ClusterRole =
+        serde_json::from_value(nsguard::documents::parse(role).unwrap().remove(0).value).unwrap();
     let rules = role.rules.unwrap();
     assert_eq!(rules.len(), 1);
     assert_eq!(

@@ -7,14 +7,14 @@ use std::collections::BTreeSet;
 
 use common::repo_path;
 use nsguard::labels::LabelScheme;
-use serde::Deserialize;
 use serde_json::Value;
 
 fn load(relative: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(repo_path(relative)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
+    nsguard::documents::parse(&text)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
         .collect()
 }
 

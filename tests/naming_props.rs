@@ -1,6 +1,7 @@
 //! Properties every sanitized name must have, over arbitrary input.
 
 use nsguard::naming::{MAX_NAME_LEN, deployed_namespace, sanitize};
+use nsguard::placement::target_namespace;
 use proptest::prelude::*;
 
 /// Strings biased toward the interesting alphabet: case, separators, runs of hyphens and
@@ -72,6 +73,21 @@ proptest! {
     fn deployed_namespaces_are_valid_or_an_error(base in name_like(), env in name_like(), parent in name_like()) {
         if let Ok(ns) = deployed_namespace(&base, &env, &parent) {
             assert_valid_name(&ns);
+        }
+    }
+
+    /// For every label set simple-container writes (app-name = sanitize(stack-env), hashed
+    /// when long), placement's target is the stack's deployed namespace; labels written by
+    /// hand with the stack name get the same answer.
+    #[test]
+    fn placement_targets_the_deployed_namespace(stack in "[a-z][a-z0-9-]{0,70}[a-z0-9]", env in "[a-z][a-z0-9-]{0,20}[a-z0-9]") {
+        let parent = "production";
+        prop_assume!(env != parent);
+        let Ok(expected) = deployed_namespace(&stack, &env, parent) else { return Ok(()) };
+        let written = sanitize(&format!("{stack}-{env}")).into_owned();
+        prop_assert_eq!(target_namespace(&written, &env, parent).unwrap(), expected.as_str(), "written by simple-container: {}", written);
+        if !stack.ends_with(&format!("-{env}")) && stack.len() < 32 {
+            prop_assert_eq!(target_namespace(&stack, &env, parent).unwrap(), expected.as_str(), "written by hand");
         }
     }
 }

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use common::repo_path;
-use serde::Deserialize;
 use serde_json::Value;
 
 fn nsguard(args: &[&str], stdin: Option<&str>) -> Output {
@@ -32,11 +31,13 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every document of a YAML stream.
+/// Every document of a YAML stream, read as nsguard reads it (kubectl's own reading is
+/// compared in `the_tricky_corpus_reads_the_same_in_kubectl_before_and_after_rewrite`).
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
+    nsguard::documents::parse(yaml)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
         .collect()
 }
 
@@ -46,11 +47,11 @@ fn check_reports_every_misplaced_object_with_its_position() {
     assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
     let text = out(&o);
     for line in [
-        "stack/app.yaml document 0: Deployment \"myapp-tenant-a\"",
-        "stack/app.yaml document 1: Service \"myapp-tenant-a\"",
-        "stack/app.yaml document 2: ConfigMap \"myapp-tenant-a-config\"",
-        "stack/list.json document 0 item 0: CronJob \"cleanup\"",
-        "long.yaml document 0: Deployment \"settlement\"",
+        "stack/app.yaml document 1: Deployment \"myapp-tenant-a\"",
+        "stack/app.yaml document 2: Service \"myapp-tenant-a\"",
+        "stack/app.yaml document 3: ConfigMap \"myapp-tenant-a-config\"",
+        "stack/list.json document 1 item 1: CronJob \"cleanup\"",
+        "long.yaml document 1: Deployment \"settlement\"",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
@@ -72,7 +73,9 @@ fn check_json_for_machines() {
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let misplaced = report["misplaced"].as_array().unwrap();
     assert_eq!(misplaced.len(), 3);
-    assert_eq!(misplaced[0]["document"], 0);
+    assert_eq!(misplaced[0]["document"], 1);
+    assert_eq!(misplaced[0]["placement"], "misplaced");
+    assert_eq!(report["unresolvable"], serde_json::json!([]));
     assert_eq!(misplaced[0]["kind"], "Deployment");
     assert_eq!(misplaced[0]["current"], "myapp");
     assert_eq!(misplaced[0]["target"], "myapp-tenant-a");
@@ -92,7 +95,7 @@ fn bad_input_is_exit_2_naming_file_and_document() {
     assert_eq!(o.status.code(), Some(2));
     let e = err(&o);
     assert!(
-        e.contains("broken/broken.yaml: document 1: invalid YAML"),
+        e.contains("broken/broken.yaml: document 2: invalid YAML"),
         "{e}"
     );
     assert_eq!(e.lines().count(), 1, "{e}");
@@ -102,7 +105,7 @@ fn bad_input_is_exit_2_naming_file_and_document() {
     let o = nsguard(&["check", "-f", "-"], Some("- just\n- a list\n"));
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        err(&o).contains("-: document 0: expected a Kubernetes object"),
+        err(&o).contains("<stdin>: document 1: expected a Kubernetes object"),
         "{}",
         err(&o)
     );
@@ -133,11 +136,15 @@ fn rewrite_moves_misplaced_objects_and_keeps_every_other_field() {
         after[0]["spec"]["template"]["spec"]["containers"][0]["env"][2]["value"],
         "01234"
     );
-    assert_eq!(after[2]["data"]["yes"], "no");
+    // kubectl reads the key `yes` as the boolean true, so JSON's "true"; the value stays
+    // the quoted string it was (a re-serializing rewrite unquoted it, and kubectl then
+    // read `{"true": false}`).
+    assert_eq!(after[2]["data"]["true"], "no");
     assert_eq!(
         err(&o).lines().filter(|l| l.starts_with("moved: ")).count(),
         3
     );
+    assert_only_namespace_lines_differ(&input, &out(&o));
 }
 
 #[test]
@@ -199,4 +206,26 @@ fn rewrite_from_stdin_uses_the_default_namespace() {
     // A rewritten stream checks clean.
     let o = nsguard(&["check", "-f", "-"], Some(&out(&o)));
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+}
+
+/// The output is the input but for lines that set a namespace: replaced in place, or one
+/// line inserted. Comments, order, quoting, anchors, flow style and separators stay.
+fn assert_only_namespace_lines_differ(input: &str, output: &str) {
+    let strip = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.contains("namespace"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        strip(input),
+        strip(output),
+        "lines other than namespaces changed"
+    );
+    let (before, after): (Vec<_>, Vec<_>) = (
+        input.lines().filter(|l| l.contains("namespace")).collect(),
+        output.lines().filter(|l| l.contains("namespace")).collect(),
+    );
+    assert!(after.len() >= before.len());
+    assert_eq!(input.ends_with('\n'), output.ends_with('\n'));
 }

@@ -272,11 +272,21 @@ impl Webhook {
         {
             return allow();
         }
-        let Placement::Misplaced(misplaced) = placement::place(&self.scheme, labels, namespace)
-        else {
-            return allow();
-        };
         let kind = request.kind.kind.as_str();
+        let misplaced = match placement::place(&self.scheme, labels, namespace) {
+            Placement::Misplaced(misplaced) => misplaced,
+            // Left where it is, never guessed at, but said (once, on /validate).
+            Placement::Unresolvable { owner, reason } if endpoint == Endpoint::Validate => {
+                let name = display_name(request, meta);
+                return Response {
+                    warnings: vec![placement::unresolvable_warning(
+                        kind, &name, &owner, &reason,
+                    )],
+                    ..allow()
+                };
+            }
+            _ => return allow(),
+        };
         let name = display_name(request, meta);
         // Debug, not info: this runs for every misplaced write, on the hot path. Each
         // decision is counted in nsguard_admission_reviews_total, and the API server's

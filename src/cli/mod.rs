@@ -59,11 +59,12 @@ enum Command {
     /// 2 error or no such namespace. Against a cluster it lists with your credentials
     /// (kubeconfig), not nsguard's: types you may not list are named, and deny.
     CanDelete(Box<can_delete::CanDeleteArgs>),
-    /// Report sub-env objects in manifests that sit outside their namespace. Exit 0 none,
-    /// 1 some, 2 bad input.
-    Check(placement::ManifestArgs),
-    /// Print manifests with misplaced sub-env objects moved to their namespace.
-    Rewrite(placement::ManifestArgs),
+    /// Report sub-env objects in manifests that sit outside their namespace (or whose
+    /// namespace cannot be told). Exit 0 none, 1 some, 2 bad input.
+    Check(placement::CheckArgs),
+    /// Print manifests with misplaced sub-env objects moved to their namespace, changing
+    /// nothing else. Reads standard input without -f (a Helm post-renderer).
+    Rewrite(placement::RewriteArgs),
 }
 
 /// How a command prints its result.

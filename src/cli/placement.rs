@@ -1,5 +1,9 @@
 //! `nsguard check` and `nsguard rewrite`: sub-env placement over manifests, before they
-//! are applied. Exit codes: check 0 none misplaced, 1 some, 2 bad input; rewrite 0, or 2.
+//! are applied. Exit codes: check 0 nothing to report, 1 misplaced or unresolvable
+//! objects, 2 bad input; rewrite 0, or 2.
+//!
+//! Without `-f` both read standard input, so `rewrite` is a Helm post-renderer as it is:
+//! `helm install ... --post-renderer nsguard --post-renderer-args rewrite`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,37 +19,78 @@ use crate::manifests::{self, Finding};
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
     /// Manifest file, directory (its .yaml/.yml/.json files, recursively) or `-` for
-    /// standard input. Repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    /// standard input. Repeatable. Default: standard input.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
     files: Vec<PathBuf>,
     /// Namespace of objects that name none, as `kubectl apply --namespace` would use.
     #[arg(short = 'n', long)]
     namespace: Option<String>,
-    /// text (check) or YAML (rewrite) for people; json for machines.
-    #[arg(long, short, value_enum, default_value = "text")]
-    output: OutputFormat,
     #[command(flatten)]
     labels: LabelArgs,
 }
 
-/// Every source rewritten in memory; the findings, and the documents for `rewrite`.
-fn run(args: &ManifestArgs) -> anyhow::Result<(Vec<serde_json::Value>, Vec<Finding>)> {
-    let scheme = args.labels.scheme();
-    let mut documents = Vec::new();
-    let mut findings = Vec::new();
-    for source in manifests::read_sources(&args.files)? {
-        let (docs, found) = manifests::rewrite(&source, &scheme, args.namespace.as_deref())?;
-        documents.extend(docs);
-        findings.extend(found);
-    }
-    Ok((documents, findings))
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard check -f manifests/
+  helm template my-release ./chart | nsguard check -o json")]
+pub struct CheckArgs {
+    #[command(flatten)]
+    manifests: ManifestArgs,
+    /// text for people, json for machines.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: OutputFormat,
 }
 
-pub fn check(args: ManifestArgs) -> anyhow::Result<ExitCode> {
-    let (_, findings) = run(&args)?;
+/// What `rewrite` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewriteFormat {
+    /// The input itself, byte for byte, with only the namespace of each moved object
+    /// changed (YAML stays YAML, JSON stays JSON).
+    Yaml,
+    /// Every document re-serialized as pretty JSON, one after another.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard rewrite -f app.yaml | kubectl apply -f -
+  helm install my-release ./chart --post-renderer nsguard --post-renderer-args rewrite")]
+pub struct RewriteArgs {
+    #[command(flatten)]
+    manifests: ManifestArgs,
+    /// yaml: the input with only namespaces changed; json: re-serialized documents.
+    #[arg(long, short, value_enum, default_value = "yaml")]
+    output: RewriteFormat,
+}
+
+/// Every source rewritten in memory: the outputs and the findings.
+fn run(args: &ManifestArgs) -> anyhow::Result<Vec<manifests::Rewritten>> {
+    let scheme = args.labels.scheme();
+    let stdin = [PathBuf::from("-")];
+    let files: &[PathBuf] = if args.files.is_empty() {
+        &stdin
+    } else {
+        &args.files
+    };
+    manifests::read_sources(files)?
+        .iter()
+        .map(|source| {
+            manifests::rewrite(source, &scheme, args.namespace.as_deref()).map_err(Into::into)
+        })
+        .collect()
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let findings: Vec<Finding> = run(&args.manifests)?
+        .into_iter()
+        .flat_map(|r| r.findings)
+        .collect();
+    let (misplaced, unresolvable): (Vec<&Finding>, Vec<&Finding>) =
+        findings.iter().partition(|f| f.misplaced());
     match args.output {
         OutputFormat::Json => {
-            let report = serde_json::json!({ "misplaced": findings });
+            let report =
+                serde_json::json!({ "misplaced": misplaced, "unresolvable": unresolvable });
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         OutputFormat::Text if findings.is_empty() => println!("no misplaced sub-env objects"),
@@ -53,11 +98,21 @@ pub fn check(args: ManifestArgs) -> anyhow::Result<ExitCode> {
             for finding in &findings {
                 println!("{finding}");
             }
-            println!(
-                "{} misplaced sub-env object{}; `nsguard rewrite` moves them to their namespaces",
-                findings.len(),
-                if findings.len() == 1 { "" } else { "s" }
-            );
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            if !misplaced.is_empty() {
+                println!(
+                    "{} misplaced sub-env object{}; `nsguard rewrite` moves them to their namespaces",
+                    misplaced.len(),
+                    plural(misplaced.len())
+                );
+            }
+            if !unresolvable.is_empty() {
+                println!(
+                    "{} sub-env object{} whose namespace cannot be told from its labels: fix the app-name label",
+                    unresolvable.len(),
+                    plural(unresolvable.len())
+                );
+            }
         }
     }
     Ok(if findings.is_empty() {
@@ -67,15 +122,24 @@ pub fn check(args: ManifestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn rewrite(args: ManifestArgs) -> anyhow::Result<ExitCode> {
-    let (documents, findings) = run(&args)?;
-    let text = manifests::render(&documents, args.output == OutputFormat::Json)
-        .map_err(|e| anyhow::anyhow!("rendering the rewritten manifests: {e}"))?;
-    std::io::stdout()
-        .write_all(text.as_bytes())
+pub fn rewrite(args: RewriteArgs) -> anyhow::Result<ExitCode> {
+    let rewritten = run(&args.manifests)?;
+    let mut out = std::io::stdout().lock();
+    for source in &rewritten {
+        match args.output {
+            RewriteFormat::Yaml => out.write_all(source.text.as_bytes()),
+            RewriteFormat::Json => {
+                out.write_all(manifests::render_json(&source.documents).as_bytes())
+            }
+        }
         .context("writing to standard output")?;
-    for finding in &findings {
-        eprintln!("moved: {finding}");
+    }
+    out.flush().context("writing to standard output")?;
+    for finding in rewritten.iter().flat_map(|r| &r.findings) {
+        match finding.misplaced() {
+            true => eprintln!("moved: {finding}"),
+            false => eprintln!("not moved: {finding}"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,10 +28,11 @@ impl ClusterDump {
     /// Index a dump's text. Cluster-scoped objects other than Namespaces are ignored.
     pub fn parse(text: &str, scheme: &LabelScheme) -> anyhow::Result<Self> {
         let mut dump = Self::default();
-        for (index, document) in documents::parse(text)? {
-            for (item, value) in documents::objects(&document).enumerate() {
-                let head = ObjectHead::of(value)
-                    .map_err(|e| anyhow::anyhow!("document {index}, item {item}: {e}"))?;
+        for document in documents::parse(text)? {
+            for (item, value) in documents::objects(&document.value).enumerate() {
+                let head = ObjectHead::of(value).map_err(|e| {
+                    anyhow::anyhow!("document {}, item {}: {e}", document.number, item + 1)
+                })?;
                 dump.add(head, scheme);
             }
         }
@@ -142,6 +143,6 @@ metadata:
     fn malformed_items_are_errors_with_a_position() {
         let err =
             ClusterDump::parse("kind: List\nitems:\n- 42\n", &LabelScheme::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("document 0, item 0"), "{err:#}");
+        assert!(format!("{err:#}").contains("document 1, item 1"), "{err:#}");
     }
 }
