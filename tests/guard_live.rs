@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::replay::{Fault, Replay};
+use common::replay::{Fault, Replay, kubectl_reads};
 use common::{Cluster, Server, fixture, review};
 use nsguard::cluster::{LiveCluster, LiveOptions, LookupError};
 use nsguard::guard::{self, GuardConfig, Verdict};
@@ -731,7 +731,7 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
     );
     assert_eq!(rules[0].verbs, ["list"]);
     // kubectl, which reads YAML 1.1, reads the same role (the label value stays a string).
-    let read = kubectl_reads(&replay, role_yaml).await;
+    let read = kubectl_reads(&replay, role_yaml, &[]).await.remove(0);
     assert_eq!(read["kind"], "ClusterRole");
     assert_eq!(
         read["metadata"]["labels"],
@@ -917,50 +917,6 @@ async fn can_delete_against_the_api_server() {
             && !stderr.contains("Status {"),
         "{stderr}"
     );
-}
-
-/// What kubectl reads from `yaml`: `kubectl create --dry-run=client -o json`, with the
-/// replay server answering its discovery. kubectl is installed by CI (.ci/run). It runs
-/// off the runtime's thread, which the replay server needs to answer.
-async fn kubectl_reads(replay: &Replay, yaml: &str) -> serde_json::Value {
-    let (server, yaml) = (replay.url(), yaml.to_owned());
-    tokio::task::spawn_blocking(move || kubectl_create_dry_run(&server, &yaml))
-        .await
-        .unwrap()
-}
-
-fn kubectl_create_dry_run(server: &str, yaml: &str) -> serde_json::Value {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("kubectl")
-        .args([
-            "create",
-            "--dry-run=client",
-            "--validate=false",
-            "-o",
-            "json",
-            "-f",
-            "-",
-        ])
-        .args(["--server", server])
-        .env("KUBECONFIG", "/dev/null")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl on the PATH (.ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// `/readyz` once it answers 200, or its last answer when `limit` passes first.

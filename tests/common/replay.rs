@@ -527,3 +527,51 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     )
         .into_response()
 }
+
+/// The objects `kubectl create --dry-run=client -o json` reads from `yaml` (with `args`, such as
+/// `--namespace`), against this replayed API server's discovery: the real consumer's
+/// reading, to compare nsguard's with.
+pub async fn kubectl_reads(replay: &Replay, yaml: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let (server, yaml) = (replay.url(), yaml.to_owned());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("kubectl")
+            .args([
+                "create",
+                "--dry-run=client",
+                "--validate=false",
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ])
+            .args(["--server", &server])
+            .args(&args)
+            .env("KUBECONFIG", "/dev/null")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl on the PATH (.ci/run installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // One JSON object per created object, one after another.
+        serde_json::Deserializer::from_slice(&out.stdout)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    })
+    .await
+    .unwrap()
+}
