@@ -18,6 +18,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod naming;
 pub mod placement;
+pub mod scope;
 pub mod server;
 pub mod telemetry;
 pub mod yaml;

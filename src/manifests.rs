@@ -10,44 +10,10 @@ use serde_json::Value;
 
 use crate::documents::{self, ObjectHead};
 use crate::labels::LabelScheme;
-use crate::placement::{self, Placement};
+use crate::labels::Owner;
+use crate::placement::{self, Misplacement, Placement};
+use crate::scope::{Scope, Scopes};
 use crate::yaml::{self, NodeKind, NodeSpan, Quoting, Step};
-
-/// Kinds that live outside namespaces (from the API's discovery documents), so a
-/// manifest without `metadata.namespace` is not "missing" one. Kinds not listed,
-/// custom resources included, are taken as namespaced.
-const CLUSTER_SCOPED_KINDS: &[&str] = &[
-    "APIService",
-    "CSIDriver",
-    "CSINode",
-    "CertificateSigningRequest",
-    "ClusterIssuer",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "ComponentStatus",
-    "CustomResourceDefinition",
-    "DeviceClass",
-    "FlowSchema",
-    "IPAddress",
-    "IngressClass",
-    "MutatingAdmissionPolicy",
-    "MutatingAdmissionPolicyBinding",
-    "MutatingWebhookConfiguration",
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "PriorityClass",
-    "PriorityLevelConfiguration",
-    "ResourceSlice",
-    "RuntimeClass",
-    "ServiceCIDR",
-    "StorageClass",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-    "ValidatingWebhookConfiguration",
-    "VolumeAttachment",
-    "VolumeAttributesClass",
-];
 
 /// How messages name standard input.
 pub const STDIN: &str = "<stdin>";
@@ -141,14 +107,29 @@ pub struct Finding {
     pub item: Option<usize>,
     pub kind: String,
     pub name: String,
-    /// [`Placement::Misplaced`] or [`Placement::Unresolvable`].
     #[serde(flatten)]
-    pub placement: Placement,
+    pub outcome: Outcome,
+}
+
+/// What placement says of a manifest object worth reporting.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "placement", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Moved by `rewrite`.
+    Misplaced(Misplacement),
+    /// Sub-env labels from which no namespace can be computed: left as is.
+    Unresolvable { owner: Owner, reason: String },
+    /// Misplaced if its kind is namespaced, but nsguard does not know the kind's scope
+    /// (no CRD in the stream, no --namespaced/--cluster-scoped): left as is.
+    UnknownScope {
+        kind: String,
+        misplacement: Misplacement,
+    },
 }
 
 impl Finding {
     pub fn misplaced(&self) -> bool {
-        matches!(self.placement, Placement::Misplaced(_))
+        matches!(self.outcome, Outcome::Misplaced(_))
     }
 }
 
@@ -159,13 +140,17 @@ impl std::fmt::Display for Finding {
             write!(f, " item {item}")?;
         }
         write!(f, ": {} {:?}: ", self.kind, self.name)?;
-        match &self.placement {
-            Placement::Misplaced(m) => write!(f, "{m}"),
-            Placement::Unresolvable { owner, reason } => write!(
+        match &self.outcome {
+            Outcome::Misplaced(m) => write!(f, "{m}"),
+            Outcome::Unresolvable { owner, reason } => write!(
                 f,
                 "sub-env stack {owner}: {reason}; its namespace cannot be told, so it is left as it is"
             ),
-            Placement::NotSubEnv | Placement::Placed => f.write_str("in place"),
+            Outcome::UnknownScope { kind, misplacement } => write!(
+                f,
+                "the scope of {kind} is unknown, so it is left as it is; if it is namespaced, {misplacement} \
+                 (include its CustomResourceDefinition, or pass --namespaced {kind} or --cluster-scoped {kind})"
+            ),
         }
     }
 }
@@ -188,6 +173,7 @@ pub struct Rewritten {
 pub fn rewrite(
     source: &Source,
     scheme: &LabelScheme,
+    scopes: &Scopes,
     default_namespace: Option<&str>,
 ) -> Result<Rewritten, ManifestError> {
     let error = |message: String| ManifestError {
@@ -216,10 +202,10 @@ pub fn rewrite(
                 None => format!("document {}", document.number),
             };
             let head = ObjectHead::of(object).map_err(|e| error(format!("{position}: {e}")))?;
-            let Some(placement) = judge(&head, object, scheme, default_namespace) else {
+            let Some(outcome) = judge(&head, object, scheme, scopes, default_namespace) else {
                 continue;
             };
-            if let Placement::Misplaced(misplacement) = &placement {
+            if let Outcome::Misplaced(misplacement) = &outcome {
                 let has_namespace = head.metadata.namespace.is_some();
                 json_patch::patch(object, &misplacement.patch(has_namespace)).map_err(|e| {
                     error(format!("{position}: cannot set metadata.namespace: {e}"))
@@ -248,7 +234,7 @@ pub fn rewrite(
                 item,
                 kind: head.kind,
                 name: head.metadata.name,
-                placement,
+                outcome,
             });
         }
         documents.push(document.value);
@@ -340,15 +326,16 @@ fn namespace_edit(
     }
 }
 
-/// What placement says of one manifest object, when there is something to say: misplaced
-/// or unresolvable.
+/// What placement says of one manifest object, when there is something to say.
 fn judge(
     head: &ObjectHead,
     object: &Value,
     scheme: &LabelScheme,
+    scopes: &Scopes,
     default_namespace: Option<&str>,
-) -> Option<Placement> {
-    if CLUSTER_SCOPED_KINDS.contains(&head.kind.as_str()) {
+) -> Option<Outcome> {
+    let scope = scopes.of(head.group(), &head.kind);
+    if scope == Some(Scope::Cluster) {
         return None;
     }
     let controller_owned = object["metadata"]["ownerReferences"]
@@ -365,7 +352,12 @@ fn judge(
         .or(default_namespace)
         .unwrap_or("");
     match placement::place(scheme, &head.metadata.labels, namespace) {
-        found @ (Placement::Misplaced(_) | Placement::Unresolvable { .. }) => Some(found),
+        Placement::Misplaced(misplacement) if scope.is_none() => Some(Outcome::UnknownScope {
+            kind: head.qualified_kind(),
+            misplacement,
+        }),
+        Placement::Misplaced(misplacement) => Some(Outcome::Misplaced(misplacement)),
+        Placement::Unresolvable { owner, reason } => Some(Outcome::Unresolvable { owner, reason }),
         Placement::NotSubEnv | Placement::Placed => None,
     }
 }

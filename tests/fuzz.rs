@@ -166,9 +166,10 @@ proptest! {
         let text = String::from_utf8_lossy(&input).into_owned();
         let scheme = LabelScheme::default();
         let source = Source { name: "fuzz".into(), text: text.clone() };
-        if let Ok(rewritten) = manifests::rewrite(&source, &scheme, Some("fuzz")) {
+        let scopes = nsguard::scope::Scopes::builtin();
+        if let Ok(rewritten) = manifests::rewrite(&source, &scheme, &scopes, Some("fuzz")) {
             for finding in &rewritten.findings {
-                if let nsguard::placement::Placement::Misplaced(m) = &finding.placement {
+                if let manifests::Outcome::Misplaced(m) = &finding.outcome {
                     prop_assert!(!m.target.is_empty());
                 }
             }
@@ -190,6 +191,6 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics_the_manifest_reader(text in ".{0,512}") {
         let source = Source { name: "fuzz".into(), text };
-        let _ = manifests::rewrite(&source, &LabelScheme::default(), None);
+        let _ = manifests::rewrite(&source, &LabelScheme::default(), &nsguard::scope::Scopes::builtin(), None);
     }
 }

@@ -469,3 +469,92 @@ async fn an_unresolvable_app_name_is_reported_everywhere() {
         response.warnings
     );
 }
+
+/// The built-in scopes agree with what a real kube-apiserver's discovery says of each
+/// kind (`namespaced`), for every kind both know.
+#[test]
+fn built_in_scopes_agree_with_the_api_servers_discovery() {
+    use nsguard::scope::{Scope, Scopes};
+    let scopes = Scopes::builtin();
+    let dir = repo_path("../shared/fixtures/kube-apiserver/discovery");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let list: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if list["kind"] != "APIResourceList" {
+            continue;
+        }
+        let group_version = list["groupVersion"].as_str().unwrap();
+        let group = group_version.rsplit_once('/').map_or("", |(g, _)| g);
+        for resource in list["resources"].as_array().unwrap() {
+            if resource["name"].as_str().unwrap().contains('/') {
+                continue;
+            }
+            let kind = resource["kind"].as_str().unwrap();
+            if let Some(scope) = scopes.of(group, kind) {
+                let namespaced = resource["namespaced"].as_bool().unwrap();
+                assert_eq!(scope == Scope::Namespaced, namespaced, "{kind}.{group}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 40, "only {compared} kinds compared");
+}
+
+/// A cluster-scoped custom kind (GatewayClass) with sub-env labels is never moved: with
+/// its CRD in the stream or --cluster-scoped it is not reported; with neither, its scope
+/// is reported as unknown. A namespaced custom kind whose CRD is in the stream is moved.
+/// Before, every kind off a hand-written list was taken as namespaced and moved.
+#[test]
+fn custom_kinds_are_scoped_by_their_crd_or_a_flag_and_never_guessed() {
+    let labels = "labels: {simple-container-com/app-name: shop-tenant-a, simple-container-com/env: tenant-a, simple-container-com/parent-env: production}";
+    let class = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: shop\n  {labels}\nspec: {{controllerName: example.com/gw}}\n"
+    );
+    let route = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: shop\n  namespace: shop\n  {labels}\n"
+    );
+    let crd = |kind: &str, scope: &str| {
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {}s.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n  scope: {scope}\n  names: {{kind: {kind}, plural: {}s}}\n",
+            kind.to_lowercase(),
+            kind.to_lowercase()
+        )
+    };
+
+    let o = nsguard(&["rewrite", "-n", "shop"], Some(&class));
+    assert_eq!(out(&o), class, "a kind of unknown scope was changed");
+    assert!(err(&o).contains("not moved: <stdin> document 1: GatewayClass \"shop\": the scope of GatewayClass.gateway.networking.k8s.io is unknown"), "{}", err(&o));
+    let o = nsguard(&["check", "-n", "shop"], Some(&class));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+
+    let with_crd = format!("{}---\n{class}", crd("GatewayClass", "Cluster"));
+    let o = nsguard(&["check", "-n", "shop"], Some(&with_crd));
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let o = nsguard(
+        &["check", "-n", "shop", "--cluster-scoped", "GatewayClass"],
+        Some(&class),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+
+    let routes = format!("{}---\n{route}", crd("HTTPRoute", "Namespaced"));
+    let o = nsguard(&["rewrite"], Some(&routes));
+    assert!(
+        out(&o).contains("  namespace: shop-tenant-a\n"),
+        "{}",
+        out(&o)
+    );
+    let o = nsguard(
+        &[
+            "rewrite",
+            "--namespaced",
+            "HTTPRoute.gateway.networking.k8s.io",
+        ],
+        Some(&route),
+    );
+    assert!(
+        out(&o).contains("  namespace: shop-tenant-a\n"),
+        "{}",
+        out(&o)
+    );
+}

@@ -14,7 +14,9 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::LabelArgs;
+use crate::documents;
 use crate::manifests::{self, Finding};
+use crate::scope::{Scope, Scopes};
 
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
@@ -25,6 +27,15 @@ pub struct ManifestArgs {
     /// Namespace of objects that name none, as `kubectl apply --namespace` would use.
     #[arg(short = 'n', long)]
     namespace: Option<String>,
+    /// A custom kind that is cluster-scoped (`Kind` or `Kind.group`), when its
+    /// CustomResourceDefinition is not among the manifests. Repeatable.
+    #[arg(long, value_name = "KIND")]
+    cluster_scoped: Vec<String>,
+    /// A custom kind that is namespaced (`Kind` or `Kind.group`), when its
+    /// CustomResourceDefinition is not among the manifests. Repeatable. A kind of unknown
+    /// scope is reported, never moved.
+    #[arg(long, value_name = "KIND")]
+    namespaced: Vec<String>,
     #[command(flatten)]
     labels: LabelArgs,
 }
@@ -72,10 +83,25 @@ fn run(args: &ManifestArgs) -> anyhow::Result<Vec<manifests::Rewritten>> {
     } else {
         &args.files
     };
-    manifests::read_sources(files)?
+    let sources = manifests::read_sources(files)?;
+    // Built-in kinds, then the CRDs of every source, then what the user declared.
+    let mut scopes = Scopes::builtin();
+    for source in &sources {
+        if let Ok(documents) = documents::parse(&source.text) {
+            scopes.learn_crds(documents.iter().flat_map(|d| documents::objects(&d.value)));
+        }
+    }
+    for kind in &args.cluster_scoped {
+        scopes.declare(kind, Scope::Cluster);
+    }
+    for kind in &args.namespaced {
+        scopes.declare(kind, Scope::Namespaced);
+    }
+    sources
         .iter()
         .map(|source| {
-            manifests::rewrite(source, &scheme, args.namespace.as_deref()).map_err(Into::into)
+            manifests::rewrite(source, &scheme, &scopes, args.namespace.as_deref())
+                .map_err(Into::into)
         })
         .collect()
 }
@@ -108,9 +134,14 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
             if !unresolvable.is_empty() {
                 println!(
-                    "{} sub-env object{} whose namespace cannot be told from its labels: fix the app-name label",
+                    "{} sub-env object{} left as {}: the namespace cannot be told (see each line)",
                     unresolvable.len(),
-                    plural(unresolvable.len())
+                    plural(unresolvable.len()),
+                    if unresolvable.len() == 1 {
+                        "it is"
+                    } else {
+                        "they are"
+                    }
                 );
             }
         }
