@@ -281,7 +281,7 @@ impl Connection {
             () = self.drain.cancelled() => None,
         };
         let Some(tls) = tls else { return };
-        progress.set_http2(tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+        progress.handshake_done(tls.get_ref().1.alpn_protocol() == Some(b"h2"));
         let service = {
             let (service, progress) = (self.service.clone(), progress.clone());
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {

@@ -77,9 +77,11 @@ impl Progress {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Record the protocol the TLS handshake chose.
-    pub fn set_http2(&self, http2: bool) {
+    /// The TLS handshake finished, choosing HTTP/2 or not: the time to the first request
+    /// counts from here, so a slow handshake on a busy server does not use it up.
+    pub fn handshake_done(&self, http2: bool) {
         self.http1.store(!http2, Ordering::Relaxed);
+        self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn read(&self) {
@@ -245,10 +247,15 @@ mod tests {
     };
 
     #[test]
-    fn a_silent_connection_expires_at_the_request_timeout() {
+    fn a_silent_connection_expires_at_the_request_timeout_after_its_handshake() {
         let p = Progress::new();
         assert_eq!(p.expired(LIMITS, false), None);
-        std::thread::sleep(Duration::from_millis(70));
+        // A slow handshake (bounded on its own) does not use up the first request's time.
+        std::thread::sleep(Duration::from_millis(40));
+        p.handshake_done(false);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(p.expired(LIMITS, false), None);
+        std::thread::sleep(Duration::from_millis(40));
         assert_eq!(p.expired(LIMITS, false), Some(Expired::NoRequest));
     }
 
@@ -289,7 +296,7 @@ mod tests {
     #[test]
     fn http2_control_frames_are_not_a_request_head() {
         let p = Progress::new();
-        p.set_http2(true);
+        p.handshake_done(true);
         drop(p.request_started().1);
         p.read(); // a PING
         std::thread::sleep(Duration::from_millis(70));
