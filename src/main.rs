@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    nsguard::cli::Cli::parse().run()
+    match nsguard::cli::Cli::parse_or_exit() {
+        Ok(cli) => cli.run(),
+        Err(code) => code,
+    }
 }

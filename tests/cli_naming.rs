@@ -1,4 +1,5 @@
-//! `nsguard sanitize` and `nsguard ns-name`, run as the built binary.
+//! The command line as a person meets it, run as the built binary: `nsguard sanitize`,
+//! `nsguard ns-name`, every subcommand's help, usage errors, and the kubectl plugin.
 
 use std::process::{Command, Output};
 
@@ -137,18 +138,104 @@ fn ns_name_empty_result_is_an_error() {
     assert_eq!(stderr(&out).lines().count(), 1);
 }
 
+/// Usage errors follow the one rule of every error: one `nsguard: error:` line (with the
+/// usage), exit 2.
 #[test]
-fn ns_name_requires_its_flags() {
-    let out = nsguard(&["ns-name", "--base", "x"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--stack-env"), "{}", stderr(&out));
+fn usage_errors_are_one_line_with_the_usage() {
+    for (args, needle) in [
+        (&["ns-name", "--base", "x"][..], "--stack-env <STACK_ENV>"),
+        (&["check", "--bogus"][..], "unexpected argument '--bogus'"),
+        (&["nope"][..], "unrecognized subcommand 'nope'"),
+    ] {
+        let out = nsguard(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("nsguard: error: ") && err.contains(needle),
+            "{err}"
+        );
+        assert!(err.contains("(usage: nsguard"), "{err}");
+    }
 }
 
 #[test]
-fn every_subcommand_has_help() {
-    for sub in ["sanitize", "ns-name"] {
+fn every_subcommand_has_help_with_examples_and_global_options_apart() {
+    for sub in [
+        "sanitize",
+        "ns-name",
+        "serve",
+        "certs",
+        "can-delete",
+        "check",
+        "rewrite",
+    ] {
         let out = nsguard(&[sub, "--help"]);
-        assert!(out.status.success());
-        assert!(stdout(&out).contains("Usage: nsguard"), "{sub}");
+        assert!(out.status.success(), "{sub}");
+        let help = stdout(&out);
+        assert!(help.contains("Usage: nsguard"), "{sub}");
+        assert!(
+            help.contains("\nExamples:\n  nsguard ") || help.contains("\nExamples:\n  helm "),
+            "{sub}: {help}"
+        );
+        let global = help
+            .find("Global options:")
+            .unwrap_or_else(|| panic!("{sub}: {help}"));
+        assert!(help[global..].contains("--log-format"), "{sub}");
     }
+}
+
+/// Installed as `kubectl-nsguard`, the same binary is a kubectl plugin: `kubectl nsguard
+/// can-delete` and `kubectl nsguard check` run through the real kubectl, exit codes
+/// come through, and help speaks of `kubectl nsguard`.
+#[test]
+fn the_binary_is_a_kubectl_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_nsguard"),
+        dir.path().join("kubectl-nsguard"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .arg("nsguard")
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", "/dev/null")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("kubectl on the PATH (.ci/run installs it)")
+    };
+    let out = kubectl(&["can-delete", "pay-space-wallet", "--demo"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("holds objects of 3 stacks"),
+        "{}",
+        stdout(&out)
+    );
+    let out = kubectl(&["check", "-f", "tests/data/manifests/stack/app.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("3 misplaced sub-env objects"),
+        "{}",
+        stdout(&out)
+    );
+    let out = kubectl(&["--help"]);
+    assert!(
+        stdout(&out).contains("Usage: kubectl nsguard"),
+        "{}",
+        stdout(&out)
+    );
+    let out = kubectl(&["check", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("(usage: kubectl nsguard check"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -15,6 +15,11 @@ use super::guard_args::GuardInputs;
 use crate::guard::{DeleteRequest, Verdict};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard can-delete pay-space-wallet                     # your kubeconfig's cluster
+  nsguard can-delete pay-space-wallet --context prod -o json
+  nsguard can-delete pay-space-wallet --demo             # the example dump
+  kubectl nsguard can-delete pay-space-wallet            # as a kubectl plugin")]
 pub struct CanDeleteArgs {
     /// The namespace whose deletion to check.
     namespace: String,

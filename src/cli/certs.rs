@@ -9,6 +9,10 @@ use clap::Args;
 use crate::certs::{self, CertRequest};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard certs --out certs                               # for nsguard in nsguard-system
+  nsguard certs --out /tmp/dev --dns-name localhost --days 30
+  nsguard certs --client-name kube-apiserver              # also a client pair for --client-ca")]
 pub struct CertsArgs {
     /// Directory for ca.crt, tls.crt and tls.key (created if missing).
     #[arg(long, default_value = "certs")]

@@ -13,7 +13,7 @@ mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::telemetry::{self, LogFormat};
 
@@ -34,12 +34,18 @@ pub struct Cli {
         long,
         global = true,
         env = "NSGUARD_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        help_heading = "Global options"
     )]
     log_format: LogFormat,
     /// Log filter (`info`, `debug`, `nsguard=debug,kube=warn`, ...); RUST_LOG wins.
     /// Default: info for `serve`, warn for the other commands (their output is stdout).
-    #[arg(long, global = true, env = "NSGUARD_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        env = "NSGUARD_LOG_LEVEL",
+        help_heading = "Global options"
+    )]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -74,7 +80,57 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The file name kubectl runs a plugin by: `kubectl nsguard ...` finds it on the PATH.
+const KUBECTL_PLUGIN: &str = "kubectl-nsguard";
+
 impl Cli {
+    /// Parse the command line. Usage errors are one `nsguard: error:` line with the usage,
+    /// as every other error (exit 2); `--help` and `--version` print as usual. Installed as
+    /// `kubectl-nsguard`, help and usage say `kubectl nsguard`.
+    pub fn parse_or_exit() -> Result<Self, ExitCode> {
+        let plugin = std::env::args_os()
+            .next()
+            .and_then(|argv0| {
+                std::path::Path::new(&argv0)
+                    .file_name()
+                    .map(|name| name == KUBECTL_PLUGIN)
+            })
+            .unwrap_or(false);
+        let mut command = Self::command();
+        if plugin {
+            command = command.bin_name("kubectl nsguard").name("kubectl nsguard");
+        }
+        let matches = command
+            .try_get_matches()
+            .and_then(|m| Self::from_arg_matches(&m));
+        match matches {
+            Ok(cli) => Ok(cli),
+            Err(err) if !err.use_stderr() => {
+                // --help, --version: their text on stdout.
+                let _ = err.print();
+                Err(ExitCode::SUCCESS)
+            }
+            Err(err) => {
+                // clap's paragraphs: the error (maybe over several lines), tips, usage.
+                let rendered = err.render().to_string();
+                let paragraphs: Vec<String> = rendered
+                    .split("\n\n")
+                    .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                let message = paragraphs.first().map_or("invalid usage", String::as_str);
+                let message = message.strip_prefix("error: ").unwrap_or(message);
+                let usage = paragraphs
+                    .iter()
+                    .find_map(|p| p.strip_prefix("Usage: "))
+                    .map(|u| format!(" (usage: {u}; see --help)"))
+                    .unwrap_or_default();
+                eprintln!("nsguard: error: {message}{usage}");
+                Err(ExitCode::from(EXIT_ERROR))
+            }
+        }
+    }
+
     /// Run the chosen subcommand; errors are printed as one line on stderr.
     pub fn run(self) -> ExitCode {
         let default_level = match self.command {

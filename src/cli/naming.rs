@@ -9,6 +9,8 @@ use clap::Args;
 use crate::naming;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard sanitize -- '--My_App.v2--'        # my-appv2")]
 pub struct SanitizeArgs {
     /// The name to sanitize. Bytes that are not UTF-8 are dropped, as simple-container
     /// drops every character outside [a-z0-9-]. May start with `-`.
@@ -17,6 +19,9 @@ pub struct SanitizeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard ns-name --base pay-space-wallet --stack-env tenant-a --parent-env production
+  nsguard ns-name --base pay-space-wallet --stack-env production --parent-env production")]
 pub struct NsNameArgs {
     /// The namespace base: the stack name, or the stack's explicit namespace.
     #[arg(long)]

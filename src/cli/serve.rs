@@ -20,6 +20,10 @@ use crate::server::tls::KeyPairFiles;
 use crate::server::{BoundServer, ServerOptions};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard serve --demo                      # self-made certs, the example cluster dump
+  nsguard serve --tls-cert tls.crt --tls-key tls.key --placement-mode enforce
+  nsguard serve --kubeconfig ~/.kube/config --context staging")]
 pub struct ServeArgs {
     /// Address of the HTTPS webhook port.
     #[arg(long, env = "NSGUARD_LISTEN", default_value = "0.0.0.0:8443")]
