@@ -190,7 +190,9 @@ impl ObjectHead {
                 type_name(value)
             ));
         }
-        let head = Self::deserialize(value).map_err(|e| format!("malformed object: {e}"))?;
+        // The path says which field, as kubectl's "... of type string" error does.
+        let head: Self = serde_path_to_error::deserialize(value)
+            .map_err(|e| format!("malformed object: {}: {}", e.path(), e.inner()))?;
         if head.kind.is_empty() {
             return Err("object has no kind".to_owned());
         }
@@ -305,8 +307,11 @@ mod tests {
         assert!(head.metadata.labels.is_empty());
         assert!(ObjectHead::of(&serde_json::json!("text")).is_err());
         assert!(ObjectHead::of(&serde_json::json!({"metadata":{}})).is_err());
-        assert!(
-            ObjectHead::of(&serde_json::json!({"kind":"A","metadata":{"labels":{"a":1}}})).is_err()
+        let err = ObjectHead::of(&serde_json::json!({"kind":"A","metadata":{"labels":{"a":true}}}))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "malformed object: metadata.labels.a: invalid type: boolean `true`, expected a string"
         );
     }
 }
