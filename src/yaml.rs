@@ -205,56 +205,32 @@ pub fn parse_stream(
                         )));
                     }
                 };
-                if expects_key(&stack) {
-                    let key = key_text(&value)
-                        .ok_or_else(|| error("a mapping key must be a scalar".to_owned()))?;
-                    set_key(
-                        &mut stack,
-                        &mut path,
-                        Key::Text(key),
-                        start,
-                        span.start.col(),
-                        quoting,
-                    );
-                    continue;
-                }
-                Some((
+                leaf(
+                    &mut stack,
+                    &mut path,
                     value,
-                    NodeSpan {
-                        start,
-                        end,
-                        kind: NodeKind::Scalar(quoting),
-                    },
+                    (start, end),
+                    span.start.col(),
+                    quoting,
                     anchor,
-                ))
+                )
+                .map_err(error)?
             }
             Event::Alias(id) => {
                 let value = anchors
                     .get(&id)
                     .cloned()
                     .ok_or_else(|| error("an alias refers to no anchor".to_owned()))?;
-                if expects_key(&stack) {
-                    let key = key_text(&value)
-                        .ok_or_else(|| error("a mapping key must be a scalar".to_owned()))?;
-                    set_key(
-                        &mut stack,
-                        &mut path,
-                        Key::Text(key),
-                        start,
-                        span.start.col(),
-                        Quoting::Plain,
-                    );
-                    continue;
-                }
-                Some((
+                leaf(
+                    &mut stack,
+                    &mut path,
                     value,
-                    NodeSpan {
-                        start,
-                        end,
-                        kind: NodeKind::Scalar(Quoting::Plain),
-                    },
+                    (start, end),
+                    span.start.col(),
+                    Quoting::Plain,
                     0,
-                ))
+                )
+                .map_err(error)?
             }
             Event::SequenceStart(_, anchor, _) => {
                 if expects_key(&stack) {
@@ -352,6 +328,29 @@ pub fn parse_stream(
         }
     }
     Ok(documents)
+}
+
+/// A scalar or alias: the key a mapping waits for (`None`), or a finished node.
+fn leaf(
+    stack: &mut [Frame],
+    path: &mut Vec<Step>,
+    value: Value,
+    (start, end): (usize, usize),
+    column: usize,
+    quoting: Quoting,
+    anchor: usize,
+) -> Result<Option<(Value, NodeSpan, usize)>, String> {
+    if expects_key(stack) {
+        let key = key_text(&value).ok_or("a mapping key must be a scalar")?;
+        set_key(stack, path, Key::Text(key), start, column, quoting);
+        return Ok(None);
+    }
+    let span = NodeSpan {
+        start,
+        end,
+        kind: NodeKind::Scalar(quoting),
+    };
+    Ok(Some((value, span, anchor)))
 }
 
 fn expects_key(stack: &[Frame]) -> bool {
