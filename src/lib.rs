@@ -8,6 +8,7 @@
 //! other way round.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

@@ -1,5 +1,6 @@
-//! The namespace guard's decisions over cluster dumps: through `nsguard can-delete`, and
-//! through the webhook's review of the recorded DELETE over the example dump.
+//! The namespace guard's decisions over cluster dumps: through `nsguard can-delete` and
+//! `nsguard audit`, and through the webhook's review of the recorded DELETE over the
+//! example dump.
 
 mod common;
 
@@ -377,4 +378,124 @@ async fn a_namespace_delete_without_a_name_is_a_400_never_an_allow() {
                 .contains("must name the namespace")
         );
     }
+}
+
+const AUDIT: &str = "tests/data/dumps/audit.yaml";
+
+/// The audit over a dump: a shared namespace with its owners, misplaced sub-env objects
+/// (whether their namespace exists; a controller-owned ReplicaSet is not one), and a claim
+/// on a Delete volume in the shared namespace; a Retain volume, an unbound claim and clean
+/// namespaces are not findings. Exit 1 with findings.
+#[test]
+fn audit_finds_shared_namespaces_misplaced_objects_and_data_at_risk() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(
+        home.path(),
+        &["audit", "--cluster-dump", AUDIT, "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["namespaces"], 4);
+    assert_eq!(report["unverified"], serde_json::json!([]));
+    let findings = report["findings"].as_array().unwrap();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        findings.iter().filter(|f| f["type"] == kind).collect()
+    };
+    let shared = of("SharedNamespace");
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0]["namespace"], "shop");
+    assert_eq!(
+        shared[0]["owners"],
+        serde_json::json!([
+            {"appName": "shop", "env": "production", "objects": 2},
+            {"appName": "shop-tenant-a", "env": "tenant-a", "objects": 2},
+            {"appName": "shop-tenant-b", "env": "tenant-b", "objects": 1}
+        ])
+    );
+    let misplaced: Vec<(String, String, bool)> = of("Misplaced")
+        .iter()
+        .map(|f| {
+            (
+                format!(
+                    "{}/{}",
+                    f["namespace"].as_str().unwrap(),
+                    f["name"].as_str().unwrap()
+                ),
+                f["target"].as_str().unwrap().to_owned(),
+                f["targetExists"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        misplaced,
+        [
+            ("legacy/old".to_owned(), "legacy-preview".to_owned(), false),
+            (
+                "shop/shop-tenant-a".to_owned(),
+                "shop-tenant-a".to_owned(),
+                false
+            ),
+            (
+                "shop/shop-tenant-b".to_owned(),
+                "shop-tenant-b".to_owned(),
+                true
+            ),
+        ]
+    );
+    assert_eq!(
+        of("DataAtRisk"),
+        [
+            &serde_json::json!({"type": "DataAtRisk", "namespace": "shop", "claim": "orders", "volume": "pv-orders", "reclaimPolicy": "Delete"})
+        ]
+    );
+}
+
+/// The text report groups findings by namespace with what to do; a selection with
+/// nothing to report exits 0; without a dump the audit says how to make one (exit 2).
+#[test]
+fn audit_text_selection_and_sources() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(home.path(), &["audit", "--cluster-dump", AUDIT])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    assert!(text.starts_with("namespace legacy:\n"), "{text}");
+    assert!(
+        text.contains("namespace shop:\n  - shared by shop/production (2 objects)"),
+        "{text}"
+    );
+    assert!(text.contains("Retain"), "{text}");
+    assert!(
+        text.ends_with("5 findings in 4 namespaces (8 labelled objects)\n"),
+        "{text}"
+    );
+
+    let out = nsguard(
+        home.path(),
+        &[
+            "audit",
+            "--cluster-dump",
+            AUDIT,
+            "-n",
+            "clean",
+            "-n",
+            "shop-tenant-b",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("0 findings in 2 namespaces"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = nsguard(home.path(), &["audit"]).output().unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("nsguard: error:"), "{err}");
 }

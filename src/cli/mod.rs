@@ -4,6 +4,7 @@
 //! one rule across the binary: 0 success (or "allowed"), 1 a finding (denied,
 //! misplaced objects), 2 an error the user must fix (clap's usage errors are 2 too).
 
+mod audit;
 mod can_delete;
 mod certs;
 mod guard_args;
@@ -68,6 +69,10 @@ enum Command {
     /// Report sub-env objects in manifests that sit outside their namespace (or whose
     /// namespace cannot be told). Exit 0 none, 1 some, 2 bad input.
     Check(placement::CheckArgs),
+    /// Report what is already at risk: namespaces shared by several stacks, misplaced
+    /// sub-env objects, volumes a namespace delete would destroy. Exit 0 none, 1 some, 2
+    /// error.
+    Audit(Box<audit::AuditArgs>),
     /// Print manifests with misplaced sub-env objects moved to their namespace, changing
     /// nothing else. Reads standard input without -f (a Helm post-renderer).
     Rewrite(placement::RewriteArgs),
@@ -150,6 +155,7 @@ impl Cli {
             Command::CanDelete(args) => can_delete::can_delete(*args),
             Command::Check(args) => placement::check(args),
             Command::Rewrite(args) => placement::rewrite(args),
+            Command::Audit(args) => audit::audit(*args),
         };
         match result {
             Ok(code) => code,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::audit::{Claim, Inventory, LabelledObject};
 use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
 use crate::labels::LabelScheme;
@@ -16,6 +17,8 @@ pub struct ClusterDump {
     owned: HashMap<String, Vec<OwnedObject>>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     objects: usize,
+    /// What the audit reads: labelled objects, claims and volumes.
+    inventory: Inventory,
 }
 
 impl ClusterDump {
@@ -33,15 +36,27 @@ impl ClusterDump {
                 let head = ObjectHead::of(value).map_err(|e| {
                     anyhow::anyhow!("document {}, item {}: {e}", document.number, item + 1)
                 })?;
-                dump.add(head, scheme);
+                dump.add(head, value, scheme);
             }
+        }
+        if !dump.namespaces.is_empty() {
+            dump.inventory.namespaces = Some(dump.namespaces.keys().cloned().collect());
         }
         Ok(dump)
     }
 
-    fn add(&mut self, head: ObjectHead, scheme: &LabelScheme) {
+    fn add(&mut self, head: ObjectHead, value: &serde_json::Value, scheme: &LabelScheme) {
         self.objects += 1;
-        if head.kind == "Namespace" && head.group().is_empty() {
+        let core = head.group().is_empty();
+        if core && head.kind == "PersistentVolume" {
+            if let Some(policy) = value["spec"]["persistentVolumeReclaimPolicy"].as_str() {
+                self.inventory
+                    .volumes
+                    .insert(head.metadata.name.clone(), policy.to_owned());
+            }
+            return;
+        }
+        if head.kind == "Namespace" && core {
             self.namespaces
                 .insert(head.metadata.name.clone(), head.metadata.annotations);
             return;
@@ -49,14 +64,41 @@ impl ClusterDump {
         let Some(namespace) = head.metadata.namespace.clone().filter(|ns| !ns.is_empty()) else {
             return;
         };
-        if let Some(owner) = scheme.owner(&head.metadata.labels) {
-            let kind = head.qualified_kind();
-            self.owned.entry(namespace).or_default().push(OwnedObject {
-                owner,
-                kind,
-                name: head.metadata.name,
+        if core && head.kind == "PersistentVolumeClaim" {
+            self.inventory.claims.push(Claim {
+                namespace: namespace.clone(),
+                name: head.metadata.name.clone(),
+                volume: value["spec"]["volumeName"].as_str().map(str::to_owned),
             });
         }
+        if let Some(owner) = scheme.owner(&head.metadata.labels) {
+            let kind = head.qualified_kind();
+            self.owned
+                .entry(namespace.clone())
+                .or_default()
+                .push(OwnedObject {
+                    owner,
+                    kind,
+                    name: head.metadata.name.clone(),
+                });
+            let controller_owned = value["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
+            self.inventory.objects.push(LabelledObject {
+                namespace,
+                api_version: head.api_version,
+                kind: head.kind,
+                name: head.metadata.name,
+                labels: head.metadata.labels,
+                annotations: head.metadata.annotations,
+                controller_owned,
+            });
+        }
+    }
+
+    /// What the audit reads from this dump.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
     }
 
     /// What the namespace holds. A dump is complete by construction: nothing unverified.

@@ -1,0 +1,363 @@
+//! The audit: what is already at risk in a cluster, before anyone turns enforcement on.
+//!
+//! Over an [`Inventory`] (every namespaced object with stack labels, the namespaces, and
+//! the claims and volumes whose data a namespace delete would destroy), with the same
+//! decisions the webhook makes: [`guard::decide`] for a namespace holding several stacks,
+//! [`placement::place`] for a sub-env object outside its namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::guard::{self, GuardConfig, NamespaceScan, OwnedObject, Unverified, Verdict};
+use crate::labels::{LabelScheme, Owner};
+use crate::placement::{self, Placement};
+
+/// A namespaced object with stack labels, as the audit reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledObject {
+    pub namespace: String,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub controller_owned: bool,
+}
+
+impl LabelledObject {
+    /// `Kind.group`, or `Kind` for the core group.
+    fn qualified_kind(&self) -> String {
+        let group = self.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        crate::documents::qualified_kind(&self.kind, group)
+    }
+}
+
+/// A PersistentVolumeClaim and the volume it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub namespace: String,
+    pub name: String,
+    pub volume: Option<String>,
+}
+
+/// What the audit reads from a cluster or a dump.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// The namespaces that exist; `None` when the source does not say (a dump without
+    /// Namespace objects).
+    pub namespaces: Option<BTreeSet<String>>,
+    pub objects: Vec<LabelledObject>,
+    pub claims: Vec<Claim>,
+    /// PersistentVolume name -> `spec.persistentVolumeReclaimPolicy`.
+    pub volumes: BTreeMap<String, String>,
+    /// Resource types that could not be read: their objects are unknown.
+    pub unverified: Vec<Unverified>,
+    pub resource_types: usize,
+}
+
+/// One owner of a shared namespace, with how many of its objects are there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerCount {
+    pub app_name: String,
+    pub env: String,
+    pub objects: usize,
+}
+
+/// The stack of a misplaced object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackRef {
+    pub app_name: String,
+    pub env: String,
+    pub parent_env: String,
+}
+
+/// Something at risk, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum Finding {
+    /// A namespace holding objects of two or more stacks: the guard refuses its delete,
+    /// and a delete past the guard destroys every stack inside.
+    SharedNamespace {
+        namespace: String,
+        owners: Vec<OwnerCount>,
+    },
+    /// A sub-env object outside its own namespace.
+    Misplaced {
+        namespace: String,
+        api_version: String,
+        kind: String,
+        name: String,
+        owner: StackRef,
+        target: String,
+        /// Whether the target namespace exists; `None` when the source does not say.
+        target_exists: Option<bool>,
+    },
+    /// A claim in a shared namespace bound to a volume that is deleted with it.
+    DataAtRisk {
+        namespace: String,
+        claim: String,
+        volume: String,
+        reclaim_policy: String,
+    },
+}
+
+impl Finding {
+    pub fn namespace(&self) -> &str {
+        match self {
+            Finding::SharedNamespace { namespace, .. }
+            | Finding::Misplaced { namespace, .. }
+            | Finding::DataAtRisk { namespace, .. } => namespace,
+        }
+    }
+
+    /// What a person should do about it.
+    pub fn advice(&self) -> String {
+        match self {
+            Finding::SharedNamespace { owners, .. } => format!(
+                "{} stacks share it: a delete would destroy them all; move each sub-env to its own namespace (redeploy with simple-container 2026.5.8 or later) before deleting any",
+                owners.len()
+            ),
+            Finding::Misplaced {
+                target,
+                target_exists,
+                ..
+            } => match target_exists {
+                Some(false) => format!(
+                    "belongs in {target:?}, which does not exist yet: redeploy the stack to create it and move the object"
+                ),
+                _ => format!("belongs in {target:?}: redeploy the stack there"),
+            },
+            Finding::DataAtRisk { volume, .. } => format!(
+                "volume {volume:?} has reclaim policy Delete: deleting the namespace destroys its data for good; set the PersistentVolume's persistentVolumeReclaimPolicy to Retain first"
+            ),
+        }
+    }
+}
+
+/// The audit's answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Namespaces looked at.
+    pub namespaces: usize,
+    pub resource_types: usize,
+    /// Labelled objects looked at.
+    pub objects: usize,
+    pub unverified: Vec<Unverified>,
+    pub findings: Vec<Finding>,
+}
+
+/// Audit `inventory`, every namespace or only those in `only` (when not empty).
+pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Report {
+    let wanted = |ns: &str| only.is_empty() || only.iter().any(|o| o == ns);
+    let mut by_namespace: BTreeMap<&str, Vec<&LabelledObject>> = BTreeMap::new();
+    for object in inventory.objects.iter().filter(|o| wanted(&o.namespace)) {
+        by_namespace
+            .entry(&object.namespace)
+            .or_default()
+            .push(object);
+    }
+    let mut namespaces: BTreeSet<&str> = by_namespace.keys().copied().collect();
+    if let Some(existing) = &inventory.namespaces {
+        namespaces.extend(existing.iter().map(String::as_str).filter(|ns| wanted(ns)));
+    }
+    let mut findings = Vec::new();
+    let mut shared = BTreeSet::new();
+    for (namespace, objects) in &by_namespace {
+        // The guard's own decision, under its default policy.
+        let scan = NamespaceScan {
+            objects: objects
+                .iter()
+                .filter_map(|o| {
+                    Some(OwnedObject {
+                        owner: scheme.owner(&o.labels)?,
+                        kind: o.qualified_kind(),
+                        name: o.name.clone(),
+                    })
+                })
+                .collect(),
+            ..NamespaceScan::default()
+        };
+        let decision = guard::decide(&GuardConfig::default(), namespace, Ok(&scan));
+        if decision.verdict == Verdict::MultipleOwners {
+            shared.insert(*namespace);
+            findings.push(Finding::SharedNamespace {
+                namespace: (*namespace).to_owned(),
+                owners: decision
+                    .owners
+                    .iter()
+                    .map(|o| OwnerCount {
+                        app_name: o.owner.app_name.clone(),
+                        env: o.owner.env.clone(),
+                        objects: o.total,
+                    })
+                    .collect(),
+            });
+        }
+        for object in objects {
+            if let Some(finding) = misplaced(object, scheme, inventory.namespaces.as_ref()) {
+                findings.push(finding);
+            }
+        }
+    }
+    for claim in inventory
+        .claims
+        .iter()
+        .filter(|c| shared.contains(c.namespace.as_str()))
+    {
+        let Some(volume) = &claim.volume else {
+            continue;
+        };
+        if let Some(policy) = inventory.volumes.get(volume).filter(|p| *p == "Delete") {
+            findings.push(Finding::DataAtRisk {
+                namespace: claim.namespace.clone(),
+                claim: claim.name.clone(),
+                volume: volume.clone(),
+                reclaim_policy: policy.clone(),
+            });
+        }
+    }
+    findings.sort_by(|a, b| a.namespace().cmp(b.namespace()));
+    Report {
+        namespaces: namespaces.len(),
+        resource_types: inventory.resource_types,
+        objects: by_namespace.values().map(Vec::len).sum(),
+        unverified: inventory.unverified.clone(),
+        findings,
+    }
+}
+
+/// The webhook's placement decision for an object already in the cluster.
+fn misplaced(
+    object: &LabelledObject,
+    scheme: &LabelScheme,
+    namespaces: Option<&BTreeSet<String>>,
+) -> Option<Finding> {
+    if placement::exempt(Some(&object.annotations), object.controller_owned) {
+        return None;
+    }
+    let Placement::Misplaced(m) = placement::place(scheme, &object.labels, &object.namespace)
+    else {
+        return None;
+    };
+    let Owner { app_name, env } = m.owner;
+    Some(Finding::Misplaced {
+        namespace: object.namespace.clone(),
+        api_version: object.api_version.clone(),
+        kind: object.kind.clone(),
+        name: object.name.clone(),
+        owner: StackRef {
+            app_name,
+            env,
+            parent_env: m.parent_env,
+        },
+        target_exists: namespaces.map(|ns| ns.contains(&m.target)),
+        target: m.target,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(namespace: &str, kind: &str, name: &str, labels: &[(&str, &str)]) -> LabelledObject {
+        LabelledObject {
+            namespace: namespace.into(),
+            api_version: "v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            annotations: BTreeMap::new(),
+            controller_owned: false,
+        }
+    }
+
+    const PARENT: [(&str, &str); 2] = [
+        ("simple-container-com/app-name", "shop"),
+        ("simple-container-com/env", "production"),
+    ];
+    const TENANT: [(&str, &str); 3] = [
+        ("simple-container-com/app-name", "shop-tenant-a"),
+        ("simple-container-com/env", "tenant-a"),
+        ("simple-container-com/parent-env", "production"),
+    ];
+
+    #[test]
+    fn a_shared_namespace_its_misplaced_objects_and_its_data_at_risk() {
+        let inventory = Inventory {
+            namespaces: Some(["shop", "clean"].map(String::from).into()),
+            objects: vec![
+                object("shop", "Service", "shop", &PARENT),
+                object("shop", "ConfigMap", "shop-tenant-a", &TENANT),
+                object("shop", "PersistentVolumeClaim", "data", &TENANT),
+                object("clean", "Service", "clean", &PARENT),
+            ],
+            claims: vec![Claim {
+                namespace: "shop".into(),
+                name: "data".into(),
+                volume: Some("pv-1".into()),
+            }],
+            volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
+            ..Inventory::default()
+        };
+        let report = audit(&inventory, &LabelScheme::default(), &[]);
+        assert_eq!(report.namespaces, 2);
+        assert_eq!(report.objects, 4);
+        let types: Vec<_> = report
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::to_value(f).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            types,
+            ["SharedNamespace", "Misplaced", "Misplaced", "DataAtRisk"]
+        );
+        let Finding::Misplaced {
+            target,
+            target_exists,
+            ..
+        } = &report.findings[1]
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (target.as_str(), *target_exists),
+            ("shop-tenant-a", Some(false))
+        );
+        assert!(report.findings[3].advice().contains("Retain"));
+
+        let only = audit(&inventory, &LabelScheme::default(), &["clean".to_owned()]);
+        assert!(only.findings.is_empty());
+        assert_eq!(only.namespaces, 1);
+    }
+
+    #[test]
+    fn a_retained_volume_and_a_single_owner_are_not_at_risk() {
+        let inventory = Inventory {
+            objects: vec![object("solo", "Service", "s", &PARENT)],
+            claims: vec![Claim {
+                namespace: "solo".into(),
+                name: "data".into(),
+                volume: Some("pv-1".into()),
+            }],
+            volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
+            ..Inventory::default()
+        };
+        assert!(
+            audit(&inventory, &LabelScheme::default(), &[])
+                .findings
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! `nsguard audit`: what is already at risk, over a cluster dump. Exit 0 nothing found, 1
+//! findings, 2 an error or a type that could not be read.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::OutputFormat;
+use super::guard_args::GuardInputs;
+use crate::audit::{self, Finding, Report};
+use crate::cluster::ClusterSource;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard audit --demo                                   # the example dump
+  kubectl get namespaces,pv,pvc,all,configmaps,secrets -A -o yaml > cluster.yaml
+  nsguard audit --cluster-dump cluster.yaml -o json")]
+pub struct AuditArgs {
+    /// Only these namespaces (repeatable). Default: every namespace.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// text for people (grouped by namespace), json for machines.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: OutputFormat,
+    #[command(flatten)]
+    inputs: GuardInputs,
+}
+
+pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let scheme = args.inputs.labels.scheme();
+    let source = runtime.block_on(args.inputs.cluster.source(&scheme))?;
+    let ClusterSource::Dump(dump) = source else {
+        anyhow::bail!(
+            "the audit reads a cluster dump for now (--cluster-dump FILE, or --demo): capture one with \
+             `kubectl get namespaces,persistentvolumes,persistentvolumeclaims,all,configmaps,secrets -A -o yaml`"
+        );
+    };
+    let report = audit::audit(dump.inventory(), &scheme, &args.namespaces);
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", text(&report)),
+    }
+    Ok(if !report.unverified.is_empty() {
+        ExitCode::from(super::EXIT_ERROR)
+    } else if report.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The report for a person at a terminal: grouped by namespace, each finding with what
+/// to do about it.
+fn text(report: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut current = None;
+    for finding in &report.findings {
+        if current != Some(finding.namespace()) {
+            current = Some(finding.namespace());
+            let _ = writeln!(out, "namespace {}:", finding.namespace());
+        }
+        let what = match finding {
+            Finding::SharedNamespace { owners, .. } => format!(
+                "shared by {}",
+                owners
+                    .iter()
+                    .map(|o| format!(
+                        "{}/{} ({} object{})",
+                        o.app_name,
+                        o.env,
+                        o.objects,
+                        if o.objects == 1 { "" } else { "s" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Finding::Misplaced {
+                kind, name, owner, ..
+            } => format!(
+                "{kind} {name:?} of sub-env {}/{} (parent-env {}) is misplaced",
+                owner.app_name, owner.env, owner.parent_env
+            ),
+            Finding::DataAtRisk { claim, .. } => {
+                format!("PersistentVolumeClaim {claim:?}: its data dies with the namespace")
+            }
+        };
+        let _ = writeln!(out, "  - {what}: {}", finding.advice());
+    }
+    let _ = writeln!(
+        out,
+        "{} finding{} in {} namespaces ({} labelled objects)",
+        report.findings.len(),
+        if report.findings.len() == 1 { "" } else { "s" },
+        report.namespaces,
+        report.objects
+    );
+    for unverified in &report.unverified {
+        let _ = writeln!(
+            out,
+            "could not read {}: {}",
+            unverified.resource, unverified.reason
+        );
+    }
+    out
+}
