@@ -128,11 +128,10 @@ impl Progress {
         let now = self.now_ms();
         let age = |since: u64| Duration::from_millis(now.saturating_sub(since));
         let reading = self.reading_since_ms.load(Ordering::Relaxed);
-        if self.http1.load(Ordering::Relaxed)
-            && reading != NOT_READING
-            && age(reading) > limits.request_timeout
-        {
-            return Some(Expired::SlowRequest);
+        if self.http1.load(Ordering::Relaxed) && reading != NOT_READING {
+            // A request head is arriving: only its own deadline applies (it began a moment
+            // after the connection went idle, so the idle clock would fire first).
+            return (age(reading) > limits.request_timeout).then_some(Expired::SlowRequest);
         }
         let idle = age(self.idle_since_ms.load(Ordering::Relaxed));
         if self.requests.load(Ordering::Relaxed) == 0 {
@@ -257,6 +256,20 @@ mod tests {
         assert_eq!(p.expired(LIMITS, false), None);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(p.expired(LIMITS, false), Some(Expired::NoRequest));
+    }
+
+    /// A head that began just after the handshake is judged by its own deadline: before,
+    /// the idle clock (a few ms older) closed it as "no request" first.
+    #[test]
+    fn a_head_in_progress_is_never_a_connection_without_a_request() {
+        let p = Progress::new();
+        p.handshake_done(false);
+        std::thread::sleep(Duration::from_millis(20));
+        p.read();
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(p.expired(LIMITS, false), None, "idle 60 ms, head 40 ms");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(p.expired(LIMITS, false), Some(Expired::SlowRequest));
     }
 
     #[test]
