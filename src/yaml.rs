@@ -16,6 +16,10 @@ use std::collections::HashMap;
 use granit_parser::{Event, Parser, ScalarStyle, StructureStyle};
 use serde_json::{Map, Number, Value};
 
+/// The most nodes aliases may copy in one document: far above any manifest's merge keys,
+/// far below what exhausts memory.
+const MAX_ALIAS_NODES: usize = 1_000_000;
+
 /// One step of a path into a document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Step {
@@ -134,7 +138,9 @@ pub fn parse_stream(
     let mut number = 0;
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<Step> = Vec::new();
-    let mut anchors: HashMap<usize, Value> = HashMap::new();
+    // Each anchored value with its size in nodes, and the nodes aliases copied so far.
+    let mut anchors: HashMap<usize, (Value, usize)> = HashMap::new();
+    let mut copied = 0usize;
     let mut spans = HashMap::new();
     let mut root: Option<Value> = None;
     for event in Parser::new_from_str_with_options(text, options) {
@@ -158,6 +164,7 @@ pub fn parse_stream(
             Event::DocumentStart(..) => {
                 number += 1;
                 anchors.clear();
+                copied = 0;
                 None
             }
             Event::DocumentEnd => {
@@ -217,10 +224,18 @@ pub fn parse_stream(
                 .map_err(error)?
             }
             Event::Alias(id) => {
-                let value = anchors
+                let (anchored, size) = anchors
                     .get(&id)
-                    .cloned()
                     .ok_or_else(|| error("an alias refers to no anchor".to_owned()))?;
+                // Aliases of aliases grow exponentially (a "billion laughs"): bound what
+                // they may copy, before copying, as go-yaml does.
+                copied = copied.saturating_add(*size);
+                if copied > MAX_ALIAS_NODES {
+                    return Err(error(format!(
+                        "aliases expand to more than {MAX_ALIAS_NODES} nodes in one document"
+                    )));
+                }
+                let value = anchored.clone();
                 leaf(
                     &mut stack,
                     &mut path,
@@ -302,7 +317,7 @@ pub fn parse_stream(
             continue;
         };
         if anchor != 0 {
-            anchors.insert(anchor, value.clone());
+            anchors.insert(anchor, (value.clone(), nodes(&value)));
         }
         if keep(&path) {
             spans.insert(path.clone(), node);
@@ -351,6 +366,15 @@ fn leaf(
         kind: NodeKind::Scalar(quoting),
     };
     Ok(Some((value, span, anchor)))
+}
+
+/// How many nodes a value holds, itself included.
+fn nodes(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nodes).sum::<usize>(),
+        Value::Object(map) => 1 + map.values().map(nodes).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 fn expects_key(stack: &[Frame]) -> bool {
@@ -614,6 +638,23 @@ mod tests {
             panic!("{meta:?}")
         };
         assert_eq!((first.start, first.column), (text.find("name").unwrap(), 2));
+    }
+
+    /// Nine levels of ten aliases each would copy a billion nodes: an error, at once.
+    #[test]
+    fn an_alias_bomb_is_an_error_not_an_out_of_memory() {
+        let mut text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_owned();
+        for level in 1..10 {
+            let previous = format!("*a{}", level - 1);
+            let list = vec![previous.as_str(); 10].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{list}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let err = parse_stream(&text, &|_| false).unwrap_err();
+        assert!(err.message.contains("aliases expand to more than"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Merge keys and a few aliases, as manifests use them, are fine.
+        assert!(parse_stream("base: &b {x: 1}\na: {<<: *b}\nb: {<<: *b}\n", &|_| false).is_ok());
     }
 
     #[test]
