@@ -931,3 +931,106 @@ async fn ready_within(server: &Server, limit: Duration) -> common::Reply {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The audit against an API server: every namespace at once (one list per type and label
+/// generation across all namespaces), the namespaces, claims and volumes. It finds the
+/// shared namespace, the misplaced sub-env object (its namespace does not exist) and the
+/// claim on a Delete volume; through the CLI with a kubeconfig, exit 1. A type it may not
+/// list makes the audit exit 2, naming it, or 1 with --allow-partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_reads_every_namespace_of_the_api_server() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    replay.add("wallet", "configmaps", "wallet-config", &CURRENT);
+    replay.add("billing", "services", "billing", &LEGACY_B);
+    replay.add_typed(
+        "persistentvolumeclaims",
+        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "ledger", "namespace": "wallet"}, "spec": {"volumeName": "pv-ledger"}}),
+    );
+    replay.add_typed(
+        "persistentvolumes",
+        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "pv-ledger"}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}}),
+    );
+    let cluster = live(&replay, LiveOptions::default());
+    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    assert!(
+        inventory.unverified.is_empty(),
+        "{:?}",
+        inventory.unverified
+    );
+    assert_eq!(inventory.objects.len(), 4, "{:?}", inventory.objects);
+    let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
+    let found: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| {
+            let v = serde_json::to_value(f).unwrap();
+            format!(
+                "{} {} {}",
+                v["type"].as_str().unwrap(),
+                v["namespace"].as_str().unwrap(),
+                v["name"].as_str().or(v["claim"].as_str()).unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "SharedNamespace wallet ",
+            "Misplaced wallet wallet-tenant-a",
+            "DataAtRisk wallet ledger",
+        ]
+    );
+    // Lists went across all namespaces, not one namespace at a time.
+    let requests = replay.state.lock().unwrap().requests.clone();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("/apis/apps/v1/deployments?")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("/namespaces/wallet/")),
+        "{requests:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(&dir, &replay);
+    let audit = |extra: &'static [&'static str]| {
+        let config = config.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+                .args(["audit", "-o", "json", "--kubeconfig"])
+                .arg(&config)
+                .args(extra)
+                .env_remove("KUBECONFIG")
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env_remove("NSGUARD_CLUSTER_DUMP")
+                .output()
+                .unwrap()
+        }
+    };
+    let out = tokio::task::spawn_blocking(audit(&[])).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["findings"].as_array().unwrap().len(), 3, "{json}");
+    assert!(json["resourceTypes"].as_u64().unwrap() > 20, "{json}");
+
+    replay.fault("configmaps", Fault::Forbidden);
+    let out = tokio::task::spawn_blocking(audit(&[])).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["unverified"][0]["resource"], "configmaps", "{json}");
+    let out = tokio::task::spawn_blocking(audit(&["--allow-partial"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,5 +1,6 @@
-//! `nsguard audit`: what is already at risk, over a cluster dump. Exit 0 nothing found, 1
-//! findings, 2 an error or a type that could not be read.
+//! `nsguard audit`: what is already at risk, over the cluster of your kubeconfig (with your
+//! credentials) or a cluster dump. Exit 0 nothing found, 1 findings, 2 an error or a type
+//! that could not be read (unless --allow-partial).
 
 use std::process::ExitCode;
 
@@ -12,9 +13,10 @@ use crate::cluster::ClusterSource;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
+  nsguard audit                                          # your kubeconfig's cluster
+  nsguard audit --context prod -n shop -n billing -o json
   nsguard audit --demo                                   # the example dump
-  kubectl get namespaces,pv,pvc,all,configmaps,secrets -A -o yaml > cluster.yaml
-  nsguard audit --cluster-dump cluster.yaml -o json")]
+  nsguard audit --cluster-dump cluster.yaml")]
 pub struct AuditArgs {
     /// Only these namespaces (repeatable). Default: every namespace.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
@@ -22,6 +24,13 @@ pub struct AuditArgs {
     /// text for people (grouped by namespace), json for machines.
     #[arg(long, short, value_enum, default_value = "text")]
     output: OutputFormat,
+    /// Bound on reading a live cluster, every list included.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Report findings even when some resource types could not be read (they are named):
+    /// exit by the findings instead of 2.
+    #[arg(long)]
+    allow_partial: bool,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -32,18 +41,22 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let scheme = args.inputs.labels.scheme();
     let source = runtime.block_on(args.inputs.cluster.source(&scheme))?;
-    let ClusterSource::Dump(dump) = source else {
-        anyhow::bail!(
-            "the audit reads a cluster dump for now (--cluster-dump FILE, or --demo): capture one with \
-             `kubectl get namespaces,persistentvolumes,persistentvolumeclaims,all,configmaps,secrets -A -o yaml`"
-        );
+    let live;
+    let inventory = match &source {
+        ClusterSource::Dump(dump) => dump.inventory(),
+        ClusterSource::Live(cluster) => {
+            live = runtime
+                .block_on(cluster.inventory(args.timeout))
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+            &live
+        }
     };
-    let report = audit::audit(dump.inventory(), &scheme, &args.namespaces);
+    let report = audit::audit(inventory, &scheme, &args.namespaces);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print!("{}", text(&report)),
     }
-    Ok(if !report.unverified.is_empty() {
+    Ok(if !report.unverified.is_empty() && !args.allow_partial {
         ExitCode::from(super::EXIT_ERROR)
     } else if report.findings.is_empty() {
         ExitCode::SUCCESS

@@ -22,11 +22,13 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, PartialObjectMeta, Status};
 use tokio::time::Instant;
 
+use crate::audit::{Claim, Inventory, LabelledObject};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
 use crate::labels::LabelScheme;
@@ -609,9 +611,40 @@ impl LiveCluster {
         deadline: Instant,
         progress: &Progress,
     ) -> Result<Vec<(String, OwnedObject)>, CallError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &rt.resource);
         let kind = qualified_kind(&rt.resource.kind, &rt.resource.group);
+        let items = self
+            .list_matching(Some(namespace), rt, selector, deadline, progress)
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|meta| {
+                let owner = self.scheme.owner(meta.labels.as_ref()?)?;
+                Some((
+                    meta.uid.unwrap_or_default(),
+                    OwnedObject {
+                        owner,
+                        kind: kind.clone(),
+                        name: meta.name.unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// The metadata of every `rt` object matching `selector`, every page: in `namespace`,
+    /// or in all namespaces.
+    async fn list_matching(
+        &self,
+        namespace: Option<&str>,
+        rt: &ResourceType,
+        selector: &str,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<Vec<ObjectMeta>, CallError> {
+        let api: Api<DynamicObject> = match namespace {
+            Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &rt.resource),
+            None => Api::all_with(self.client.clone(), &rt.resource),
+        };
         let mut params = ListParams::default()
             .labels(selector)
             .limit(self.options.page_size);
@@ -622,25 +655,191 @@ impl LiveCluster {
                     api.list_metadata(&params)
                 })
                 .await?;
-            out.extend(page.items.into_iter().filter_map(
-                |item: PartialObjectMeta<DynamicObject>| {
-                    let meta = item.metadata;
-                    let owner = self.scheme.owner(meta.labels.as_ref()?)?;
-                    Some((
-                        meta.uid.unwrap_or_default(),
-                        OwnedObject {
-                            owner,
-                            kind: kind.clone(),
-                            name: meta.name.unwrap_or_default(),
-                        },
-                    ))
-                },
-            ));
+            out.extend(
+                page.items
+                    .into_iter()
+                    .map(|item: PartialObjectMeta<DynamicObject>| item.metadata),
+            );
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
                 None => return Ok(out),
             }
         }
+    }
+
+    /// What the audit reads, from every namespace: the labelled objects of every
+    /// discovered type (metadata only, one list per type and label generation, all
+    /// namespaces at once), the namespaces, and the PersistentVolumeClaims and
+    /// PersistentVolumes (for their volume and reclaim policy). A type that cannot be
+    /// listed is in [`Inventory::unverified`]; the whole fails only past `timeout`.
+    pub async fn inventory(&self, timeout: Duration) -> Result<Inventory, LookupError> {
+        let deadline = Instant::now() + timeout;
+        let progress = Progress::default();
+        match tokio::time::timeout_at(deadline, self.inventory_unbounded(deadline, &progress)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(LookupError::Deadline {
+                server: self.server.clone(),
+                timeout,
+                done: progress.done.load(Ordering::Relaxed),
+                total: progress.total.load(Ordering::Relaxed),
+                pending: progress.pending(),
+            }),
+        }
+    }
+
+    async fn inventory_unbounded(
+        &self,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<Inventory, LookupError> {
+        use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+        let discovered = self.discovery(deadline).await?;
+        let mut inventory = Inventory {
+            resource_types: discovered.types.len(),
+            unverified: discovered.failed.clone(),
+            ..Inventory::default()
+        };
+        let read = |what: &'static str| {
+            move |cause| LookupError::Read {
+                what,
+                server: self.server.clone(),
+                cause,
+            }
+        };
+        let all = ListParams::default();
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let listed = self
+            .call(deadline, &progress.calls, || namespaces.list_metadata(&all))
+            .await
+            .map_err(read("listing the namespaces"))?;
+        inventory.namespaces = Some(
+            listed
+                .items
+                .into_iter()
+                .filter_map(|ns| ns.metadata.name)
+                .collect(),
+        );
+
+        let selectors: Vec<String> = self
+            .scheme
+            .generations()
+            .iter()
+            .map(|keys| format!("{},{}", keys.app_name, keys.env))
+            .collect();
+        let jobs: Vec<(usize, usize)> = (0..discovered.types.len())
+            .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
+            .collect();
+        progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
+        let (types, selectors_ref) = (&discovered.types, &selectors);
+        let results: Vec<_> = stream::iter(jobs)
+            .map(|(t, s)| async move {
+                let rt = &types[t];
+                progress.start(&rt.id);
+                let result = self
+                    .list_matching(None, rt, &selectors_ref[s], deadline, progress)
+                    .await;
+                progress.finish(&rt.id);
+                (rt, result)
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        let mut seen = HashSet::new();
+        let mut failed: HashMap<&str, CallError> = HashMap::new();
+        for (rt, result) in results {
+            let items = match result {
+                Ok(items) => items,
+                Err(err) => {
+                    failed.entry(rt.id.as_str()).or_insert(err);
+                    continue;
+                }
+            };
+            for meta in items {
+                let uid = meta.uid.clone().unwrap_or_default();
+                let (Some(namespace), Some(labels)) = (meta.namespace, meta.labels) else {
+                    continue;
+                };
+                if self.scheme.owner(&labels).is_none() || (!uid.is_empty() && !seen.insert(uid)) {
+                    continue;
+                }
+                inventory.objects.push(LabelledObject {
+                    namespace,
+                    api_version: rt.resource.api_version.clone(),
+                    kind: rt.resource.kind.clone(),
+                    name: meta.name.unwrap_or_default(),
+                    labels,
+                    annotations: meta.annotations.unwrap_or_default(),
+                    controller_owned: meta
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|r| r.controller == Some(true)),
+                });
+            }
+        }
+        for (id, err) in failed {
+            inventory.unverified.push(Unverified {
+                resource: id.to_owned(),
+                reason: err.to_string(),
+                code: err.code(),
+            });
+        }
+
+        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+        match self
+            .call(deadline, &progress.calls, || claims.list(&all))
+            .await
+        {
+            Ok(list) => {
+                inventory.claims = list
+                    .items
+                    .into_iter()
+                    .filter_map(|pvc| {
+                        Some(Claim {
+                            namespace: pvc.metadata.namespace?,
+                            name: pvc.metadata.name?,
+                            volume: pvc.spec.and_then(|s| s.volume_name),
+                        })
+                    })
+                    .collect()
+            }
+            Err(err) => inventory.unverified.push(Unverified {
+                resource: "persistentvolumeclaims".to_owned(),
+                reason: err.to_string(),
+                code: err.code(),
+            }),
+        }
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        match self
+            .call(deadline, &progress.calls, || volumes.list(&all))
+            .await
+        {
+            Ok(list) => {
+                inventory.volumes = list
+                    .items
+                    .into_iter()
+                    .filter_map(|pv| {
+                        Some((
+                            pv.metadata.name?,
+                            pv.spec?.persistent_volume_reclaim_policy?,
+                        ))
+                    })
+                    .collect()
+            }
+            Err(err) => inventory.unverified.push(Unverified {
+                resource: "persistentvolumes".to_owned(),
+                reason: err.to_string(),
+                code: err.code(),
+            }),
+        }
+        inventory
+            .unverified
+            .sort_by(|a, b| a.resource.cmp(&b.resource));
+        inventory.objects.sort_by(|a, b| {
+            (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name))
+        });
+        Ok(inventory)
     }
 
     /// A Namespace's annotations, or `None` when it does not exist.

@@ -2,7 +2,7 @@
 //! from `tests/fixtures/kube-apiserver/discovery/` and answers metadata-only list calls
 //! (`PartialObjectMetadataList`) from objects the test defines, with injectable faults.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,8 @@ pub struct ReplayState {
     pub rules: Option<Value>,
     /// What a SelfSubjectRulesReview gets instead of its answer.
     pub access_review_fault: Option<Fault>,
+    /// plural -> whole objects, for typed lists (PersistentVolumeClaims, PersistentVolumes).
+    pub typed: HashMap<String, Vec<Value>>,
 }
 
 pub struct Replay {
@@ -130,6 +132,18 @@ impl Replay {
             .unwrap()
             .retain(|g| g["name"] != group);
         discovery.retain(|path, _| !path.starts_with(&format!("/apis/{group}/")));
+    }
+
+    /// A whole object for typed lists across all namespaces (`persistentvolumeclaims`,
+    /// `persistentvolumes`), as `kubectl get -A -o json` would show it.
+    pub fn add_typed(&self, plural: &str, object: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .typed
+            .entry(plural.to_owned())
+            .or_default()
+            .push(object);
     }
 
     /// Make the discovery document at `path` (`/apis/GROUP/VERSION`) fail.
@@ -287,9 +301,47 @@ type AppState = (Arc<Mutex<ReplayState>>, Arc<Mutex<BTreeMap<String, Value>>>);
 async fn serve(
     State((state, discovery)): State<AppState>,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let path = uri.path().to_owned();
+    // A list across all namespaces: /api/v1/PLURAL or /apis/G/V/PLURAL.
+    let cluster_wide = match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["", "api", _, plural] | ["", "apis", _, _, plural]
+            if *plural != "selfsubjectrulesreviews" =>
+        {
+            Some(plural.to_string())
+        }
+        _ => None,
+    };
+    if let Some(plural) = cluster_wide {
+        let (down, fault, snapshot) = {
+            let mut state = state.lock().unwrap();
+            state.requests.push(uri.to_string());
+            let snapshot = Snapshot {
+                objects: state.objects.clone(),
+                typed: state.typed.clone(),
+            };
+            (state.down, state.faults.get(&plural).cloned(), snapshot)
+        };
+        if down {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the server is down",
+            );
+        }
+        if let Some(fault) = fault
+            && let Some(response) = fault_response(fault).await
+        {
+            return response;
+        }
+        let metadata_only = headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("PartialObjectMetadata"));
+        return cluster_list(&snapshot, &plural, metadata_only, &query);
+    }
     let (fault, objects, down, discovery_fault) = {
         let mut state = state.lock().unwrap();
         state.requests.push(uri.to_string());
@@ -574,4 +626,61 @@ pub async fn kubectl_reads(replay: &Replay, yaml: &str, args: &[&str]) -> Vec<se
     })
     .await
     .unwrap()
+}
+
+/// What a list across all namespaces reads.
+struct Snapshot {
+    objects: HashMap<(String, String), Vec<Value>>,
+    typed: HashMap<String, Vec<Value>>,
+}
+
+/// A list across all namespaces: typed whole objects when asked for them (and held), or
+/// the metadata of every object of `plural` in every namespace (`namespaces`: each
+/// namespace that holds objects, or typed ones).
+fn cluster_list(
+    snapshot: &Snapshot,
+    plural: &str,
+    metadata_only: bool,
+    query: &HashMap<String, String>,
+) -> Response {
+    if !metadata_only && let Some(items) = snapshot.typed.get(plural) {
+        let kind = match plural {
+            "persistentvolumeclaims" => "PersistentVolumeClaimList",
+            "persistentvolumes" => "PersistentVolumeList",
+            _ => "List",
+        };
+        let body = json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "4242"}, "items": items});
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    if plural == "namespaces" {
+        let mut names: BTreeSet<String> =
+            snapshot.objects.keys().map(|(ns, _)| ns.clone()).collect();
+        for items in snapshot.typed.values() {
+            names.extend(
+                items
+                    .iter()
+                    .filter_map(|o| o["metadata"]["namespace"].as_str().map(str::to_owned)),
+            );
+        }
+        let objects = names
+            .into_iter()
+            .map(|name| json!({"name": name, "uid": format!("uid-ns-{name}"), "labels": {}}))
+            .collect();
+        return list_response(objects, &HashMap::new());
+    }
+    let mut keys: Vec<&(String, String)> = snapshot
+        .objects
+        .keys()
+        .filter(|(_, p)| p == plural)
+        .collect();
+    keys.sort();
+    let objects = keys
+        .into_iter()
+        .flat_map(|key| snapshot.objects[key].clone())
+        .collect();
+    list_response(objects, query)
 }
