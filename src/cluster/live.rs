@@ -103,6 +103,15 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// `resource` could not be read because of this error.
+    fn unverified(&self, resource: impl Into<String>) -> Unverified {
+        Unverified {
+            resource: resource.into(),
+            reason: self.to_string(),
+            code: self.code(),
+        }
+    }
+
     fn from_kube(err: kube::Error) -> Self {
         match err {
             kube::Error::Api(status) => CallError::Api(status),
@@ -376,11 +385,7 @@ impl LiveCluster {
                     listable(&self.options.skip, &group, &gv, list)
                         .filter(|t| seen.insert(t.id.clone())),
                 ),
-                Err(err) => failed.push(Unverified {
-                    resource: format!("{gv} (discovery)"),
-                    reason: err.to_string(),
-                    code: err.code(),
-                }),
+                Err(err) => failed.push(err.unverified(format!("{gv} (discovery)"))),
             }
         }
         types.sort_by(|a, b| a.id.cmp(&b.id));
@@ -592,11 +597,7 @@ impl LiveCluster {
             if err.code() == Some(404) {
                 gone.insert(id.to_owned());
             } else {
-                scan.unverified.push(Unverified {
-                    resource: id.to_owned(),
-                    reason: err.to_string(),
-                    code: err.code(),
-                });
+                scan.unverified.push(err.unverified(id));
             }
         }
         gone
@@ -779,11 +780,7 @@ impl LiveCluster {
             }
         }
         for (id, err) in failed {
-            inventory.unverified.push(Unverified {
-                resource: id.to_owned(),
-                reason: err.to_string(),
-                code: err.code(),
-            });
+            inventory.unverified.push(err.unverified(id));
         }
 
         let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
@@ -804,11 +801,9 @@ impl LiveCluster {
                     })
                     .collect()
             }
-            Err(err) => inventory.unverified.push(Unverified {
-                resource: "persistentvolumeclaims".to_owned(),
-                reason: err.to_string(),
-                code: err.code(),
-            }),
+            Err(err) => inventory
+                .unverified
+                .push(err.unverified("persistentvolumeclaims")),
         }
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         match self
@@ -827,11 +822,9 @@ impl LiveCluster {
                     })
                     .collect()
             }
-            Err(err) => inventory.unverified.push(Unverified {
-                resource: "persistentvolumes".to_owned(),
-                reason: err.to_string(),
-                code: err.code(),
-            }),
+            Err(err) => inventory
+                .unverified
+                .push(err.unverified("persistentvolumes")),
         }
         inventory
             .unverified
