@@ -47,6 +47,8 @@ pub struct Inventory {
     /// The namespaces that exist; `None` when the source does not say (a dump without
     /// Namespace objects).
     pub namespaces: Option<BTreeSet<String>>,
+    /// The annotations of each Namespace (the guard's break-glass), for `nsguard dump`.
+    pub namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
     pub objects: Vec<LabelledObject>,
     pub claims: Vec<Claim>,
     /// PersistentVolume name -> `spec.persistentVolumeReclaimPolicy`.

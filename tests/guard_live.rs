@@ -1024,6 +1024,41 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     assert_eq!(json["findings"].as_array().unwrap().len(), 3, "{json}");
     assert!(json["resourceTypes"].as_u64().unwrap() > 20, "{json}");
 
+    // Captured with `nsguard dump`, then audited offline: the same findings.
+    let file = dir.path().join("cluster.json");
+    let (config_for_dump, file_for_dump) = (config.clone(), file.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+            .args(["dump", "--kubeconfig"])
+            .arg(&config_for_dump)
+            .arg("-o")
+            .arg(&file_for_dump)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("NSGUARD_CLUSTER_DUMP")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args(["audit", "-o", "json", "--cluster-dump"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(offline.status.code(), Some(1));
+    let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+    assert_eq!(
+        offline["findings"], json["findings"],
+        "live and offline audits differ"
+    );
+
     replay.fault("configmaps", Fault::Forbidden);
     let out = tokio::task::spawn_blocking(audit(&[])).await.unwrap();
     assert_eq!(out.status.code(), Some(2));

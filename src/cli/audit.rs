@@ -120,3 +120,66 @@ fn text(report: &Report) -> String {
     }
     out
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard dump --context prod -o cluster.json            # capture, then audit offline
+  nsguard audit --cluster-dump cluster.json
+  nsguard dump -n shop -n billing > for-a-bug-report.json")]
+pub struct DumpArgs {
+    /// Only these namespaces (repeatable). Default: every namespace.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// Bound on reading a live cluster, every list included.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    #[command(flatten)]
+    inputs: GuardInputs,
+}
+
+/// `nsguard dump`: what the guard and the audit read, in the `--cluster-dump` format
+/// (a JSON `List`). A type that cannot be read is an error: a dump must be whole.
+pub fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let scheme = args.inputs.labels.scheme();
+    let source = runtime.block_on(args.inputs.cluster.source(&scheme))?;
+    let live;
+    let inventory = match &source {
+        ClusterSource::Dump(dump) => dump.inventory(),
+        ClusterSource::Live(cluster) => {
+            live = runtime
+                .block_on(cluster.inventory(args.timeout))
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+            &live
+        }
+    };
+    if let Some(first) = inventory.unverified.first() {
+        anyhow::bail!(
+            "{} resource type(s) could not be read, so the dump would be incomplete: {}: {}",
+            inventory.unverified.len(),
+            first.resource,
+            first.reason
+        );
+    }
+    let mut text =
+        serde_json::to_string_pretty(&crate::cluster::dump::write(inventory, &args.namespaces))?;
+    text.push('\n');
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to standard output")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -73,6 +73,9 @@ enum Command {
     /// sub-env objects, volumes a namespace delete would destroy. Exit 0 none, 1 some, 2
     /// error.
     Audit(Box<audit::AuditArgs>),
+    /// Write what the guard and the audit read from the cluster (labelled objects'
+    /// metadata, namespaces, claims and volumes) in the --cluster-dump format.
+    Dump(Box<audit::DumpArgs>),
     /// Print manifests with misplaced sub-env objects moved to their namespace, changing
     /// nothing else. Reads standard input without -f (a Helm post-renderer).
     Rewrite(placement::RewriteArgs),
@@ -156,6 +159,7 @@ impl Cli {
             Command::Check(args) => placement::check(args),
             Command::Rewrite(args) => placement::rewrite(args),
             Command::Audit(args) => audit::audit(*args),
+            Command::Dump(args) => audit::dump(*args),
         };
         match result {
             Ok(code) => code,

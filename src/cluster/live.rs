@@ -714,13 +714,15 @@ impl LiveCluster {
             .call(deadline, &progress.calls, || namespaces.list_metadata(&all))
             .await
             .map_err(read("listing the namespaces"))?;
-        inventory.namespaces = Some(
-            listed
-                .items
-                .into_iter()
-                .filter_map(|ns| ns.metadata.name)
-                .collect(),
-        );
+        for namespace in listed.items {
+            let meta = namespace.metadata;
+            if let Some(name) = meta.name {
+                inventory
+                    .namespace_annotations
+                    .insert(name, meta.annotations.unwrap_or_default());
+            }
+        }
+        inventory.namespaces = Some(inventory.namespace_annotations.keys().cloned().collect());
 
         let selectors: Vec<String> = self
             .scheme
