@@ -36,22 +36,8 @@ pub struct AuditArgs {
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let scheme = args.inputs.labels.scheme();
-    let source = runtime.block_on(args.inputs.cluster.source(&scheme))?;
-    let live;
-    let inventory = match &source {
-        ClusterSource::Dump(dump) => dump.inventory(),
-        ClusterSource::Live(cluster) => {
-            live = runtime
-                .block_on(cluster.inventory(args.timeout))
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-            &live
-        }
-    };
-    let report = audit::audit(inventory, &scheme, &args.namespaces);
+    let (scheme, inventory) = read_inventory(&args.inputs, args.timeout)?;
+    let report = audit::audit(&inventory, &scheme, &args.namespaces);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print!("{}", text(&report)),
@@ -63,6 +49,25 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What the audit reads, from the cluster source the flags name (a live read bounded by
+/// `timeout`).
+fn read_inventory(
+    inputs: &GuardInputs,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(crate::labels::LabelScheme, audit::Inventory)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let scheme = inputs.labels.scheme();
+    let inventory = match runtime.block_on(inputs.cluster.source(&scheme))? {
+        ClusterSource::Dump(dump) => dump.inventory().clone(),
+        ClusterSource::Live(cluster) => runtime
+            .block_on(cluster.inventory(timeout))
+            .map_err(|err| anyhow::anyhow!("{err}"))?,
+    };
+    Ok((scheme, inventory))
 }
 
 /// The report for a person at a terminal: grouped by namespace, each finding with what
@@ -144,21 +149,7 @@ pub struct DumpArgs {
 /// (a JSON `List`). A type that cannot be read is an error: a dump must be whole.
 pub fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let scheme = args.inputs.labels.scheme();
-    let source = runtime.block_on(args.inputs.cluster.source(&scheme))?;
-    let live;
-    let inventory = match &source {
-        ClusterSource::Dump(dump) => dump.inventory(),
-        ClusterSource::Live(cluster) => {
-            live = runtime
-                .block_on(cluster.inventory(args.timeout))
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-            &live
-        }
-    };
+    let (_, inventory) = read_inventory(&args.inputs, args.timeout)?;
     if let Some(first) = inventory.unverified.first() {
         anyhow::bail!(
             "{} resource type(s) could not be read, so the dump would be incomplete: {}: {}",
@@ -168,7 +159,7 @@ pub fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut text =
-        serde_json::to_string_pretty(&crate::cluster::dump::write(inventory, &args.namespaces))?;
+        serde_json::to_string_pretty(&crate::cluster::dump::write(&inventory, &args.namespaces))?;
     text.push('\n');
     match &args.output {
         Some(path) => {

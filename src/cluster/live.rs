@@ -549,41 +549,28 @@ impl LiveCluster {
         scan: &mut NamespaceScan,
         seen: &mut HashSet<String>,
     ) -> BTreeSet<String> {
-        let selectors: Vec<String> = self
-            .scheme
-            .generations()
-            .iter()
-            .map(|keys| format!("{},{}", keys.app_name, keys.env))
-            .collect();
-        // Jobs as indices: owned values keep the stream's future `Send` for any lifetime.
-        let jobs: Vec<(usize, usize)> = (0..types.len())
-            .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
-            .collect();
-        progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
-        let selectors_ref = &selectors;
-        let results: Vec<_> = stream::iter(jobs)
-            .map(|(t, s)| async move {
-                let rt = &types[t];
-                progress.start(&rt.id);
-                let result = self
-                    .list_owned(namespace, rt, &selectors_ref[s], deadline, progress)
-                    .await;
-                progress.finish(&rt.id);
-                (rt, result)
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
+        let results = self
+            .list_every(Some(namespace), types, deadline, progress)
             .await;
-
         let mut failed: HashMap<&str, CallError> = HashMap::new();
         for (rt, result) in results {
             match result {
-                Ok(objects) => {
+                Ok(items) => {
+                    let kind = qualified_kind(&rt.resource.kind, &rt.resource.group);
                     // The same object matches several generations' selectors, and some
                     // types are served by two groups (events): count each uid once.
-                    for (uid, object) in objects {
+                    for meta in items {
+                        let uid = meta.uid.unwrap_or_default();
+                        let Some(owner) = meta.labels.as_ref().and_then(|l| self.scheme.owner(l))
+                        else {
+                            continue;
+                        };
                         if uid.is_empty() || seen.insert(uid) {
-                            scan.objects.push(object);
+                            scan.objects.push(OwnedObject {
+                                owner,
+                                kind: kind.clone(),
+                                name: meta.name.unwrap_or_default(),
+                            });
                         }
                     }
                 }
@@ -604,32 +591,40 @@ impl LiveCluster {
     }
 
     /// Every object of one type in the namespace matching one selector, page by page.
-    async fn list_owned(
+    /// Every type of `types` listed under every label generation's selector, at most
+    /// `concurrency` calls at once: in `namespace`, or across all namespaces.
+    async fn list_every<'t>(
         &self,
-        namespace: &str,
-        rt: &ResourceType,
-        selector: &str,
+        namespace: Option<&str>,
+        types: &'t [ResourceType],
         deadline: Instant,
         progress: &Progress,
-    ) -> Result<Vec<(String, OwnedObject)>, CallError> {
-        let kind = qualified_kind(&rt.resource.kind, &rt.resource.group);
-        let items = self
-            .list_matching(Some(namespace), rt, selector, deadline, progress)
-            .await?;
-        Ok(items
-            .into_iter()
-            .filter_map(|meta| {
-                let owner = self.scheme.owner(meta.labels.as_ref()?)?;
-                Some((
-                    meta.uid.unwrap_or_default(),
-                    OwnedObject {
-                        owner,
-                        kind: kind.clone(),
-                        name: meta.name.unwrap_or_default(),
-                    },
-                ))
+    ) -> Vec<(&'t ResourceType, Result<Vec<ObjectMeta>, CallError>)> {
+        let selectors: Vec<String> = self
+            .scheme
+            .generations()
+            .iter()
+            .map(|keys| format!("{},{}", keys.app_name, keys.env))
+            .collect();
+        // Jobs as indices: owned values keep the stream's future `Send` for any lifetime.
+        let jobs: Vec<(usize, usize)> = (0..types.len())
+            .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
+            .collect();
+        progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
+        let selectors_ref = &selectors;
+        stream::iter(jobs)
+            .map(|(t, s)| async move {
+                let rt = &types[t];
+                progress.start(&rt.id);
+                let result = self
+                    .list_matching(namespace, rt, &selectors_ref[s], deadline, progress)
+                    .await;
+                progress.finish(&rt.id);
+                (rt, result)
             })
-            .collect())
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await
     }
 
     /// The metadata of every `rt` object matching `selector`, every page: in `namespace`,
@@ -724,29 +719,8 @@ impl LiveCluster {
         }
         inventory.namespaces = Some(inventory.namespace_annotations.keys().cloned().collect());
 
-        let selectors: Vec<String> = self
-            .scheme
-            .generations()
-            .iter()
-            .map(|keys| format!("{},{}", keys.app_name, keys.env))
-            .collect();
-        let jobs: Vec<(usize, usize)> = (0..discovered.types.len())
-            .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
-            .collect();
-        progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
-        let (types, selectors_ref) = (&discovered.types, &selectors);
-        let results: Vec<_> = stream::iter(jobs)
-            .map(|(t, s)| async move {
-                let rt = &types[t];
-                progress.start(&rt.id);
-                let result = self
-                    .list_matching(None, rt, &selectors_ref[s], deadline, progress)
-                    .await;
-                progress.finish(&rt.id);
-                (rt, result)
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
+        let results = self
+            .list_every(None, &discovered.types, deadline, progress)
             .await;
         let mut seen = HashSet::new();
         let mut failed: HashMap<&str, CallError> = HashMap::new();
