@@ -249,29 +249,7 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    struct OptionVisitor<T>(PhantomData<T>);
-
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionVisitor<T> {
-        type Value = Option<T>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object or null")
-        }
-
-        fn visit_none<E>(self) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E>(self) -> Result<Option<T>, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<T>, D::Error> {
-            object(deserializer).map(Some)
-        }
-    }
-
-    deserializer.deserialize_option(OptionVisitor(PhantomData))
+    deserializer.deserialize_option(Optional(ObjectVisitor::<T>(PhantomData)))
 }
 
 /// An array of [`object`]s, or `null`.
@@ -280,50 +258,57 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    struct Objects<T>(PhantomData<T>);
+    deserializer.deserialize_option(Optional(Objects::<T>(PhantomData)))
+}
 
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for Objects<T> {
-        type Value = Vec<T>;
+/// An array of [`object`]s.
+struct Objects<T>(PhantomData<T>);
 
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array of JSON objects")
-        }
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Objects<T> {
+    type Value = Vec<T>;
 
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-            while let Some(item) = seq.next_element_seed(ObjectVisitor(PhantomData))? {
-                out.push(item);
-            }
-            Ok(out)
-        }
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of JSON objects")
     }
 
-    struct OptionVisitor<T>(PhantomData<T>);
-
-    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionVisitor<T> {
-        type Value = Option<Vec<T>>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array of JSON objects or null")
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(ObjectVisitor(PhantomData))? {
+            out.push(item);
         }
+        Ok(out)
+    }
+}
 
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Objects<T> {
+    type Value = Vec<T>;
 
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
 
-        fn visit_some<D: Deserializer<'de>>(
-            self,
-            deserializer: D,
-        ) -> Result<Self::Value, D::Error> {
-            deserializer.deserialize_seq(Objects(PhantomData)).map(Some)
-        }
+/// `null`, or what the seed reads: serde's `Option`, for a field read through a seed.
+struct Optional<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Optional<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or a JSON object or array of them")
     }
 
-    deserializer.deserialize_option(OptionVisitor(PhantomData))
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(deserializer).map(Some)
+    }
 }
 
 /// nsguard's answer to one review.
