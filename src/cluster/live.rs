@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::audit::{Claim, Inventory, LabelledObject};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
-use crate::labels::LabelScheme;
+use crate::labels::{LabelScheme, Owner};
 
 /// Resource types nsguard does not list unless told otherwise, each for a reason:
 /// Events never carry stack labels and are the most numerous objects in a cluster;
@@ -195,6 +195,15 @@ fn pending_text(pending: &[String]) -> String {
     } else {
         format!("; still waiting for {}", pending.join(", "))
     }
+}
+
+/// What [`LiveCluster::list_every`] read.
+#[derive(Default)]
+struct Listed<'t> {
+    /// Each object with an owner, once, with its type.
+    objects: Vec<(&'t ResourceType, Owner, ObjectMeta)>,
+    /// The first error of each type that could not be listed, by id.
+    failed: Vec<(&'t str, CallError)>,
 }
 
 /// A namespaced resource type that supports `list`.
@@ -549,38 +558,18 @@ impl LiveCluster {
         scan: &mut NamespaceScan,
         seen: &mut HashSet<String>,
     ) -> BTreeSet<String> {
-        let results = self
-            .list_every(Some(namespace), types, deadline, progress)
+        let listed = self
+            .list_every(Some(namespace), types, deadline, progress, seen)
             .await;
-        let mut failed: HashMap<&str, CallError> = HashMap::new();
-        for (rt, result) in results {
-            match result {
-                Ok(items) => {
-                    let kind = qualified_kind(&rt.resource.kind, &rt.resource.group);
-                    // The same object matches several generations' selectors, and some
-                    // types are served by two groups (events): count each uid once.
-                    for meta in items {
-                        let uid = meta.uid.unwrap_or_default();
-                        let Some(owner) = meta.labels.as_ref().and_then(|l| self.scheme.owner(l))
-                        else {
-                            continue;
-                        };
-                        if uid.is_empty() || seen.insert(uid) {
-                            scan.objects.push(OwnedObject {
-                                owner,
-                                kind: kind.clone(),
-                                name: meta.name.unwrap_or_default(),
-                            });
-                        }
-                    }
-                }
-                Err(err) => {
-                    failed.entry(rt.id.as_str()).or_insert(err);
-                }
-            }
+        for (rt, owner, meta) in listed.objects {
+            scan.objects.push(OwnedObject {
+                owner,
+                kind: qualified_kind(&rt.resource.kind, &rt.resource.group),
+                name: meta.name.unwrap_or_default(),
+            });
         }
         let mut gone = BTreeSet::new();
-        for (id, err) in failed {
+        for (id, err) in listed.failed {
             if err.code() == Some(404) {
                 gone.insert(id.to_owned());
             } else {
@@ -590,16 +579,19 @@ impl LiveCluster {
         gone
     }
 
-    /// Every object of one type in the namespace matching one selector, page by page.
     /// Every type of `types` listed under every label generation's selector, at most
-    /// `concurrency` calls at once: in `namespace`, or across all namespaces.
+    /// `concurrency` calls at once: in `namespace`, or across all namespaces. Each object
+    /// with an owner comes once (it matches several generations' selectors, and some types
+    /// are served by two groups, events: `seen` holds the uids already taken); each type
+    /// that could not be listed comes with its first error.
     async fn list_every<'t>(
         &self,
         namespace: Option<&str>,
         types: &'t [ResourceType],
         deadline: Instant,
         progress: &Progress,
-    ) -> Vec<(&'t ResourceType, Result<Vec<ObjectMeta>, CallError>)> {
+        seen: &mut HashSet<String>,
+    ) -> Listed<'t> {
         let selectors: Vec<String> = self
             .scheme
             .generations()
@@ -612,7 +604,7 @@ impl LiveCluster {
             .collect();
         progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
         let selectors_ref = &selectors;
-        stream::iter(jobs)
+        let results: Vec<_> = stream::iter(jobs)
             .map(|(t, s)| async move {
                 let rt = &types[t];
                 progress.start(&rt.id);
@@ -624,7 +616,29 @@ impl LiveCluster {
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
-            .await
+            .await;
+        let mut listed = Listed::default();
+        let mut failed: HashMap<&str, CallError> = HashMap::new();
+        for (rt, result) in results {
+            let items = match result {
+                Ok(items) => items,
+                Err(err) => {
+                    failed.entry(rt.id.as_str()).or_insert(err);
+                    continue;
+                }
+            };
+            for meta in items {
+                let Some(owner) = meta.labels.as_ref().and_then(|l| self.scheme.owner(l)) else {
+                    continue;
+                };
+                let uid = meta.uid.clone().unwrap_or_default();
+                if uid.is_empty() || seen.insert(uid) {
+                    listed.objects.push((rt, owner, meta));
+                }
+            }
+        }
+        listed.failed = failed.into_iter().collect();
+        listed
     }
 
     /// The metadata of every `rt` object matching `selector`, every page: in `namespace`,
@@ -719,43 +733,34 @@ impl LiveCluster {
         }
         inventory.namespaces = Some(inventory.namespace_annotations.keys().cloned().collect());
 
-        let results = self
-            .list_every(None, &discovered.types, deadline, progress)
+        let listed = self
+            .list_every(
+                None,
+                &discovered.types,
+                deadline,
+                progress,
+                &mut HashSet::new(),
+            )
             .await;
-        let mut seen = HashSet::new();
-        let mut failed: HashMap<&str, CallError> = HashMap::new();
-        for (rt, result) in results {
-            let items = match result {
-                Ok(items) => items,
-                Err(err) => {
-                    failed.entry(rt.id.as_str()).or_insert(err);
-                    continue;
-                }
+        for (rt, _, meta) in listed.objects {
+            let (Some(namespace), Some(labels)) = (meta.namespace, meta.labels) else {
+                continue;
             };
-            for meta in items {
-                let uid = meta.uid.clone().unwrap_or_default();
-                let (Some(namespace), Some(labels)) = (meta.namespace, meta.labels) else {
-                    continue;
-                };
-                if self.scheme.owner(&labels).is_none() || (!uid.is_empty() && !seen.insert(uid)) {
-                    continue;
-                }
-                inventory.objects.push(LabelledObject {
-                    namespace,
-                    api_version: rt.resource.api_version.clone(),
-                    kind: rt.resource.kind.clone(),
-                    name: meta.name.unwrap_or_default(),
-                    labels,
-                    annotations: meta.annotations.unwrap_or_default(),
-                    controller_owned: meta
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|r| r.controller == Some(true)),
-                });
-            }
+            inventory.objects.push(LabelledObject {
+                namespace,
+                api_version: rt.resource.api_version.clone(),
+                kind: rt.resource.kind.clone(),
+                name: meta.name.unwrap_or_default(),
+                labels,
+                annotations: meta.annotations.unwrap_or_default(),
+                controller_owned: meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true)),
+            });
         }
-        for (id, err) in failed {
+        for (id, err) in listed.failed {
             inventory.unverified.push(err.unverified(id));
         }
 
