@@ -210,8 +210,10 @@ impl BoundServer {
                     slot
                 }
                 Admission::Refused => {
-                    state.metrics.rejection("too_many_connections");
-                    if let Some(suppressed) = state.warnings.admit("too_many_connections") {
+                    if let Some(suppressed) = state
+                        .warnings
+                        .reject(&state.metrics, "too_many_connections")
+                    {
                         tracing::warn!(%peer, suppressed, limit = options.max_connections, "connection refused: every open connection is busy (--max-connections)");
                     }
                     continue;
@@ -314,16 +316,14 @@ impl Connection {
             (self.limits.request_timeout, self.limits.idle_timeout);
         let grace = match close {
             Close::Expired(Expired::SlowRequest) => {
-                self.metrics.rejection("request_timeout");
-                if let Some(suppressed) = self.warnings.admit("request_timeout") {
+                if let Some(suppressed) = self.warnings.reject(&self.metrics, "request_timeout") {
                     tracing::warn!(%peer, suppressed, timeout = ?request_timeout, "request not received within --request-timeout; connection closed");
                 }
                 // A half-read request head cannot end gracefully.
                 return;
             }
             Close::Expired(Expired::NoRequest) => {
-                self.metrics.rejection("no_request");
-                if let Some(suppressed) = self.warnings.admit("no_request") {
+                if let Some(suppressed) = self.warnings.reject(&self.metrics, "no_request") {
                     tracing::warn!(%peer, suppressed, timeout = ?request_timeout, "no request within --request-timeout of connecting; connection closed");
                 }
                 CLOSE_GRACE
@@ -361,8 +361,7 @@ async fn accept_tls(
     match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
         Ok(Ok(1)) => {
-            metrics.rejection("plain_http");
-            if let Some(suppressed) = warnings.admit("plain_http") {
+            if let Some(suppressed) = warnings.reject(metrics, "plain_http") {
                 tracing::warn!(%peer, suppressed, first_byte = first[0], "non-TLS bytes on the HTTPS port; answered 400");
             }
             answer_plain_http(tcp).await;
@@ -375,8 +374,7 @@ async fn accept_tls(
             return None;
         }
         Err(_) => {
-            metrics.rejection("tls_handshake_timeout");
-            if let Some(suppressed) = warnings.admit("tls_handshake_timeout") {
+            if let Some(suppressed) = warnings.reject(metrics, "tls_handshake_timeout") {
                 tracing::warn!(%peer, suppressed, ?timeout, "no TLS handshake within the timeout");
             }
             return None;
@@ -385,15 +383,13 @@ async fn accept_tls(
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(err)) => {
-            metrics.rejection("tls_handshake");
-            if let Some(suppressed) = warnings.admit("tls_handshake") {
+            if let Some(suppressed) = warnings.reject(metrics, "tls_handshake") {
                 tracing::warn!(%peer, suppressed, error = %err, "TLS handshake failed");
             }
             None
         }
         Err(_) => {
-            metrics.rejection("tls_handshake_timeout");
-            if let Some(suppressed) = warnings.admit("tls_handshake_timeout") {
+            if let Some(suppressed) = warnings.reject(metrics, "tls_handshake_timeout") {
                 tracing::warn!(%peer, suppressed, ?timeout, "TLS handshake did not finish within the timeout");
             }
             None

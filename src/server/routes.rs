@@ -160,8 +160,7 @@ async fn handle(state: &AppState, endpoint: Endpoint, request: Request) -> Respo
     let request = match admission::decode(bytes) {
         Ok(request) => request,
         Err(err) => {
-            state.metrics.rejection("bad_review");
-            if let Some(suppressed) = state.warnings.admit("bad_review") {
+            if let Some(suppressed) = state.warnings.reject(&state.metrics, "bad_review") {
                 tracing::warn!(endpoint = endpoint.as_str(), suppressed, error = %err, "rejected request body");
             }
             return status_error(StatusCode::BAD_REQUEST, err.to_string());

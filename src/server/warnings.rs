@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::metrics::Metrics;
+
 /// The once-per-period gate, per kind of warning.
 pub struct Warnings {
     period: Duration,
@@ -31,6 +33,13 @@ impl Warnings {
             period,
             kinds: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Count a rejection in `nsguard_http_rejections_total{reason}`, and say whether its
+    /// warning may be logged now (with how many were left out since), under one key.
+    pub fn reject(&self, metrics: &Metrics, reason: &'static str) -> Option<u64> {
+        metrics.rejection(reason);
+        self.admit(reason)
     }
 
     /// Whether a warning of `kind` may be logged now; if so, how many were suppressed
