@@ -27,7 +27,7 @@ pub struct Source {
 }
 
 /// Bad input, with where it is.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{source_name}: {message}")]
 pub struct ManifestError {
     pub source_name: String,
@@ -160,8 +160,10 @@ impl std::fmt::Display for Finding {
 pub struct Rewritten {
     /// The source text with only the `metadata.namespace` of each moved object changed
     /// (replaced in place, or one line inserted): comments, order, quoting, anchors and
-    /// separators are the input's.
-    pub text: String,
+    /// separators are the input's. An error when a move cannot be written in place, or
+    /// the edited text would not read back as the moved objects: `check` still reports,
+    /// `rewrite` prints nothing.
+    pub text: Result<String, ManifestError>,
     /// Every object document as read, after the move.
     pub documents: Vec<Value>,
     pub findings: Vec<Finding>,
@@ -184,6 +186,7 @@ pub fn rewrite(
     let mut documents = Vec::new();
     let mut findings = Vec::new();
     let mut edits = Vec::new();
+    let mut unwritable = None;
     for mut document in documents::parse(&source.text).map_err(|e| error(e.to_string()))? {
         let list = documents::is_list(&document.value);
         let objects: Vec<&mut Value> = if list {
@@ -214,19 +217,24 @@ pub fn rewrite(
                     true => vec![Step::Key("items".into()), Step::Index(index)],
                     false => Vec::new(),
                 };
-                let edit = namespace_edit(
+                match namespace_edit(
                     &source.text,
                     &document.spans,
                     &prefix,
                     &misplacement.target,
+                    has_namespace,
                     json,
-                )
-                .ok_or_else(|| {
-                    error(format!(
-                        "{position}: cannot find metadata in the source to set its namespace"
-                    ))
-                })?;
-                edits.push(edit);
+                ) {
+                    Some(edit) => edits.push(edit),
+                    None => {
+                        unwritable.get_or_insert_with(|| {
+                            error(format!(
+                                "{position}: cannot set metadata.namespace in place: it is not \
+                                 written in the object itself (an alias or a merge key?); move it by hand"
+                            ))
+                        });
+                    }
+                }
             }
             findings.push(Finding {
                 file: source.name.clone(),
@@ -239,11 +247,10 @@ pub fn rewrite(
         }
         documents.push(document.value);
     }
-    let mut text = source.text.clone();
-    edits.sort_by_key(|edit| std::cmp::Reverse(edit.0));
-    for (start, end, replacement) in edits {
-        text.replace_range(start..end, &replacement);
-    }
+    let text = match unwritable {
+        Some(err) => Err(err),
+        None => edited(&source.text, edits, &documents).map_err(error),
+    };
     Ok(Rewritten {
         text,
         documents,
@@ -251,14 +258,38 @@ pub fn rewrite(
     })
 }
 
+/// `text` with `edits` made. What is printed must read, for nsguard and kubectl alike, as
+/// the objects said to be moved (`documents`); anything else is refused, not printed.
+fn edited(
+    text: &str,
+    mut edits: Vec<(usize, usize, String)>,
+    documents: &[Value],
+) -> Result<String, String> {
+    let mut text = text.to_owned();
+    edits.sort_by_key(|edit| std::cmp::Reverse(edit.0));
+    for (start, end, replacement) in edits {
+        text.replace_range(start..end, &replacement);
+    }
+    let again = documents::parse(&text).map_err(|e| format!("the rewritten text: {e}"))?;
+    if !again.iter().map(|d| &d.value).eq(documents.iter()) {
+        return Err(
+            "the rewritten text does not read back as the moved objects; nothing was printed"
+                .to_owned(),
+        );
+    }
+    Ok(text)
+}
+
 /// The one change that sets an object's namespace in its source: the namespace value
 /// replaced in its own quoting, or a `namespace` entry inserted before the first key of
-/// `metadata`, in that mapping's indentation (block) or style (flow, JSON).
+/// `metadata`, in that mapping's indentation (block) or style (flow, JSON). `None` when
+/// that cannot be done in place.
 fn namespace_edit(
     text: &str,
     spans: &std::collections::HashMap<Vec<Step>, NodeSpan>,
     prefix: &[Step],
     target: &str,
+    has_namespace: bool,
     json: bool,
 ) -> Option<(usize, usize, String)> {
     let at = |steps: &[&str]| {
@@ -289,6 +320,11 @@ fn namespace_edit(
             ""
         };
         return Some((span.start, span.end, format!("{value}{newline}")));
+    }
+    if has_namespace {
+        // Read, but not written here: it comes through an alias or a merge key, which an
+        // inserted entry might not override.
+        return None;
     }
     let metadata = at(&["metadata"])?;
     let NodeKind::Mapping { flow, first_key } = metadata.kind else {

@@ -558,3 +558,23 @@ fn custom_kinds_are_scoped_by_their_crd_or_a_flag_and_never_guessed() {
         out(&o)
     );
 }
+
+/// A namespace that reaches the object through a merge key (or an alias) cannot be set in
+/// place: an entry inserted beside `<<` is overridden by the merge for kubectl and nsguard
+/// alike. `rewrite` refuses it (exit 2, nothing printed) instead of saying "moved" and
+/// printing the old namespace, as it did.
+#[test]
+fn a_namespace_from_a_merge_key_is_refused_not_silently_kept() {
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  <<: &m\n    namespace: shop\n    labels: {simple-container-com/app-name: shop-tenant-a, simple-container-com/env: tenant-a, simple-container-com/parent-env: production}\n  name: x\n";
+    let o = nsguard(&["rewrite"], Some(manifest));
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).is_empty(), "{}", out(&o));
+    assert!(
+        err(&o).contains("<stdin>: document 1: cannot set metadata.namespace in place"),
+        "{}",
+        err(&o)
+    );
+    // check still reports it, so nothing passes in silence.
+    let o = nsguard(&["check"], Some(manifest));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+}

@@ -155,10 +155,15 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 pub fn rewrite(args: RewriteArgs) -> anyhow::Result<ExitCode> {
     let rewritten = run(&args.manifests)?;
+    // Nothing is printed unless every source can be.
+    let texts = rewritten
+        .iter()
+        .map(|source| source.text.as_ref().map_err(Clone::clone))
+        .collect::<Result<Vec<&String>, _>>()?;
     let mut out = std::io::stdout().lock();
-    for source in &rewritten {
+    for (source, text) in rewritten.iter().zip(texts) {
         match args.output {
-            RewriteFormat::Yaml => out.write_all(source.text.as_bytes()),
+            RewriteFormat::Yaml => out.write_all(text.as_bytes()),
             RewriteFormat::Json => {
                 out.write_all(manifests::render_json(&source.documents).as_bytes())
             }
