@@ -64,14 +64,13 @@ pub fn parse(text: &str) -> Result<Vec<Document>, DocumentError> {
 /// objects, as some tools emit. JSON is YAML, so each is read by the same reader (with
 /// the same spans), its offsets moved to the whole text.
 fn parse_json_stream(text: &str) -> Result<Vec<Document>, DocumentError> {
-    let mut documents = Vec::new();
+    let mut documents: Vec<Document> = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
     let mut begin = 0;
-    let mut number = 0;
     while let Some(next) = stream.next() {
-        number += 1;
+        // Documents are numbered as they come, an array's items each one.
         let invalid = |message: String| DocumentError::Invalid {
-            document: number,
+            document: documents.len() + 1,
             message,
         };
         next.map_err(|e| invalid(format!("invalid JSON: {e}")))?;
@@ -95,16 +94,14 @@ fn parse_json_stream(text: &str) -> Result<Vec<Document>, DocumentError> {
                             .map(|(path, span)| (path[1..].to_vec(), *span))
                             .collect();
                         documents.push(Document {
-                            number,
+                            number: documents.len() + 1,
                             value,
                             spans,
                         });
-                        number += 1;
                     }
-                    number -= 1;
                 }
                 value => documents.push(Document {
-                    number,
+                    number: documents.len() + 1,
                     value,
                     spans,
                 }),
@@ -262,6 +259,10 @@ mod tests {
         assert_eq!(
             numbered(r#"[{"kind":"A"},{"kind":"B"}]"#),
             vec![(1, "A".to_owned()), (2, "B".to_owned())]
+        );
+        assert_eq!(
+            numbered("[{\"kind\":\"A\"},{\"kind\":\"B\"}]\n[]\n{\"kind\":\"C\"}"),
+            vec![(1, "A".to_owned()), (2, "B".to_owned()), (3, "C".to_owned())]
         );
         assert!(parse("{\"kind\":").is_err());
     }
