@@ -262,7 +262,11 @@ mod tests {
         );
         assert_eq!(
             numbered("[{\"kind\":\"A\"},{\"kind\":\"B\"}]\n[]\n{\"kind\":\"C\"}"),
-            vec![(1, "A".to_owned()), (2, "B".to_owned()), (3, "C".to_owned())]
+            vec![
+                (1, "A".to_owned()),
+                (2, "B".to_owned()),
+                (3, "C".to_owned())
+            ]
         );
         assert!(parse("{\"kind\":").is_err());
     }

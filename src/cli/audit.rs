@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::OutputFormat;
-use super::guard_args::GuardInputs;
+use super::guard_args::{ClusterArgs, LabelArgs};
 use crate::audit::{self, Finding, Report};
 use crate::cluster::ClusterSource;
 
@@ -32,11 +32,13 @@ pub struct AuditArgs {
     #[arg(long)]
     allow_partial: bool,
     #[command(flatten)]
-    inputs: GuardInputs,
+    labels: LabelArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let (scheme, inventory) = read_inventory(&args.inputs, args.timeout)?;
+    let (scheme, inventory) = read_inventory(&args.labels, &args.cluster, args.timeout)?;
     let report = audit::audit(&inventory, &scheme, &args.namespaces);
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -54,14 +56,15 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 /// What the audit reads, from the cluster source the flags name (a live read bounded by
 /// `timeout`).
 fn read_inventory(
-    inputs: &GuardInputs,
+    labels: &LabelArgs,
+    cluster: &ClusterArgs,
     timeout: std::time::Duration,
 ) -> anyhow::Result<(crate::labels::LabelScheme, audit::Inventory)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let scheme = inputs.labels.scheme();
-    let inventory = match runtime.block_on(inputs.cluster.source(&scheme))? {
+    let scheme = labels.scheme();
+    let inventory = match runtime.block_on(cluster.source(&scheme))? {
         ClusterSource::Dump(dump) => dump.inventory().clone(),
         ClusterSource::Live(cluster) => runtime
             .block_on(cluster.inventory(timeout))
@@ -142,14 +145,16 @@ pub struct DumpArgs {
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
     #[command(flatten)]
-    inputs: GuardInputs,
+    labels: LabelArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// `nsguard dump`: what the guard and the audit read, in the `--cluster-dump` format
 /// (a JSON `List`). A type that cannot be read is an error: a dump must be whole.
 pub fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
-    let (_, inventory) = read_inventory(&args.inputs, args.timeout)?;
+    let (_, inventory) = read_inventory(&args.labels, &args.cluster, args.timeout)?;
     if let Some(first) = inventory.unverified.first() {
         anyhow::bail!(
             "{} resource type(s) could not be read, so the dump would be incomplete: {}: {}",
