@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::documents::{self, ObjectHead};
+use crate::documents::{self, Document, ObjectHead};
 use crate::labels::LabelScheme;
 use crate::labels::Owner;
 use crate::placement::{self, Misplacement, Placement};
@@ -169,11 +169,21 @@ pub struct Rewritten {
     pub findings: Vec<Finding>,
 }
 
-/// The documents of one source, each with its misplaced objects moved to their target
-/// namespace, and what was found. `default_namespace` stands for a missing
-/// `metadata.namespace`, as `kubectl apply --namespace` would.
+/// The documents of one source, as kubectl reads them, with the positions `rewrite`
+/// edits; an error names the source and the document.
+pub fn parse(source: &Source) -> Result<Vec<Document>, ManifestError> {
+    documents::parse(&source.text).map_err(|e| ManifestError {
+        source_name: source.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// The documents of one source (read by [`parse`]), each with its misplaced objects
+/// moved to their target namespace, and what was found. `default_namespace` stands for a
+/// missing `metadata.namespace`, as `kubectl apply --namespace` would.
 pub fn rewrite(
     source: &Source,
+    parsed: Vec<Document>,
     scheme: &LabelScheme,
     scopes: &Scopes,
     default_namespace: Option<&str>,
@@ -187,7 +197,7 @@ pub fn rewrite(
     let mut findings = Vec::new();
     let mut edits = Vec::new();
     let mut unwritable = None;
-    for mut document in documents::parse(&source.text).map_err(|e| error(e.to_string()))? {
+    for mut document in parsed {
         let list = documents::is_list(&document.value);
         let objects: Vec<&mut Value> = if list {
             document.value["items"]

@@ -167,7 +167,9 @@ proptest! {
         let scheme = LabelScheme::default();
         let source = Source { name: "fuzz".into(), text: text.clone() };
         let scopes = nsguard::scope::Scopes::builtin();
-        if let Ok(rewritten) = manifests::rewrite(&source, &scheme, &scopes, Some("fuzz")) {
+        let rewritten = manifests::parse(&source)
+            .and_then(|parsed| manifests::rewrite(&source, parsed, &scheme, &scopes, Some("fuzz")));
+        if let Ok(rewritten) = rewritten {
             for finding in &rewritten.findings {
                 if let manifests::Outcome::Misplaced(m) = &finding.outcome {
                     prop_assert!(!m.target.is_empty());
@@ -192,6 +194,8 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics_the_manifest_reader(text in ".{0,512}") {
         let source = Source { name: "fuzz".into(), text };
-        let _ = manifests::rewrite(&source, &LabelScheme::default(), &nsguard::scope::Scopes::builtin(), None);
+        if let Ok(parsed) = manifests::parse(&source) {
+            let _ = manifests::rewrite(&source, parsed, &LabelScheme::default(), &nsguard::scope::Scopes::builtin(), None);
+        }
     }
 }

@@ -84,12 +84,11 @@ fn run(args: &ManifestArgs) -> anyhow::Result<Vec<manifests::Rewritten>> {
         &args.files
     };
     let sources = manifests::read_sources(files)?;
+    let parsed: Vec<_> = sources.iter().map(manifests::parse).collect();
     // Built-in kinds, then the CRDs of every source, then what the user declared.
     let mut scopes = Scopes::builtin();
-    for source in &sources {
-        if let Ok(documents) = documents::parse(&source.text) {
-            scopes.learn_crds(documents.iter().flat_map(|d| documents::objects(&d.value)));
-        }
+    for documents in parsed.iter().flatten() {
+        scopes.learn_crds(documents.iter().flat_map(|d| documents::objects(&d.value)));
     }
     for kind in &args.cluster_scoped {
         scopes.declare(kind, Scope::Cluster);
@@ -99,8 +98,9 @@ fn run(args: &ManifestArgs) -> anyhow::Result<Vec<manifests::Rewritten>> {
     }
     sources
         .iter()
-        .map(|source| {
-            manifests::rewrite(source, &scheme, &scopes, args.namespace.as_deref())
+        .zip(parsed)
+        .map(|(source, parsed)| {
+            manifests::rewrite(source, parsed?, &scheme, &scopes, args.namespace.as_deref())
                 .map_err(Into::into)
         })
         .collect()
