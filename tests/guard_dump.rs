@@ -10,13 +10,9 @@ use common::{example_webhook, fixture, repo_path};
 use nsguard::placement::PlacementMode;
 
 fn can_delete(namespace: &str, dump: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .arg("can-delete")
-        .arg(namespace)
-        .arg("--cluster-dump")
+    common::nsguard_cli(["can-delete", namespace, "--cluster-dump"])
         .arg(repo_path(dump))
         .args(extra)
-        .env_remove("KUBECONFIG")
         .output()
         .expect("run nsguard")
 }
@@ -83,13 +79,8 @@ fn a_namespace_that_does_not_exist_is_an_error() {
 
 /// nsguard in a given environment, with no cluster configuration unless the test sets one.
 fn nsguard(home: &std::path::Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nsguard"));
-    command
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("NSGUARD_CLUSTER_DUMP")
-        .env("HOME", home);
+    let mut command = common::nsguard_cli(args);
+    command.env("HOME", home);
     command
 }
 

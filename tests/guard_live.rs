@@ -868,15 +868,11 @@ async fn can_delete_against_the_api_server() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-            .arg("can-delete")
+        common::nsguard_cli(["can-delete"])
             .args(args)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--lookup-timeout", "3s"])
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("NSGUARD_CLUSTER_DUMP")
             .output()
             .unwrap()
     };
@@ -1002,13 +998,9 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     let audit = |extra: &'static [&'static str]| {
         let config = config.clone();
         move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-                .args(["audit", "-o", "json", "--kubeconfig"])
+            common::nsguard_cli(["audit", "-o", "json", "--kubeconfig"])
                 .arg(&config)
                 .args(extra)
-                .env_remove("KUBECONFIG")
-                .env_remove("KUBERNETES_SERVICE_HOST")
-                .env_remove("NSGUARD_CLUSTER_DUMP")
                 .output()
                 .unwrap()
         }
@@ -1028,14 +1020,10 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     let file = dir.path().join("cluster.json");
     let (config_for_dump, file_for_dump) = (config.clone(), file.clone());
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-            .args(["dump", "--kubeconfig"])
+        common::nsguard_cli(["dump", "--kubeconfig"])
             .arg(&config_for_dump)
             .arg("-o")
             .arg(&file_for_dump)
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("NSGUARD_CLUSTER_DUMP")
             .output()
             .unwrap()
     })

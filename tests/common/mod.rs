@@ -31,6 +31,22 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// The built `nsguard` with `args`, and no cluster configuration from the environment
+/// (`KUBECONFIG`, in-cluster variables, `NSGUARD_CLUSTER_DUMP`): only what the test passes.
+pub fn nsguard_cli<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nsguard"));
+    command
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("NSGUARD_CLUSTER_DUMP");
+    command
+}
+
 /// A fixture body from `tests/fixtures/admission-review/`.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = repo_path("tests/fixtures/admission-review").join(name);
