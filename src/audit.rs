@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::data_at_risk;
+pub use crate::data_at_risk::Claim;
 use crate::guard::{self, GuardConfig, NamespaceScan, OwnedObject, Unverified, Verdict};
 use crate::labels::{LabelScheme, Owner};
 use crate::placement::{self, Placement};
@@ -31,14 +33,6 @@ impl LabelledObject {
         let group = self.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         crate::documents::qualified_kind(&self.kind, group)
     }
-}
-
-/// A PersistentVolumeClaim and the volume it is bound to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub namespace: String,
-    pub name: String,
-    pub volume: Option<String>,
 }
 
 /// What the audit reads from a cluster or a dump.
@@ -205,22 +199,17 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
             }
         }
     }
-    for claim in inventory
+    let claims = inventory
         .claims
         .iter()
-        .filter(|c| shared.contains(c.namespace.as_str()))
-    {
-        let Some(volume) = &claim.volume else {
-            continue;
-        };
-        if let Some(policy) = inventory.volumes.get(volume).filter(|p| *p == "Delete") {
-            findings.push(Finding::DataAtRisk {
-                namespace: claim.namespace.clone(),
-                claim: claim.name.clone(),
-                volume: volume.clone(),
-                reclaim_policy: policy.clone(),
-            });
-        }
+        .filter(|c| shared.contains(c.namespace.as_str()));
+    for risk in data_at_risk::at_risk(claims, &inventory.volumes) {
+        findings.push(Finding::DataAtRisk {
+            namespace: risk.namespace,
+            claim: risk.claim,
+            volume: risk.volume,
+            reclaim_policy: risk.reclaim_policy,
+        });
     }
     findings.sort_by(|a, b| a.namespace().cmp(b.namespace()));
     Report {

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data_at_risk::VolumeCheck;
 use crate::labels::{Owner, StringMap};
 
 /// The annotation that lets a Namespace be deleted regardless of what is inside.
@@ -156,6 +157,9 @@ pub struct GuardDecision {
     pub verdict: Verdict,
     pub owners: Vec<OwnerSummary>,
     pub unverified: Vec<Unverified>,
+    /// The volumes the delete would destroy for good; filled in by the lookup shell.
+    #[serde(skip_serializing_if = "VolumeCheck::is_not_checked")]
+    pub volumes: VolumeCheck,
 }
 
 impl GuardDecision {
@@ -169,6 +173,7 @@ impl GuardDecision {
             verdict,
             owners: Vec::new(),
             unverified: Vec::new(),
+            volumes: VolumeCheck::NotChecked,
         }
     }
 }
@@ -230,6 +235,7 @@ pub fn decide(
         verdict,
         owners,
         unverified: scan.unverified.clone(),
+        volumes: VolumeCheck::NotChecked,
     }
 }
 
@@ -318,6 +324,9 @@ impl GuardDecision {
         }
         if !self.unverified.is_empty() {
             write_unverified(&mut out, &self.unverified);
+        }
+        if let Some(volumes) = self.volumes.sentence() {
+            let _ = write!(out, "\n  {volumes}");
         }
         if !self.allowed() {
             let _ = write!(out, "\n{}", self.how_to_proceed());

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod data_at_risk;
 pub mod documents;
 pub mod guard;
 pub mod labels;

@@ -373,6 +373,64 @@ async fn a_namespace_delete_without_a_name_is_a_400_never_an_allow() {
 
 const AUDIT: &str = "tests/data/dumps/audit.yaml";
 
+/// A denial also counts the volumes the delete would destroy for good: the claim on a
+/// Delete volume, not the one on a Retain volume nor the unbound one; JSON names them.
+#[test]
+fn a_denial_counts_the_volumes_the_delete_would_destroy() {
+    let out = can_delete("shop", AUDIT, &[]);
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    assert!(
+        text.contains("deleting it also destroys the data of 1 PersistentVolume for good (reclaim policy Delete): claim orders (volume pv-orders)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pv-logs") && !text.contains("pending"),
+        "{text}"
+    );
+    let out = can_delete("shop", AUDIT, &["-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["volumes"]["checked"],
+        serde_json::json!([{"namespace": "shop", "claim": "orders", "volume": "pv-orders", "reclaimPolicy": "Delete"}]),
+        "{json}"
+    );
+    // A namespace with one stack and no claim: nothing to say about volumes.
+    let text = stdout(&can_delete("clean", AUDIT, &[]));
+    assert!(!text.contains("PersistentVolume"), "{text}");
+}
+
+/// An allowed delete (one stack) that destroys a Delete volume goes ahead with a warning
+/// kubectl prints; without such a volume, no warning.
+#[tokio::test]
+async fn an_allowed_delete_warns_of_the_volumes_it_destroys() {
+    let dump = "apiVersion: v1\nkind: List\nitems:\n\
+        - {apiVersion: v1, kind: Namespace, metadata: {name: solo}}\n\
+        - {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: db, namespace: solo, labels: {simple-container-com/app-name: solo, simple-container-com/env: production}}, spec: {volumeName: pv-db}}\n\
+        - {apiVersion: v1, kind: PersistentVolume, metadata: {name: pv-db}, spec: {persistentVolumeReclaimPolicy: Delete}}\n";
+    let mut webhook = example_webhook(PlacementMode::Enforce);
+    let scheme = nsguard::labels::LabelScheme::default();
+    webhook.cluster = nsguard::cluster::ClusterSource::Dump(
+        nsguard::cluster::ClusterDump::parse(dump, &scheme).unwrap(),
+    );
+    let resp = answer(&webhook, &namespace_delete(|r| r["name"] = "solo".into())).await;
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    assert_eq!(
+        resp["response"]["warnings"],
+        serde_json::json!([
+            "nsguard: namespace \"solo\": deleting it also destroys the data of 1 PersistentVolume for good (reclaim policy Delete): claim db (volume pv-db); set persistentVolumeReclaimPolicy to Retain first to keep it"
+        ]),
+        "{resp}"
+    );
+    let resp = answer(
+        &example_webhook(PlacementMode::Enforce),
+        &namespace_delete(|r| r["name"] = "billing".into()),
+    )
+    .await;
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    assert!(resp["response"].get("warnings").is_none(), "{resp}");
+}
+
 /// The audit over a dump: a shared namespace with its owners, misplaced sub-env objects
 /// (whether their namespace exists; a controller-owned ReplicaSet is not one), and a claim
 /// on a Delete volume in the shared namespace; a Retain volume, an unbound claim and clean

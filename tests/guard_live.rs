@@ -915,6 +915,82 @@ async fn can_delete_against_the_api_server() {
     );
 }
 
+/// The guard's message counts the volumes a delete destroys: this namespace's claims on
+/// Delete volumes (one list of claims, one get per volume), not another namespace's nor a
+/// Retain volume. Volumes that cannot be read never change the verdict: the denial stands
+/// and says the volumes are unknown.
+#[tokio::test]
+async fn a_denial_counts_the_volumes_read_from_the_api_server() {
+    use nsguard::cluster::ClusterSource;
+    use nsguard::data_at_risk::VolumeCheck;
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    for (namespace, claim, volume, policy) in [
+        ("wallet", "ledger", "pv-ledger", "Delete"),
+        ("wallet", "cache", "pv-cache", "Retain"),
+        ("billing", "invoices", "pv-invoices", "Delete"),
+    ] {
+        replay.add_typed(
+            "persistentvolumeclaims",
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace}, "spec": {"volumeName": volume}}),
+        );
+        replay.add_typed(
+            "persistentvolumes",
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": volume}, "spec": {"persistentVolumeReclaimPolicy": policy}}),
+        );
+    }
+    let source = ClusterSource::Live(live(&replay, LiveOptions::default()));
+    let request = guard::DeleteRequest {
+        namespace: "wallet",
+        username: "alice",
+        groups: &[],
+        annotations: None,
+    };
+    let config = GuardConfig::default();
+    let (decision, _) = source
+        .guard(&config, &request, Duration::from_secs(5))
+        .await;
+    assert_eq!(decision.verdict, Verdict::MultipleOwners);
+    let VolumeCheck::Checked(volumes) = &decision.volumes else {
+        panic!("{:?}", decision.volumes)
+    };
+    let names: Vec<_> = volumes.iter().map(|v| v.claim.as_str()).collect();
+    assert_eq!(names, ["ledger"]);
+    assert!(
+        decision
+            .message()
+            .contains("destroys the data of 1 PersistentVolume for good"),
+        "{}",
+        decision.message()
+    );
+    let requests = replay.state.lock().unwrap().requests.clone();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("/api/v1/namespaces/wallet/persistentvolumeclaims")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains("pv-invoices")),
+        "{requests:?}"
+    );
+
+    replay.fault("persistentvolumes", Fault::Forbidden);
+    let (decision, _) = source
+        .guard(&config, &request, Duration::from_secs(5))
+        .await;
+    assert_eq!(decision.verdict, Verdict::MultipleOwners);
+    let message = decision.message();
+    assert!(
+        message.contains("could not check which PersistentVolumes a delete would destroy: reading a PersistentVolume at ")
+            && message.contains("403"),
+        "{message}"
+    );
+}
+
 /// `/readyz` once it answers 200, or its last answer when `limit` passes first.
 async fn ready_within(server: &Server, limit: Duration) -> common::Reply {
     let client = server.client();

@@ -392,7 +392,13 @@ impl Webhook {
         }
         audit(request, &delete, &decision, started.elapsed());
         if decision.allowed() {
-            Response::allow(request)
+            // The delete goes ahead; say what it destroys for good, where kubectl shows it.
+            Response {
+                warnings: (decision.volumes.sentence().into_iter())
+                    .map(|said| format!("nsguard: namespace {:?}: {said}", decision.namespace))
+                    .collect(),
+                ..Response::allow(request)
+            }
         } else {
             Response::deny(request, decision.message())
         }

@@ -101,6 +101,16 @@ impl ClusterDump {
         }
     }
 
+    /// The volumes deleting `namespace` would destroy for good.
+    pub fn volumes_at_risk(&self, namespace: &str) -> Vec<crate::data_at_risk::VolumeAtRisk> {
+        let claims = self
+            .inventory
+            .claims
+            .iter()
+            .filter(|c| c.namespace == namespace);
+        crate::data_at_risk::at_risk(claims, &self.inventory.volumes)
+    }
+
     /// What the audit reads from this dump.
     pub fn inventory(&self) -> &Inventory {
         &self.inventory

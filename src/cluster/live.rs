@@ -29,6 +29,7 @@ use kube::core::{ApiResource, PartialObjectMeta, Status};
 use tokio::time::Instant;
 
 use crate::audit::{Claim, Inventory, LabelledObject};
+use crate::data_at_risk::{self, VolumeAtRisk};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
 use crate::labels::{LabelScheme, Owner};
@@ -814,6 +815,63 @@ impl LiveCluster {
             (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name))
         });
         Ok(inventory)
+    }
+
+    /// The PersistentVolumes that deleting `namespace` would destroy for good: its claims
+    /// (one list), then each bound volume's reclaim policy (one get each, a few at once),
+    /// every call bounded by `deadline`.
+    pub async fn volumes_at_risk(
+        &self,
+        namespace: &str,
+        deadline: Instant,
+    ) -> Result<Vec<VolumeAtRisk>, LookupError> {
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        let calls = AtomicUsize::new(0);
+        let read = |what: &'static str| {
+            move |cause| LookupError::Read {
+                what,
+                server: self.server.clone(),
+                cause,
+            }
+        };
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let all = ListParams::default();
+        let listed = self
+            .call(deadline, &calls, || claims.list(&all))
+            .await
+            .map_err(read("listing the PersistentVolumeClaims"))?;
+        let claims: Vec<Claim> = listed
+            .items
+            .into_iter()
+            .filter_map(|pvc| {
+                Some(Claim {
+                    namespace: namespace.to_owned(),
+                    name: pvc.metadata.name?,
+                    volume: pvc.spec.and_then(|s| s.volume_name),
+                })
+            })
+            .collect();
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        // Owned names: a borrowing iterator adaptor would make the future not `Send`.
+        let names: Vec<String> = claims.iter().filter_map(|c| c.volume.clone()).collect();
+        let (volumes, calls) = (&volumes, &calls);
+        let gets = names.into_iter().map(|name| async move {
+            let found = self
+                .call(deadline, calls, || volumes.get_opt(&name))
+                .await?;
+            Ok::<_, CallError>(
+                found.and_then(|pv| Some((name, pv.spec?.persistent_volume_reclaim_policy?))),
+            )
+        });
+        let mut policies = std::collections::BTreeMap::new();
+        let mut answers = stream::iter(gets).buffer_unordered(self.options.concurrency.max(1));
+        while let Some(answer) = answers.next().await {
+            // A volume that is gone (404) holds no data the delete could destroy.
+            if let Some((name, policy)) = answer.map_err(read("reading a PersistentVolume"))? {
+                policies.insert(name, policy);
+            }
+        }
+        Ok(data_at_risk::at_risk(&claims, &policies))
     }
 
     /// A Namespace's annotations, or `None` when it does not exist.

@@ -8,6 +8,7 @@ pub mod live;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::data_at_risk::VolumeCheck;
 use crate::guard::{self, DeleteRequest, GuardConfig, GuardDecision, NamespaceScan};
 pub use dump::ClusterDump;
 pub use health::ClusterHealth;
@@ -44,6 +45,18 @@ impl ClusterSource {
         }
     }
 
+    /// The volumes a delete of `namespace` destroys for good, in what is left before
+    /// `deadline`. Never changes a verdict: it only adds to the message.
+    async fn volume_check(&self, namespace: &str, deadline: tokio::time::Instant) -> VolumeCheck {
+        match self {
+            ClusterSource::Dump(dump) => VolumeCheck::Checked(dump.volumes_at_risk(namespace)),
+            ClusterSource::Live(live) => match live.volumes_at_risk(namespace, deadline).await {
+                Ok(volumes) => VolumeCheck::Checked(volumes),
+                Err(err) => VolumeCheck::Failed(err.to_string()),
+            },
+        }
+    }
+
     /// The guard's whole question, as the webhook and the CLI both ask it: exemptions
     /// first (no lookup needed), then a scan under `timeout`, then the decision. The scan
     /// (or its error) is returned too, for metrics.
@@ -60,11 +73,15 @@ impl ClusterSource {
         if let Some(decision) = guard::exemption(config, request) {
             return (decision, None);
         }
+        let deadline = tokio::time::Instant::now() + timeout;
         let scan = self.scan(request.namespace, timeout).await;
-        let decision = match &scan {
+        let mut decision = match &scan {
             Ok(scan) => guard::decide(config, request.namespace, Ok(scan)),
             Err(err) => guard::decide(config, request.namespace, Err(&err.to_string())),
         };
+        if !decision.owners.is_empty() {
+            decision.volumes = self.volume_check(request.namespace, deadline).await;
+        }
         (decision, Some(scan))
     }
 }

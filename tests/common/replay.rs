@@ -134,8 +134,9 @@ impl Replay {
         discovery.retain(|path, _| !path.starts_with(&format!("/apis/{group}/")));
     }
 
-    /// A whole object for typed lists across all namespaces (`persistentvolumeclaims`,
-    /// `persistentvolumes`), as `kubectl get -A -o json` would show it.
+    /// A whole object for typed reads (`persistentvolumeclaims`, `persistentvolumes`), as
+    /// `kubectl get -o json` would show it: lists across all namespaces or in one, and
+    /// gets by name.
     pub fn add_typed(&self, plural: &str, object: Value) {
         self.state
             .lock()
@@ -305,6 +306,13 @@ async fn serve(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let path = uri.path().to_owned();
+    let metadata_only = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("PartialObjectMetadata"));
+    if let Some(response) = typed_read(&state, &path, metadata_only).await {
+        return response;
+    }
     // A list across all namespaces: /api/v1/PLURAL or /apis/G/V/PLURAL.
     let cluster_wide = match path.split('/').collect::<Vec<_>>().as_slice() {
         ["", "api", _, plural] | ["", "apis", _, _, plural]
@@ -336,10 +344,6 @@ async fn serve(
         {
             return response;
         }
-        let metadata_only = headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("PartialObjectMetadata"));
         return cluster_list(&snapshot, &plural, metadata_only, &query);
     }
     let (fault, objects, down, discovery_fault) = {
@@ -441,6 +445,67 @@ async fn serve(
         },
         None => list_response(objects, &query),
     }
+}
+
+/// Reads of whole typed objects ([`Replay::add_typed`]) in one namespace or by name:
+/// `GET /api/v1/namespaces/NS/PLURAL` (not metadata-only) and `GET /api/v1/PLURAL/NAME`,
+/// with the plural's fault. `None` for every other path.
+async fn typed_read(
+    state: &Mutex<ReplayState>,
+    path: &str,
+    metadata_only: bool,
+) -> Option<Response> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let (namespace, plural, name) = match segments.as_slice() {
+        ["", "api", "v1", "namespaces", ns, plural] if !metadata_only => (Some(*ns), *plural, None),
+        ["", "api", "v1", plural, name] if *plural != "namespaces" => (None, *plural, Some(*name)),
+        _ => return None,
+    };
+    let (items, fault, down) = {
+        let mut state = state.lock().unwrap();
+        let items = state.typed.get(plural)?.clone();
+        state.requests.push(path.to_owned());
+        (items, state.faults.get(plural).cloned(), state.down)
+    };
+    if down {
+        return Some(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is down",
+        ));
+    }
+    if let Some(fault) = fault
+        && let Some(response) = fault_response(fault).await
+    {
+        return Some(response);
+    }
+    let json = |body: Value| {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    Some(match (namespace, name) {
+        (Some(ns), _) => {
+            let items: Vec<Value> = items
+                .into_iter()
+                .filter(|o| o["metadata"]["namespace"] == ns)
+                .collect();
+            json(
+                json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "4242"}, "items": items}),
+            )
+        }
+        (None, Some(name)) => match items.into_iter().find(|o| o["metadata"]["name"] == name) {
+            Some(object) => json(object),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{plural} \"{name}\" not found"),
+            ),
+        },
+        (None, None) => unreachable!("every pattern names a namespace or a name"),
+    })
 }
 
 /// A Namespace GET: the object, 404, or the fault's answer.
