@@ -109,6 +109,35 @@ impl Finding {
         }
     }
 
+    /// What was found, in one line (without the namespace, which groups it).
+    pub fn summary(&self) -> String {
+        match self {
+            Finding::SharedNamespace { owners, .. } => format!(
+                "shared by {}",
+                owners
+                    .iter()
+                    .map(|o| format!(
+                        "{}/{} ({} object{})",
+                        o.app_name,
+                        o.env,
+                        o.objects,
+                        if o.objects == 1 { "" } else { "s" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Finding::Misplaced {
+                kind, name, owner, ..
+            } => format!(
+                "{kind} {name:?} of sub-env {}/{} (parent-env {}) is misplaced",
+                owner.app_name, owner.env, owner.parent_env
+            ),
+            Finding::DataAtRisk { claim, .. } => {
+                format!("PersistentVolumeClaim {claim:?}: its data dies with the namespace")
+            }
+        }
+    }
+
     /// What a person should do about it.
     pub fn advice(&self) -> String {
         match self {

@@ -20,6 +20,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod naming;
 pub mod placement;
+pub mod policy_report;
 pub mod scope;
 pub mod server;
 pub mod telemetry;

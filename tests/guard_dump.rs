@@ -548,3 +548,102 @@ fn audit_text_selection_and_sources() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("nsguard: error:"), "{err}");
 }
+
+/// `audit -o policyreport`: one wgpolicyk8s.io/v1alpha2 PolicyReport per namespace with
+/// findings, each valid under the CRD's schema as the API server applies it (strict: no
+/// undeclared field), with a summary that counts its results; kubectl reads the List as
+/// those PolicyReports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_policy_reports_follow_the_crd_schema_and_kubectl_reads_them() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(
+        home.path(),
+        &["audit", "--cluster-dump", AUDIT, "-o", "policyreport"],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 1);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&list["apiVersion"], &list["kind"]),
+        (&"v1".into(), &"List".into())
+    );
+    let crd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/crds/policyreport-v1alpha2.json")).unwrap(),
+    )
+    .unwrap();
+    let schema = &crd["openAPIV3Schema"];
+    let reports = list["items"].as_array().unwrap();
+    let namespaces: Vec<&str> = reports
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["legacy", "shop"]);
+    for report in reports {
+        let violations = common::schema::violations(schema, report);
+        assert!(violations.is_empty(), "{violations:?}\n{report:#}");
+        let results = report["results"].as_array().unwrap();
+        assert_eq!(report["summary"]["fail"], results.len(), "{report:#}");
+        assert_eq!(report["metadata"]["name"], "nsguard");
+        assert_eq!(report["scope"]["kind"], "Namespace");
+    }
+    let shop = &reports[1]["results"];
+    let policies: Vec<&str> = shop
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            "nsguard-shared-namespace",
+            "nsguard-placement",
+            "nsguard-placement",
+            "nsguard-data-at-risk"
+        ]
+    );
+    let at_risk = &shop[3];
+    assert_eq!(at_risk["resources"][0]["kind"], "PersistentVolumeClaim");
+    assert_eq!(at_risk["properties"]["volume"], "pv-orders");
+
+    let replay = common::replay::Replay::start().await;
+    replay.add_group(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        &[("policyreports", "PolicyReport")],
+    );
+    let read =
+        common::replay::kubectl_reads(&replay, &String::from_utf8_lossy(&out.stdout), &[]).await;
+    assert_eq!(read.len(), 2);
+    for (read, written) in read.iter().zip(reports) {
+        assert_eq!(read["kind"], "PolicyReport");
+        assert_eq!(read["results"], written["results"]);
+        assert_eq!(
+            read["metadata"]["namespace"],
+            written["metadata"]["namespace"]
+        );
+    }
+}
+
+/// The checker above refuses what the API server would: a missing required field, a value
+/// outside its enum or its int32 range, a value of the wrong type, an undeclared field.
+#[test]
+fn the_schema_checker_finds_what_the_api_server_refuses() {
+    let schema = serde_json::json!({"type": "object", "required": ["policy"], "properties": {
+        "policy": {"type": "string"}, "result": {"type": "string", "enum": ["pass", "fail"]},
+        "n": {"type": "integer", "format": "int32"},
+        "props": {"type": "object", "additionalProperties": {"type": "string"}}}});
+    assert!(
+        common::schema::violations(
+            &schema,
+            &serde_json::json!({"policy": "p", "result": "pass", "n": 1, "props": {"a": "b"}})
+        )
+        .is_empty()
+    );
+    let found = common::schema::violations(
+        &schema,
+        &serde_json::json!({"result": "maybe", "n": 5_000_000_000_i64, "props": {"a": 1}, "source": "x"}),
+    );
+    assert_eq!(found.len(), 5, "{found:?}");
+}

@@ -6,24 +6,33 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::OutputFormat;
 use super::guard_args::{ClusterArgs, LabelArgs};
-use crate::audit::{self, Finding, Report};
+use crate::audit::{self, Report};
 use crate::cluster::ClusterSource;
+
+/// How `nsguard audit` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    Text,
+    Json,
+    Policyreport,
+}
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   nsguard audit                                          # your kubeconfig's cluster
   nsguard audit --context prod -n shop -n billing -o json
   nsguard audit --demo                                   # the example dump
-  nsguard audit --cluster-dump cluster.yaml")]
+  nsguard audit --cluster-dump cluster.yaml
+  nsguard audit -o policyreport | kubectl apply -f -     # for Policy Reporter")]
 pub struct AuditArgs {
     /// Only these namespaces (repeatable). Default: every namespace.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
-    /// text for people (grouped by namespace), json for machines.
+    /// text for people (grouped by namespace), json for machines, policyreport for
+    /// dashboards (wgpolicyk8s.io/v1alpha2 PolicyReports in a List, for kubectl apply).
     #[arg(long, short, value_enum, default_value = "text")]
-    output: OutputFormat,
+    output: AuditFormat,
     /// Bound on reading a live cluster, every list included.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
@@ -41,8 +50,18 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let (scheme, inventory) = read_inventory(&args.labels, &args.cluster, args.timeout)?;
     let report = audit::audit(&inventory, &scheme, &args.namespaces);
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print!("{}", text(&report)),
+        AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        AuditFormat::Text => print!("{}", text(&report)),
+        AuditFormat::Policyreport => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let reports = crate::policy_report::reports(&report, now);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::policy_report::list(reports))?
+            );
+        }
     }
     Ok(if !report.unverified.is_empty() && !args.allow_partial {
         ExitCode::from(super::EXIT_ERROR)
@@ -84,32 +103,7 @@ fn text(report: &Report) -> String {
             current = Some(finding.namespace());
             let _ = writeln!(out, "namespace {}:", finding.namespace());
         }
-        let what = match finding {
-            Finding::SharedNamespace { owners, .. } => format!(
-                "shared by {}",
-                owners
-                    .iter()
-                    .map(|o| format!(
-                        "{}/{} ({} object{})",
-                        o.app_name,
-                        o.env,
-                        o.objects,
-                        if o.objects == 1 { "" } else { "s" }
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Finding::Misplaced {
-                kind, name, owner, ..
-            } => format!(
-                "{kind} {name:?} of sub-env {}/{} (parent-env {}) is misplaced",
-                owner.app_name, owner.env, owner.parent_env
-            ),
-            Finding::DataAtRisk { claim, .. } => {
-                format!("PersistentVolumeClaim {claim:?}: its data dies with the namespace")
-            }
-        };
-        let _ = writeln!(out, "  - {what}: {}", finding.advice());
+        let _ = writeln!(out, "  - {}: {}", finding.summary(), finding.advice());
     }
     let _ = writeln!(
         out,

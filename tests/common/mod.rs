@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod replay;
+pub mod schema;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
