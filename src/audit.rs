@@ -101,6 +101,18 @@ pub enum Finding {
 }
 
 impl Finding {
+    /// Every finding type, as JSON and the metrics name them.
+    pub const TYPES: [&'static str; 3] = ["SharedNamespace", "Misplaced", "DataAtRisk"];
+
+    /// The finding's type, as JSON names it (`type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::SharedNamespace { .. } => Self::TYPES[0],
+            Finding::Misplaced { .. } => Self::TYPES[1],
+            Finding::DataAtRisk { .. } => Self::TYPES[2],
+        }
+    }
+
     pub fn namespace(&self) -> &str {
         match self {
             Finding::SharedNamespace { namespace, .. }
@@ -173,6 +185,16 @@ pub struct Report {
     pub objects: usize,
     pub unverified: Vec<Unverified>,
     pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// How many findings of each type, every type listed.
+    pub fn counts(&self) -> Vec<(&'static str, usize)> {
+        Finding::TYPES
+            .iter()
+            .map(|t| (*t, self.findings.iter().filter(|f| f.kind() == *t).count()))
+            .collect()
+    }
 }
 
 /// Audit `inventory`, every namespace or only those in `only` (when not empty).
@@ -356,6 +378,13 @@ mod tests {
             ("shop-tenant-a", Some(false))
         );
         assert!(report.findings[3].advice().contains("Retain"));
+        // `kind` is what serde writes as `type`.
+        for finding in &report.findings {
+            assert_eq!(
+                serde_json::to_value(finding).unwrap()["type"],
+                finding.kind()
+            );
+        }
 
         let only = audit(&inventory, &LabelScheme::default(), &["clean".to_owned()]);
         assert!(only.findings.is_empty());

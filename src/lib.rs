@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod background_audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

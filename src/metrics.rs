@@ -31,6 +31,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    finding: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -63,6 +68,71 @@ pub struct Metrics {
     stale_discoveries: Counter,
     unlistable_types: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
+    audit: AuditMetrics,
+}
+
+/// The background audit's gauges (`serve --audit-interval`).
+struct AuditMetrics {
+    findings: Family<FindingLabels, Gauge>,
+    unverified: Gauge,
+    last_success: Gauge,
+    duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    runs: Family<ResultLabels, Counter>,
+    report_writes: Family<ResultLabels, Counter>,
+}
+
+impl AuditMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let audit = Self {
+            findings: Family::default(),
+            unverified: Gauge::default(),
+            last_success: Gauge::default(),
+            duration: Gauge::default(),
+            runs: Family::default(),
+            report_writes: Family::default(),
+        };
+        registry.register(
+            "audit_findings",
+            "Findings of the last complete background audit, by type",
+            audit.findings.clone(),
+        );
+        registry.register(
+            "audit_unverified_resource_types",
+            "Resource types the last background audit could not read (its findings may miss some)",
+            audit.unverified.clone(),
+        );
+        registry.register(
+            "audit_last_success_timestamp_seconds",
+            "Unix time the last background audit finished reading the cluster",
+            audit.last_success.clone(),
+        );
+        registry.register(
+            "audit_duration_seconds",
+            "How long the last background audit took",
+            audit.duration.clone(),
+        );
+        registry.register(
+            "audit_runs",
+            "Background audits, by result (complete, partial: some types unread, failed)",
+            audit.runs.clone(),
+        );
+        registry.register(
+            "policy_report_writes",
+            "PolicyReports written or removed by the background audit, by result",
+            audit.report_writes.clone(),
+        );
+        // Known series exist from the start, at zero.
+        for finding in crate::audit::Finding::TYPES {
+            let _ = audit.findings.get_or_create(&FindingLabels { finding });
+        }
+        for result in ["complete", "partial", "failed"] {
+            let _ = audit.runs.get_or_create(&ResultLabels { result });
+        }
+        for result in ["applied", "deleted", "failed"] {
+            let _ = audit.report_writes.get_or_create(&ResultLabels { result });
+        }
+        audit
+    }
 }
 
 impl Default for Metrics {
@@ -124,8 +194,10 @@ impl Metrics {
             "Attempts to load a changed serving certificate, by result",
             tls_reloads.clone(),
         );
+        let audit = AuditMetrics::register(&mut registry);
         Self {
             registry,
+            audit,
             reviews: Endpoint::ALL.map(|endpoint| {
                 Decision::ALL.map(|decision| {
                     reviews
@@ -190,6 +262,55 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// One background audit finished reading the cluster: its findings by type, how many
+    /// types it could not read, and how long it took.
+    pub fn audit_done(
+        &self,
+        findings: &[(&'static str, usize)],
+        unverified: usize,
+        took: Duration,
+    ) {
+        for (finding, count) in findings {
+            self.audit
+                .findings
+                .get_or_create(&FindingLabels { finding })
+                .set(*count as i64);
+        }
+        self.audit.unverified.set(unverified as i64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.audit.last_success.set(now);
+        self.audit.duration.set(took.as_secs_f64());
+        let result = if unverified == 0 {
+            "complete"
+        } else {
+            "partial"
+        };
+        self.audit
+            .runs
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// One background audit that could not read the cluster; the gauges keep the last
+    /// good run's values (and its timestamp, which ages).
+    pub fn audit_failed(&self, took: Duration) {
+        self.audit.duration.set(took.as_secs_f64());
+        self.audit
+            .runs
+            .get_or_create(&ResultLabels { result: "failed" })
+            .inc();
+    }
+
+    /// PolicyReports `applied`, `deleted`, or `failed` by one background audit.
+    pub fn policy_report_writes(&self, result: &'static str, count: usize) {
+        self.audit
+            .report_writes
+            .get_or_create(&ResultLabels { result })
+            .inc_by(count as u64);
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -1133,3 +1133,165 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `serve --audit-interval --write-policy-reports` against the API server: without the
+/// PolicyReport CRD each write fails, is counted and logged with what to install, and the
+/// webhook keeps answering; once the CRD is there, nsguard's report is applied (server-side
+/// apply as field manager nsguard) in the shared namespace, valid under the CRD's schema,
+/// and nsguard's stale report in a namespace now clean is removed, never another tool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_audit_writes_policy_reports_and_removes_stale_ones() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    replay.add("billing", "services", "billing", &LEGACY_B);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
+        .args(&["--audit-interval", "300ms", "--write-policy-reports"])
+        .start();
+    let line = server.wait_for_log(
+        "some PolicyReports could not be written",
+        Duration::from_secs(10),
+    );
+    assert!(
+        line.contains("is the PolicyReport CRD, wgpolicyk8s.io/v1alpha2, installed?"),
+        "{line}"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"nsguard_audit_findings{finding="SharedNamespace"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"nsguard_policy_report_writes_total{result="failed"} 0"#),
+        "{metrics}"
+    );
+    let resp = review(
+        &server.client(),
+        server.addr,
+        "/validate",
+        fixture("pod-create.json"),
+    )
+    .await;
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+
+    replay.install_policy_reports();
+    let stale = |namespace: &str, managed_by: &str| {
+        serde_json::json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+            "metadata": {"name": if managed_by == "nsguard" { "nsguard" } else { "cpol-require-labels" },
+                "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": managed_by}}})
+    };
+    {
+        let mut state = replay.state.lock().unwrap();
+        state.policy_reports.insert(
+            ("billing".into(), "nsguard".into()),
+            stale("billing", "nsguard"),
+        );
+        state.policy_reports.insert(
+            ("billing".into(), "cpol-require-labels".into()),
+            stale("billing", "kyverno"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reports = loop {
+        let reports = replay.state.lock().unwrap().policy_reports.clone();
+        let keys: Vec<(String, String)> = reports.keys().cloned().collect();
+        let want = [
+            ("billing".to_owned(), "cpol-require-labels".to_owned()),
+            ("wallet".to_owned(), "nsguard".to_owned()),
+        ];
+        if keys == want {
+            break reports;
+        }
+        assert!(Instant::now() < deadline, "reports: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report = &reports[&("wallet".to_owned(), "nsguard".to_owned())];
+    let crd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_path(
+            "tests/data/crds/policyreport-v1alpha2.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut as_written = report.clone();
+    as_written["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("uid");
+    let violations = common::schema::violations(&crd["openAPIV3Schema"], &as_written);
+    assert!(violations.is_empty(), "{violations:?}");
+    let policies: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(policies, ["nsguard-shared-namespace", "nsguard-placement"]);
+    let writes = replay.state.lock().unwrap().policy_report_writes.clone();
+    let apply = writes
+        .iter()
+        .find(|w| {
+            w.starts_with(
+                "PATCH /apis/wgpolicyk8s.io/v1alpha2/namespaces/wallet/policyreports/nsguard?",
+            )
+        })
+        .unwrap();
+    assert!(
+        apply.contains("fieldManager=nsguard")
+            && apply.contains("force=true")
+            && apply.ends_with(" application/apply-patch+yaml"),
+        "{apply}"
+    );
+    assert!(
+        writes.iter().any(|w| w.starts_with(
+            "DELETE /apis/wgpolicyk8s.io/v1alpha2/namespaces/billing/policyreports/nsguard"
+        )),
+        "{writes:?}"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"nsguard_policy_report_writes_total{result="deleted"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"nsguard_policy_report_writes_total{result="applied"} 0"#),
+        "{metrics}"
+    );
+}
+
+/// The background audit's flags are checked at startup: PolicyReports are written only
+/// into a live cluster, and an interval of zero is refused, each with a one-line error.
+#[test]
+fn background_audit_flags_that_cannot_work_are_refused() {
+    let dump = common::repo_path("tests/data/dumps/audit.yaml");
+    let cwd = tempfile::tempdir().unwrap(); // where development certificates may be made
+    for (extra, said) in [
+        (
+            &["--audit-interval", "1m", "--write-policy-reports"][..],
+            "--write-policy-reports writes into a cluster",
+        ),
+        (
+            &["--audit-interval", "0s"][..],
+            "--audit-interval must be longer than 0s",
+        ),
+    ] {
+        let out = common::nsguard_cli([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--cluster-dump",
+        ])
+        .arg(&dump)
+        .args(extra)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
+}

@@ -187,10 +187,13 @@ fn rbac_only_reads_and_leaves_secrets_out() {
     for object in &objects {
         for rule in object["rules"].as_array().into_iter().flatten() {
             let verbs = rule["verbs"].as_array().unwrap();
+            // list, and get only on Namespaces and PersistentVolumes (neither holds
+            // secret data): a read of one object the guard or the audit needs.
+            let get_too = rule["resources"] == serde_json::json!(["namespaces"])
+                || rule["resources"] == serde_json::json!(["persistentvolumes"]);
             assert!(
                 verbs == &[serde_json::json!("list")]
-                    || (verbs == &[serde_json::json!("get")]
-                        && rule["resources"] == serde_json::json!(["namespaces"])),
+                    || (get_too && verbs == &[serde_json::json!("get"), serde_json::json!("list")]),
                 "{rule}"
             );
             let resources = rule["resources"].as_array().unwrap();
@@ -301,4 +304,51 @@ fn the_network_policy_opens_the_webhook_port_and_keeps_metrics_to_monitoring() {
     let kustomization =
         std::fs::read_to_string(repo_path("manifests/base/kustomization.yaml")).unwrap();
     assert!(kustomization.contains("- networkpolicy.yaml"));
+}
+
+/// The shipped Deployment runs the background audit (an interval nsguard parses); the
+/// policy-reports overlay turns on the writes and grants exactly them: nsguard's own
+/// PolicyReports, to nsguard's ServiceAccount, nothing else.
+#[test]
+fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports() {
+    let deployment = &load("manifests/base/deployment.yaml")[0];
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let interval = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NSGUARD_AUDIT_INTERVAL")
+        .unwrap();
+    assert_eq!(
+        humantime::parse_duration(interval["value"].as_str().unwrap()).unwrap(),
+        std::time::Duration::from_secs(600)
+    );
+    let overlay = std::fs::read_to_string(common::repo_path(
+        "manifests/overlays/policy-reports/kustomization.yaml",
+    ))
+    .unwrap();
+    assert!(overlay.contains("name: NSGUARD_WRITE_POLICY_REPORTS\n        value: \"true\""));
+    let rbac = load("manifests/overlays/policy-reports/rbac.yaml");
+    assert_eq!(
+        rbac[0]["rules"],
+        serde_json::json!([{"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"],
+            "verbs": ["get", "list", "create", "patch", "delete"]}])
+    );
+    assert_eq!(
+        rbac[1]["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "nsguard", "namespace": "nsguard-system"}])
+    );
+    // The base grants no write at all.
+    for object in load("manifests/base/rbac.yaml") {
+        for rule in object["rules"].as_array().into_iter().flatten() {
+            assert!(
+                !rule["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v == "patch" || v == "create" || v == "delete"),
+                "{rule}"
+            );
+        }
+    }
 }

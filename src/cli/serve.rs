@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard_args::GuardInputs;
 use crate::admission::Webhook;
+use crate::background_audit::{self, Schedule};
 use crate::certs::{self, CertRequest};
 use crate::cluster::{ClusterHealth, ClusterSource, health};
 use crate::metrics::Metrics;
@@ -89,6 +90,25 @@ pub struct ServeArgs {
         default_value = "warn"
     )]
     placement_mode: PlacementMode,
+    /// Run the audit (`nsguard audit`) in the background this often, for the
+    /// nsguard_audit_* metrics; off when not given. Never delays an admission answer.
+    #[arg(long, env = "NSGUARD_AUDIT_INTERVAL", value_parser = humantime::parse_duration)]
+    audit_interval: Option<Duration>,
+    /// Bound on one background audit's reads of the cluster.
+    #[arg(long, env = "NSGUARD_AUDIT_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    audit_timeout: Duration,
+    /// List calls one background audit has in flight at once, apart from the guard's.
+    #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4)]
+    audit_concurrency: usize,
+    /// After each background audit, apply a wgpolicyk8s.io/v1alpha2 PolicyReport named
+    /// nsguard in each namespace with findings and remove nsguard's others (needs the
+    /// PolicyReport CRD and manifests/overlays/policy-reports for the RBAC).
+    #[arg(
+        long,
+        env = "NSGUARD_WRITE_POLICY_REPORTS",
+        requires = "audit_interval"
+    )]
+    write_policy_reports: bool,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -146,6 +166,11 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.max_body_bytes
         );
     }
+    if args.audit_interval.is_some_and(|i| i.is_zero()) {
+        bail!(
+            "--audit-interval must be longer than 0s; leave it out to turn the background audit off"
+        );
+    }
     let options = ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -186,6 +211,29 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         ClusterSource::Dump(_) => Arc::new(ClusterHealth::ready()),
     };
+    if let Some(interval) = args.audit_interval {
+        if interval.is_zero() {
+            bail!(
+                "--audit-interval must be longer than 0s; leave it out to turn the background audit off"
+            );
+        }
+        if args.write_policy_reports && matches!(webhook.cluster, ClusterSource::Dump(_)) {
+            bail!(
+                "--write-policy-reports writes into a cluster: it needs a live cluster, not a dump"
+            );
+        }
+        let schedule = Schedule {
+            interval,
+            timeout: args.audit_timeout,
+            concurrency: args.audit_concurrency,
+            write_policy_reports: args.write_policy_reports,
+        };
+        tokio::spawn(background_audit::run(
+            webhook.clone(),
+            schedule,
+            stop.clone(),
+        ));
+    }
     let server = BoundServer::bind(options, webhook, health).await?;
     tokio::spawn(stop_on_signal(stop.clone()));
     server.run(stop).await?;

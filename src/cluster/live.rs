@@ -253,6 +253,25 @@ impl LiveCluster {
         }
     }
 
+    /// Another lookup over the same client and options, with its own bound on lists in
+    /// flight and its own discovery: the background audit's, so that it never takes the
+    /// namespace guard's share of the API server.
+    pub fn with_concurrency(&self, concurrency: usize) -> LiveCluster {
+        LiveCluster::new(
+            self.client.clone(),
+            self.server.clone(),
+            self.scheme.clone(),
+            LiveOptions {
+                concurrency,
+                ..self.options.clone()
+            },
+        )
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server
@@ -410,7 +429,7 @@ impl LiveCluster {
 
     /// One API call, attempted again while it fails transiently and a jittered backoff
     /// still fits before `bound`; never past `bound`.
-    async fn call<T, F, Fut>(
+    pub(super) async fn call<T, F, Fut>(
         &self,
         bound: Instant,
         calls: &AtomicUsize,

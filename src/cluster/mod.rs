@@ -4,6 +4,7 @@
 pub mod dump;
 pub mod health;
 pub mod live;
+pub mod report_writer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -55,6 +55,13 @@ pub struct ReplayState {
     pub access_review_fault: Option<Fault>,
     /// plural -> whole objects, for typed lists (PersistentVolumeClaims, PersistentVolumes).
     pub typed: HashMap<String, Vec<Value>>,
+    /// Whether the PolicyReport CRD (wgpolicyk8s.io/v1alpha2) is installed: PolicyReports
+    /// can then be applied, listed and deleted ([`Replay::install_policy_reports`]).
+    pub policy_reports_installed: bool,
+    /// (namespace, name) -> the PolicyReports applied, as applied.
+    pub policy_reports: BTreeMap<(String, String), Value>,
+    /// Every write of a PolicyReport: `METHOD path?query content-type`.
+    pub policy_report_writes: Vec<String>,
 }
 
 pub struct Replay {
@@ -145,6 +152,16 @@ impl Replay {
             .entry(plural.to_owned())
             .or_default()
             .push(object);
+    }
+
+    /// Install the PolicyReport CRD: serve its group and accept its writes.
+    pub fn install_policy_reports(&self) {
+        self.add_group(
+            "wgpolicyk8s.io",
+            "v1alpha2",
+            &[("policyreports", "PolicyReport")],
+        );
+        self.state.lock().unwrap().policy_reports_installed = true;
     }
 
     /// Make the discovery document at `path` (`/apis/GROUP/VERSION`) fail.
@@ -301,11 +318,18 @@ type AppState = (Arc<Mutex<ReplayState>>, Arc<Mutex<BTreeMap<String, Value>>>);
 
 async fn serve(
     State((state, discovery)): State<AppState>,
+    method: axum::http::Method,
     uri: Uri,
     headers: axum::http::HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
+    if path.starts_with("/apis/wgpolicyk8s.io/v1alpha2/")
+        && let Some(response) = policy_reports(&state, &method, &uri, &headers, &query, &body)
+    {
+        return response;
+    }
     let metadata_only = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -444,6 +468,73 @@ async fn serve(
             None => list_response(objects, &query),
         },
         None => list_response(objects, &query),
+    }
+}
+
+/// PolicyReports, once their CRD is installed: server-side apply (PATCH), delete, and a
+/// metadata list across all namespaces by `key=value` label selector. `None` otherwise.
+fn policy_reports(
+    state: &Mutex<ReplayState>,
+    method: &axum::http::Method,
+    uri: &Uri,
+    headers: &axum::http::HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Option<Response> {
+    let mut state = state.lock().unwrap();
+    if !state.policy_reports_installed {
+        return None;
+    }
+    state.requests.push(uri.to_string());
+    let segments: Vec<String> = uri.path().split('/').map(str::to_owned).collect();
+    let json = |body: Value| {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    match (method.as_str(), segments.as_slice()) {
+        ("PATCH" | "DELETE", [_, _, _, _, ns, namespace, plural, name])
+            if ns == "namespaces" && plural == "policyreports" =>
+        {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or("");
+            state
+                .policy_report_writes
+                .push(format!("{method} {uri} {content_type}"));
+            let key = (namespace.clone(), name.clone());
+            if method == "DELETE" {
+                return Some(match state.policy_reports.remove(&key) {
+                    Some(_) => {
+                        json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+                    }
+                    None => status(StatusCode::NOT_FOUND, "NotFound", "policyreports not found"),
+                });
+            }
+            let mut object: Value = serde_json::from_slice(body).unwrap();
+            object["metadata"]["uid"] = format!("uid-{namespace}-{name}").into();
+            state.policy_reports.insert(key, object.clone());
+            Some(json(object))
+        }
+        ("GET", [_, _, _, _, plural]) if plural == "policyreports" => {
+            let wanted: Vec<(&str, &str)> = query
+                .get("labelSelector")
+                .map(|s| s.split(',').filter_map(|kv| kv.split_once('=')).collect())
+                .unwrap_or_default();
+            let items: Vec<Value> = state
+                .policy_reports
+                .values()
+                .filter(|r| wanted.iter().all(|(k, v)| r["metadata"]["labels"][*k] == *v))
+                .map(|r| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": r["metadata"]}))
+                .collect();
+            Some(json(
+                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": "1"}, "items": items}),
+            ))
+        }
+        _ => None,
     }
 }
 

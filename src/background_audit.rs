@@ -1,0 +1,121 @@
+//! `serve --audit-interval`: the audit, run by the server in the background, so that
+//! dashboards and alerts see what is at risk without anyone running `nsguard audit`.
+//!
+//! It has its own lookup (its own discovery and bound on lists in flight) and its own
+//! task, and shares nothing with the admission path but the metrics registry: it never
+//! delays or changes an answer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Webhook;
+use crate::audit::{self, Inventory};
+use crate::cluster::{ClusterSource, LiveCluster};
+use crate::labels::LabelScheme;
+use crate::metrics::Metrics;
+use crate::policy_report;
+
+/// When and how the background audit runs.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub interval: Duration,
+    /// Bound on one audit's reads (and on its PolicyReport writes).
+    pub timeout: Duration,
+    /// Lists in flight at once.
+    pub concurrency: usize,
+    /// Apply a PolicyReport per namespace with findings, and remove nsguard's stale ones.
+    pub write_policy_reports: bool,
+}
+
+/// Audit the webhook's cluster source every `schedule.interval` (the first at once), with
+/// its label scheme and into its metrics, until `stop`.
+pub async fn run(webhook: Arc<Webhook>, schedule: Schedule, stop: CancellationToken) {
+    let (source, scheme, metrics) = (&webhook.cluster, &webhook.scheme, &webhook.metrics);
+    let own = match source {
+        ClusterSource::Live(live) => Some(live.with_concurrency(schedule.concurrency.max(1))),
+        ClusterSource::Dump(_) => None,
+    };
+    let mut ticks = tokio::time::interval(schedule.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = once(source, own.as_ref(), scheme, metrics, &schedule) => {}
+        }
+    }
+}
+
+/// One audit: read, decide (off the async workers), count, and write the reports.
+async fn once(
+    source: &ClusterSource,
+    own: Option<&LiveCluster>,
+    scheme: &LabelScheme,
+    metrics: &Metrics,
+    schedule: &Schedule,
+) {
+    let started = Instant::now();
+    let inventory: Result<Inventory, String> = match (source, own) {
+        (ClusterSource::Dump(dump), _) => Ok(dump.inventory().clone()),
+        (ClusterSource::Live(_), Some(live)) => live
+            .inventory(schedule.timeout)
+            .await
+            .map_err(|err| err.to_string()),
+        (ClusterSource::Live(_), None) => unreachable!("a live source has its own lookup"),
+    };
+    let inventory = match inventory {
+        Ok(inventory) => inventory,
+        Err(error) => {
+            metrics.audit_failed(started.elapsed());
+            tracing::warn!(%error, "background audit: could not read the cluster; the audit gauges keep the last good run");
+            return;
+        }
+    };
+    let scheme = scheme.clone();
+    let report =
+        match tokio::task::spawn_blocking(move || audit::audit(&inventory, &scheme, &[])).await {
+            Ok(report) => report,
+            Err(err) => {
+                metrics.audit_failed(started.elapsed());
+                tracing::error!(error = %err, "background audit: the audit task failed");
+                return;
+            }
+        };
+    let counts = report.counts();
+    metrics.audit_done(&counts, report.unverified.len(), started.elapsed());
+    tracing::info!(
+        namespaces = report.namespaces,
+        objects = report.objects,
+        findings = report.findings.len(),
+        by_type = ?counts,
+        unverified = report.unverified.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "background audit done"
+    );
+    if let (true, Some(live)) = (schedule.write_policy_reports, own) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let reports = policy_report::reports(&report, now);
+        let prune = report.unverified.is_empty();
+        let writes = live
+            .write_policy_reports(&reports, prune, Instant::now() + schedule.timeout)
+            .await;
+        metrics.policy_report_writes("applied", writes.applied);
+        metrics.policy_report_writes("deleted", writes.deleted);
+        metrics.policy_report_writes("failed", writes.failed.len());
+        if let Some(first) = writes.failed.first() {
+            tracing::warn!(
+                failed = writes.failed.len(),
+                first = %first,
+                "background audit: some PolicyReports could not be written"
+            );
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Writing the background audit's PolicyReports into the cluster: server-side apply of
+//! nsguard's report in each namespace with findings, and removal of nsguard's reports
+//! (found by their `managed-by` label, never anyone else's) in namespaces that no longer
+//! have any.
+
+use std::collections::BTreeSet;
+
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::live::{CallError, LiveCluster};
+use crate::policy_report::{API_VERSION, KIND, MANAGED_BY, NAME};
+
+/// The field manager of nsguard's writes, as `kubectl get --show-managed-fields` shows it.
+const FIELD_MANAGER: &str = "nsguard";
+
+/// What one round of writes did.
+#[derive(Debug, Default)]
+pub struct Writes {
+    pub applied: usize,
+    pub deleted: usize,
+    /// What could not be written or removed, and why.
+    pub failed: Vec<String>,
+}
+
+fn resource() -> ApiResource {
+    ApiResource {
+        group: "wgpolicyk8s.io".into(),
+        version: "v1alpha2".into(),
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        plural: "policyreports".into(),
+    }
+}
+
+impl LiveCluster {
+    /// Apply `reports` (from [`crate::policy_report::reports`]); when `prune`, also delete
+    /// nsguard's reports in every other namespace (only after an audit that read every
+    /// type of every namespace: an incomplete one cannot tell a clean namespace). Each
+    /// call is bounded by `deadline`; one that fails is counted and the rest go on.
+    pub async fn write_policy_reports(
+        &self,
+        reports: &[Value],
+        prune: bool,
+        deadline: Instant,
+    ) -> Writes {
+        let mut writes = Writes::default();
+        let resource = resource();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let mut reported = BTreeSet::new();
+        for report in reports {
+            let Some(namespace) = report["metadata"]["namespace"].as_str() else {
+                continue;
+            };
+            reported.insert(namespace.to_owned());
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client().clone(), namespace, &resource);
+            let patch = Patch::Apply(report);
+            match self
+                .call(deadline, &calls, || api.patch(NAME, &apply, &patch))
+                .await
+            {
+                Ok(_) => writes.applied += 1,
+                Err(err) => writes
+                    .failed
+                    .push(format!("applying {namespace}/{NAME}: {}", hint(&err))),
+            }
+        }
+        if !prune {
+            return writes;
+        }
+        let all: Api<DynamicObject> = Api::all_with(self.client().clone(), &resource);
+        let ours = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+        let listed = match self
+            .call(deadline, &calls, || all.list_metadata(&ours))
+            .await
+        {
+            Ok(listed) => listed,
+            Err(err) => {
+                writes
+                    .failed
+                    .push(format!("listing nsguard's PolicyReports: {}", hint(&err)));
+                return writes;
+            }
+        };
+        for stale in listed.items {
+            let (Some(namespace), Some(name)) = (stale.metadata.namespace, stale.metadata.name)
+            else {
+                continue;
+            };
+            if reported.contains(&namespace) || name != NAME {
+                continue;
+            }
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client().clone(), &namespace, &resource);
+            let gone = DeleteParams::default();
+            match self
+                .call(deadline, &calls, || api.delete(&name, &gone))
+                .await
+            {
+                Ok(_) => writes.deleted += 1,
+                Err(CallError::Api(status)) if status.code == 404 => {}
+                Err(err) => writes
+                    .failed
+                    .push(format!("removing {namespace}/{name}: {}", hint(&err))),
+            }
+        }
+        writes
+    }
+}
+
+/// The error, with what to do when the cause is a known setup gap.
+fn hint(err: &CallError) -> String {
+    match err.code() {
+        Some(404) => format!(
+            "{err} (is the PolicyReport CRD, wgpolicyk8s.io/v1alpha2, installed? Kyverno and Policy Reporter install it)"
+        ),
+        Some(403) => format!("{err} (apply manifests/overlays/policy-reports for the RBAC)"),
+        _ => err.to_string(),
+    }
+}
