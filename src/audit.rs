@@ -35,6 +35,38 @@ impl LabelledObject {
     }
 }
 
+/// An object without stack labels, as the lingering-namespace check reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnownedObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    /// `creationTimestamp`, RFC 3339.
+    pub created: Option<String>,
+}
+
+impl UnownedObject {
+    /// What Kubernetes itself puts in every namespace, or what holds nothing of value:
+    /// the `kube-root-ca.crt` ConfigMap, the `default` ServiceAccount and its token
+    /// Secrets, and Events. A namespace left with only these is empty.
+    pub fn is_kubernetes_default(&self) -> bool {
+        let core = self.api_version == "v1";
+        match self.kind.as_str() {
+            "ConfigMap" => core && self.name == "kube-root-ca.crt",
+            "ServiceAccount" => core && self.name == "default",
+            "Secret" => {
+                core && self
+                    .annotations
+                    .get("kubernetes.io/service-account.name")
+                    .is_some_and(|sa| sa == "default")
+            }
+            "Event" => core || self.api_version == "events.k8s.io/v1",
+            _ => false,
+        }
+    }
+}
+
 /// What the audit reads from a cluster or a dump.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
@@ -43,7 +75,15 @@ pub struct Inventory {
     pub namespaces: Option<BTreeSet<String>>,
     /// The annotations of each Namespace (the guard's break-glass), for `nsguard dump`.
     pub namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
+    /// The labels of each Namespace: simple-container labels the namespaces it creates.
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Each Namespace's `creationTimestamp` (RFC 3339, as the API writes it).
+    pub namespace_created: BTreeMap<String, String>,
     pub objects: Vec<LabelledObject>,
+    /// The objects without stack labels in the namespaces that may be lingering (a
+    /// simple-container Namespace without any labelled object): all of them from a dump,
+    /// only those namespaces' from a live cluster. Secrets and Events are not read live.
+    pub unowned: BTreeMap<String, Vec<UnownedObject>>,
     pub claims: Vec<Claim>,
     /// PersistentVolume name -> `spec.persistentVolumeReclaimPolicy`.
     pub volumes: BTreeMap<String, String>,
@@ -98,11 +138,30 @@ pub enum Finding {
         volume: String,
         reclaim_policy: String,
     },
+    /// A namespace simple-container created that holds nothing of any stack any more,
+    /// only what Kubernetes puts in every namespace: safe to delete, and the guard allows
+    /// it. simple-container 2026.5.8 and later keep namespaces on stack destroy (PR #230).
+    LingeringNamespace {
+        namespace: String,
+        /// The stack the Namespace's labels name.
+        owner: StackRef,
+        /// The newest remaining object's creation time, else the Namespace's: it has held
+        /// nothing of its stack since at least then. `None` when neither is known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        empty_since: Option<String>,
+        /// What is left (`Kind/name`), all of it put there by Kubernetes.
+        left: Vec<String>,
+    },
 }
 
 impl Finding {
     /// Every finding type, as JSON and the metrics name them.
-    pub const TYPES: [&'static str; 3] = ["SharedNamespace", "Misplaced", "DataAtRisk"];
+    pub const TYPES: [&'static str; 4] = [
+        "SharedNamespace",
+        "Misplaced",
+        "DataAtRisk",
+        "LingeringNamespace",
+    ];
 
     /// The finding's type, as JSON names it (`type`).
     pub fn kind(&self) -> &'static str {
@@ -110,6 +169,7 @@ impl Finding {
             Finding::SharedNamespace { .. } => Self::TYPES[0],
             Finding::Misplaced { .. } => Self::TYPES[1],
             Finding::DataAtRisk { .. } => Self::TYPES[2],
+            Finding::LingeringNamespace { .. } => Self::TYPES[3],
         }
     }
 
@@ -117,7 +177,8 @@ impl Finding {
         match self {
             Finding::SharedNamespace { namespace, .. }
             | Finding::Misplaced { namespace, .. }
-            | Finding::DataAtRisk { namespace, .. } => namespace,
+            | Finding::DataAtRisk { namespace, .. }
+            | Finding::LingeringNamespace { namespace, .. } => namespace,
         }
     }
 
@@ -147,6 +208,29 @@ impl Finding {
             Finding::DataAtRisk { claim, .. } => {
                 format!("PersistentVolumeClaim {claim:?}: its data dies with the namespace")
             }
+            Finding::LingeringNamespace {
+                owner,
+                empty_since,
+                left,
+                ..
+            } => format!(
+                "left behind by stack {}/{}{}: holds nothing of any stack{}{}",
+                owner.app_name,
+                owner.env,
+                if owner.parent_env.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (parent-env {})", owner.parent_env)
+                },
+                empty_since
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" (since {t} or earlier)")),
+                if left.is_empty() {
+                    String::new()
+                } else {
+                    format!(", only {}", left.join(", "))
+                }
+            ),
         }
     }
 
@@ -169,6 +253,9 @@ impl Finding {
             },
             Finding::DataAtRisk { volume, .. } => format!(
                 "volume {volume:?} has reclaim policy Delete: deleting the namespace destroys its data for good; set the PersistentVolume's persistentVolumeReclaimPolicy to Retain first"
+            ),
+            Finding::LingeringNamespace { namespace, .. } => format!(
+                "safe to delete, and the guard allows it; nsguard does not read Secrets in a cluster, so check `kubectl get secrets -n {namespace}` first; `nsguard audit --cleanup-script` prints the command"
             ),
         }
     }
@@ -262,6 +349,18 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
             reclaim_policy: risk.reclaim_policy,
         });
     }
+    // What could not be read might be in any namespace: only a complete read can call a
+    // namespace empty.
+    if inventory.unverified.is_empty() {
+        for namespace in namespaces
+            .iter()
+            .filter(|ns| !by_namespace.contains_key(*ns))
+        {
+            if let Some(finding) = lingering(inventory, scheme, namespace) {
+                findings.push(finding);
+            }
+        }
+    }
     findings.sort_by(|a, b| a.namespace().cmp(b.namespace()));
     Report {
         namespaces: namespaces.len(),
@@ -270,6 +369,40 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
         unverified: inventory.unverified.clone(),
         findings,
     }
+}
+
+/// `namespace` (which holds no labelled object) as a lingering namespace: its Namespace
+/// carries a stack's labels and nothing but Kubernetes' defaults is left in it.
+fn lingering(inventory: &Inventory, scheme: &LabelScheme, namespace: &str) -> Option<Finding> {
+    let labels = inventory.namespace_labels.get(namespace)?;
+    let stack = scheme.read(labels)?;
+    let left = inventory
+        .unowned
+        .get(namespace)
+        .map_or(&[][..], Vec::as_slice);
+    if !left.iter().all(UnownedObject::is_kubernetes_default) {
+        return None;
+    }
+    let empty_since = left
+        .iter()
+        .filter_map(|o| o.created.clone())
+        .max()
+        .or_else(|| inventory.namespace_created.get(namespace).cloned());
+    let mut left: Vec<String> = left
+        .iter()
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .collect();
+    left.sort();
+    Some(Finding::LingeringNamespace {
+        namespace: namespace.to_owned(),
+        owner: StackRef {
+            app_name: stack.app_name.to_owned(),
+            env: stack.env.to_owned(),
+            parent_env: stack.parent_env.unwrap_or_default().to_owned(),
+        },
+        empty_since,
+        left,
+    })
 }
 
 /// The webhook's placement decision for an object already in the cluster.

@@ -25,13 +25,15 @@ fn policy(finding: &Finding) -> (&'static str, &'static str, &'static str) {
         Finding::SharedNamespace { .. } => ("nsguard-shared-namespace", "fail", "high"),
         Finding::Misplaced { .. } => ("nsguard-placement", "fail", "medium"),
         Finding::DataAtRisk { .. } => ("nsguard-data-at-risk", "fail", "high"),
+        Finding::LingeringNamespace { .. } => ("nsguard-lingering-namespace", "warn", "low"),
     }
 }
 
 /// The object a finding is about, as an `ObjectReference`.
 fn resource(finding: &Finding) -> Value {
     match finding {
-        Finding::SharedNamespace { namespace, .. } => {
+        Finding::SharedNamespace { namespace, .. }
+        | Finding::LingeringNamespace { namespace, .. } => {
             json!({"apiVersion": "v1", "kind": "Namespace", "name": namespace})
         }
         Finding::Misplaced {
@@ -89,6 +91,19 @@ fn properties(finding: &Finding) -> BTreeMap<&'static str, String> {
             ("reclaimPolicy", reclaim_policy.clone()),
         ]
         .into(),
+        Finding::LingeringNamespace {
+            owner, empty_since, ..
+        } => {
+            let mut properties = BTreeMap::from([
+                ("appName", owner.app_name.clone()),
+                ("env", owner.env.clone()),
+                ("parentEnv", owner.parent_env.clone()),
+            ]);
+            if let Some(since) = empty_since {
+                properties.insert("emptySince", since.clone());
+            }
+            properties
+        }
     }
 }
 

@@ -647,3 +647,186 @@ fn the_schema_checker_finds_what_the_api_server_refuses() {
     );
     assert_eq!(found.len(), 5, "{found:?}");
 }
+
+const LINGERING: &str = "tests/data/dumps/lingering.yaml";
+
+/// Lingering namespaces: a Namespace with a stack's labels (each of the three label
+/// generations) holding nothing but what Kubernetes puts in every namespace, or nothing.
+/// Its creator's own objects (alive), another stack's (Misplaced), an unlabelled object
+/// someone made or a claim keep it from lingering; a Namespace without stack labels is not
+/// simple-container's. The guard allows each lingering namespace's delete.
+#[test]
+fn lingering_namespaces_are_found_in_every_label_generation() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(
+        home.path(),
+        &["audit", "--cluster-dump", LINGERING, "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<(&str, &str)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap(),
+                f["namespace"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("LingeringNamespace", "dot-gen"),
+            ("Misplaced", "foreign"),
+            ("LingeringNamespace", "legacy-gen"),
+            ("LingeringNamespace", "shop-preview"),
+        ]
+    );
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(
+        findings[3],
+        serde_json::json!({"type": "LingeringNamespace", "namespace": "shop-preview",
+            "owner": {"appName": "shop-preview", "env": "preview", "parentEnv": "production"},
+            "emptySince": "2026-05-01T00:00:02Z",
+            "left": ["ConfigMap/kube-root-ca.crt", "Event/shop-preview.1830c0ffee",
+                "Secret/default-token-x7k2p", "ServiceAccount/default"]})
+    );
+    // Generations 2 and 3; with nothing left, the Namespace's own creation time.
+    assert_eq!(findings[0]["owner"]["appName"], "billing-staging");
+    assert_eq!(findings[0]["emptySince"], "2026-03-01T12:00:00Z");
+    assert_eq!(findings[2]["owner"]["appName"], "old-app");
+    assert!(findings[2].get("emptySince").is_none(), "{}", findings[2]);
+    for namespace in ["shop-preview", "dot-gen", "legacy-gen"] {
+        assert_exit(&can_delete(namespace, LINGERING, &[]), 0);
+    }
+}
+
+/// `--cleanup-script`: exactly the lingering namespaces' delete lines, server-side dry
+/// runs unless --apply-ready, each under a comment naming the stack; a shell reads it.
+/// A name no API server would accept (possible in a hand-edited dump) never becomes a
+/// command, and label text cannot break out of its comment.
+#[test]
+fn the_cleanup_script_deletes_exactly_the_lingering_namespaces() {
+    let home = tempfile::tempdir().unwrap();
+    let script = |extra: &[&str]| {
+        let out = nsguard(
+            home.path(),
+            &[
+                &["audit", "--cluster-dump", LINGERING, "--cleanup-script"][..],
+                extra,
+            ]
+            .concat(),
+        )
+        .output()
+        .unwrap();
+        assert_exit(&out, 0);
+        stdout(&out)
+    };
+    let dry = script(&[]);
+    let commands: Vec<&str> = dry
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "set -e",
+            "kubectl delete namespace dot-gen --dry-run=server",
+            "kubectl delete namespace legacy-gen --dry-run=server",
+            "kubectl delete namespace shop-preview --dry-run=server",
+        ]
+    );
+    assert!(dry.contains("# left by stack shop-preview/preview (parent-env production); holds nothing of any stack since 2026-05-01T00:00:02Z or earlier\nkubectl delete namespace shop-preview"), "{dry}");
+    let ready = script(&["--apply-ready"]);
+    assert!(
+        ready.contains("\nkubectl delete namespace shop-preview\n") && !ready.contains("--dry-run"),
+        "{ready}"
+    );
+    // sh parses it (syntax only).
+    let check = std::process::Command::new("sh")
+        .args(["-n", "-c", &dry])
+        .status()
+        .unwrap();
+    assert!(check.success());
+
+    let hostile = home.path().join("hostile.yaml");
+    std::fs::write(
+        &hostile,
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: 'x; rm -rf ~', labels: {simple-container-com/app-name: \"a\\nrm -rf ~\", simple-container-com/env: production}}}\n",
+    )
+    .unwrap();
+    let out = nsguard(
+        home.path(),
+        &[
+            "audit",
+            "--cluster-dump",
+            hostile.to_str().unwrap(),
+            "--cleanup-script",
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("kubectl") || l.starts_with("rm")),
+        "{text}"
+    );
+    assert!(
+        text.contains("# skipped: x; rm -rf ~ is not a valid namespace name"),
+        "{text}"
+    );
+
+    let out = nsguard(
+        home.path(),
+        &["audit", "--cluster-dump", LINGERING, "--apply-ready"],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 2);
+}
+
+/// Lingering namespaces are PolicyReport results of their own policy, `warn`, valid under
+/// the CRD's schema.
+#[test]
+fn lingering_namespaces_are_warnings_in_policy_reports() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(
+        home.path(),
+        &["audit", "--cluster-dump", LINGERING, "-o", "policyreport"],
+    )
+    .output()
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let crd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/crds/policyreport-v1alpha2.json")).unwrap(),
+    )
+    .unwrap();
+    let report = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "shop-preview")
+        .unwrap();
+    let violations = common::schema::violations(&crd["openAPIV3Schema"], report);
+    assert!(violations.is_empty(), "{violations:?}");
+    let result = &report["results"][0];
+    assert_eq!(
+        (
+            &result["policy"],
+            &result["result"],
+            &report["summary"]["warn"]
+        ),
+        (
+            &"nsguard-lingering-namespace".into(),
+            &"warn".into(),
+            &1.into()
+        )
+    );
+    assert_eq!(result["properties"]["emptySince"], "2026-05-01T00:00:02Z");
+}

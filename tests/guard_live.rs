@@ -1295,3 +1295,63 @@ fn background_audit_flags_that_cannot_work_are_refused() {
         assert!(stderr.contains(said), "{stderr}");
     }
 }
+
+/// Lingering namespaces from the API server: a Namespace with a sub-env's labels holding
+/// only kube-root-ca.crt and the default ServiceAccount. Only the candidate namespaces are
+/// read in full (no selector); one with an unlabelled ConfigMap someone made is not
+/// lingering, nor a namespace whose stack is alive or that has no stack labels. A dump of
+/// the cluster gives the same findings offline; a type that cannot be listed leaves no
+/// namespace called lingering.
+#[tokio::test]
+async fn lingering_namespaces_are_read_from_the_api_server() {
+    let replay = Replay::start().await;
+    let preview = [
+        ("simple-container-com/app-name", "wallet-preview"),
+        ("simple-container-com/env", "preview"),
+        ("simple-container-com/parent-env", "production"),
+    ];
+    replay.add_namespace("wallet-preview", &preview, "2026-05-01T00:00:00Z");
+    replay.add("wallet-preview", "configmaps", "kube-root-ca.crt", &[]);
+    replay.add("wallet-preview", "serviceaccounts", "default", &[]);
+    replay.add_namespace("hand-made", &CURRENT, "2026-05-01T00:00:00Z");
+    replay.add("hand-made", "configmaps", "settings", &[]);
+    replay.add_namespace("wallet", &CURRENT, "2026-01-01T00:00:00Z");
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add_namespace("plain", &[], "2026-01-01T00:00:00Z");
+    let cluster = live(&replay, LiveOptions::default());
+    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
+    let findings = serde_json::to_value(&report.findings).unwrap();
+    assert_eq!(
+        findings,
+        serde_json::json!([{"type": "LingeringNamespace", "namespace": "wallet-preview",
+            "owner": {"appName": "wallet-preview", "env": "preview", "parentEnv": "production"},
+            "emptySince": "2026-05-01T00:00:00Z",
+            "left": ["ConfigMap/kube-root-ca.crt", "ServiceAccount/default"]}])
+    );
+    let requests = replay.state.lock().unwrap().requests.clone();
+    for (namespace, read) in [
+        ("wallet-preview", true),
+        ("hand-made", true),
+        ("wallet", false),
+        ("plain", false),
+    ] {
+        let prefix = format!("/api/v1/namespaces/{namespace}/configmaps?");
+        assert_eq!(
+            requests.iter().any(|r| r.starts_with(&prefix)),
+            read,
+            "{namespace}: {requests:?}"
+        );
+    }
+
+    let written = serde_json::to_string(&nsguard::cluster::dump::write(&inventory, &[])).unwrap();
+    let dump = nsguard::cluster::ClusterDump::parse(&written, &LabelScheme::default()).unwrap();
+    let offline = nsguard::audit::audit(dump.inventory(), &LabelScheme::default(), &[]);
+    assert_eq!(serde_json::to_value(&offline.findings).unwrap(), findings);
+
+    replay.fault("serviceaccounts", Fault::Forbidden);
+    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.unverified.len(), 1, "{:?}", report.unverified);
+}

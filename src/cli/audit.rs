@@ -24,7 +24,8 @@ pub enum AuditFormat {
   nsguard audit --context prod -n shop -n billing -o json
   nsguard audit --demo                                   # the example dump
   nsguard audit --cluster-dump cluster.yaml
-  nsguard audit -o policyreport | kubectl apply -f -     # for Policy Reporter")]
+  nsguard audit -o policyreport | kubectl apply -f -     # for Policy Reporter
+  nsguard audit --cleanup-script > cleanup.sh            # review, then sh cleanup.sh")]
 pub struct AuditArgs {
     /// Only these namespaces (repeatable). Default: every namespace.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
@@ -40,6 +41,14 @@ pub struct AuditArgs {
     /// exit by the findings instead of 2.
     #[arg(long)]
     allow_partial: bool,
+    /// Print, instead of the report, a shell script of `kubectl delete namespace` lines for
+    /// exactly the lingering namespaces, each with --dry-run=server and a comment naming
+    /// the stack that left it. nsguard deletes nothing: review it, then run it.
+    #[arg(long, conflicts_with = "output")]
+    cleanup_script: bool,
+    /// With --cleanup-script: lines without --dry-run=server, ready to delete.
+    #[arg(long, requires = "cleanup_script")]
+    apply_ready: bool,
     #[command(flatten)]
     labels: LabelArgs,
     #[command(flatten)]
@@ -49,6 +58,23 @@ pub struct AuditArgs {
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let (scheme, inventory) = read_inventory(&args.labels, &args.cluster, args.timeout)?;
     let report = audit::audit(&inventory, &scheme, &args.namespaces);
+    if args.cleanup_script {
+        print!("{}", cleanup_script(&report, args.apply_ready));
+        if !report.unverified.is_empty() {
+            eprintln!(
+                "nsguard: {} resource type(s) could not be read, so no namespace is called lingering: {}",
+                report.unverified.len(),
+                report
+                    .unverified
+                    .iter()
+                    .map(|u| format!("{}: {}", u.resource, u.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            return Ok(ExitCode::from(super::EXIT_ERROR));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.output {
         AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         AuditFormat::Text => print!("{}", text(&report)),
@@ -90,6 +116,80 @@ fn read_inventory(
             .map_err(|err| anyhow::anyhow!("{err}"))?,
     };
     Ok((scheme, inventory))
+}
+
+/// `kubectl delete namespace` lines for the lingering namespaces of `report`, for a person
+/// to review and run; `--dry-run=server` on each unless `apply_ready`.
+fn cleanup_script(report: &Report, apply_ready: bool) -> String {
+    use std::fmt::Write as _;
+    let lingering: Vec<_> = report
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            audit::Finding::LingeringNamespace {
+                namespace,
+                owner,
+                empty_since,
+                ..
+            } => Some((namespace, owner, empty_since)),
+            _ => None,
+        })
+        .collect();
+    let mut out = format!(
+        "#!/bin/sh\n# Namespaces simple-container left behind that hold nothing of any stack any more\n# ({} found by nsguard audit). nsguard does not read Secrets in a cluster: check each\n# with `kubectl get secrets -n NAMESPACE` first.{}\nset -e\n",
+        lingering.len(),
+        if apply_ready {
+            ""
+        } else {
+            " Each line is a server-side dry run: drop\n# --dry-run=server (or rerun with --apply-ready) to delete."
+        }
+    );
+    // Names and labels from a dump file are not checked by any API server: nothing read
+    // from it reaches the script but a valid namespace name and escaped comment text.
+    let safe = |text: &str| text.escape_debug().to_string();
+    for (namespace, owner, empty_since) in lingering {
+        let _ = write!(
+            out,
+            "\n# left by stack {}/{}",
+            safe(&owner.app_name),
+            safe(&owner.env)
+        );
+        if !owner.parent_env.is_empty() {
+            let _ = write!(out, " (parent-env {})", safe(&owner.parent_env));
+        }
+        if let Some(since) = empty_since {
+            let _ = write!(
+                out,
+                "; holds nothing of any stack since {} or earlier",
+                safe(since)
+            );
+        }
+        if !is_namespace_name(namespace) {
+            let _ = writeln!(
+                out,
+                "\n# skipped: {} is not a valid namespace name",
+                safe(namespace)
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "\nkubectl delete namespace {namespace}{}",
+            if apply_ready { "" } else { " --dry-run=server" }
+        );
+    }
+    out
+}
+
+/// A DNS-1123 label, what the API server requires of a namespace name (and shell-safe).
+fn is_namespace_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=crate::naming::MAX_NAME_LEN).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// The report for a person at a terminal: grouped by namespace, each finding with what

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::audit::{Claim, Inventory, LabelledObject};
+use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject};
 use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
 use crate::labels::LabelScheme;
@@ -61,9 +61,20 @@ impl ClusterDump {
             }
             return;
         }
+        let created = value["metadata"]["creationTimestamp"]
+            .as_str()
+            .map(str::to_owned);
         if head.kind == "Namespace" && core {
-            self.namespaces
-                .insert(head.metadata.name.clone(), head.metadata.annotations);
+            let name = head.metadata.name.clone();
+            if let Some(created) = created {
+                self.inventory
+                    .namespace_created
+                    .insert(name.clone(), created);
+            }
+            self.inventory
+                .namespace_labels
+                .insert(name.clone(), head.metadata.labels);
+            self.namespaces.insert(name, head.metadata.annotations);
             return;
         }
         let Some(namespace) = head.metadata.namespace.clone().filter(|ns| !ns.is_empty()) else {
@@ -76,29 +87,41 @@ impl ClusterDump {
                 volume: value["spec"]["volumeName"].as_str().map(str::to_owned),
             });
         }
-        if let Some(owner) = scheme.owner(&head.metadata.labels) {
-            let kind = head.qualified_kind();
-            self.owned
-                .entry(namespace.clone())
+        let Some(owner) = scheme.owner(&head.metadata.labels) else {
+            self.inventory
+                .unowned
+                .entry(namespace)
                 .or_default()
-                .push(OwnedObject {
-                    owner,
-                    kind,
-                    name: head.metadata.name.clone(),
+                .push(UnownedObject {
+                    api_version: head.api_version,
+                    kind: head.kind,
+                    name: head.metadata.name,
+                    annotations: head.metadata.annotations,
+                    created,
                 });
-            let controller_owned = value["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
-            self.inventory.objects.push(LabelledObject {
-                namespace,
-                api_version: head.api_version,
-                kind: head.kind,
-                name: head.metadata.name,
-                labels: head.metadata.labels,
-                annotations: head.metadata.annotations,
-                controller_owned,
+            return;
+        };
+        let kind = head.qualified_kind();
+        self.owned
+            .entry(namespace.clone())
+            .or_default()
+            .push(OwnedObject {
+                owner,
+                kind,
+                name: head.metadata.name.clone(),
             });
-        }
+        let controller_owned = value["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
+        self.inventory.objects.push(LabelledObject {
+            namespace,
+            api_version: head.api_version,
+            kind: head.kind,
+            name: head.metadata.name,
+            labels: head.metadata.labels,
+            annotations: head.metadata.annotations,
+            controller_owned,
+        });
     }
 
     /// The volumes deleting `namespace` would destroy for good.
@@ -159,8 +182,13 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         .filter(|ns| wanted(ns))
     {
         let annotations = inventory.namespace_annotations.get(name);
-        items.push(json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "annotations": annotations.cloned().unwrap_or_default()}}));
+        let mut metadata = json!({"name": name,
+            "labels": inventory.namespace_labels.get(name).cloned().unwrap_or_default(),
+            "annotations": annotations.cloned().unwrap_or_default()});
+        if let Some(created) = inventory.namespace_created.get(name) {
+            metadata["creationTimestamp"] = created.clone().into();
+        }
+        items.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}));
     }
     // Each claim once: a labelled one carries its spec with its labels.
     let mut claims: BTreeMap<(&str, &str), &Claim> = inventory
@@ -194,6 +222,24 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
             item["spec"] = claim_spec(claim);
         }
         items.push(item);
+    }
+    // What else the lingering-namespace check read in a namespace.
+    for (namespace, objects) in inventory.unowned.iter().filter(|(ns, _)| wanted(ns)) {
+        for object in objects {
+            let mut metadata = json!({"name": object.name, "namespace": namespace,
+                "annotations": object.annotations});
+            if let Some(created) = &object.created {
+                metadata["creationTimestamp"] = created.clone().into();
+            }
+            let mut item = json!({"apiVersion": object.api_version, "kind": object.kind, "metadata": metadata});
+            if object.api_version == "v1"
+                && object.kind == "PersistentVolumeClaim"
+                && let Some(claim) = claims.remove(&(namespace.as_str(), object.name.as_str()))
+            {
+                item["spec"] = claim_spec(claim);
+            }
+            items.push(item);
+        }
     }
     for claim in claims.into_values() {
         let spec = claim_spec(claim);
@@ -276,6 +322,9 @@ metadata:
         let (a, b) = (first.inventory(), second.inventory());
         assert_eq!(a.namespaces, b.namespaces);
         assert_eq!(a.namespace_annotations, b.namespace_annotations);
+        assert_eq!(a.namespace_labels, b.namespace_labels);
+        assert_eq!(a.namespace_created, b.namespace_created);
+        assert_eq!(a.unowned, b.unowned);
         assert_eq!(a.objects, b.objects);
         assert_eq!(a.claims, b.claims);
         assert_eq!(a.volumes, b.volumes);

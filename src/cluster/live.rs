@@ -28,7 +28,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, PartialObjectMeta, Status};
 use tokio::time::Instant;
 
-use crate::audit::{Claim, Inventory, LabelledObject};
+use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject};
 use crate::data_at_risk::{self, VolumeAtRisk};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
@@ -746,6 +746,14 @@ impl LiveCluster {
         for namespace in listed.items {
             let meta = namespace.metadata;
             if let Some(name) = meta.name {
+                if let Some(created) = meta.creation_timestamp {
+                    inventory
+                        .namespace_created
+                        .insert(name.clone(), created.0.to_string());
+                }
+                inventory
+                    .namespace_labels
+                    .insert(name.clone(), meta.labels.unwrap_or_default());
                 inventory
                     .namespace_annotations
                     .insert(name, meta.annotations.unwrap_or_default());
@@ -827,6 +835,10 @@ impl LiveCluster {
                 .unverified
                 .push(err.unverified("persistentvolumes")),
         }
+        if inventory.unverified.is_empty() {
+            self.read_unowned(&mut inventory, &discovered.types, deadline, progress)
+                .await;
+        }
         inventory
             .unverified
             .sort_by(|a, b| a.resource.cmp(&b.resource));
@@ -891,6 +903,70 @@ impl LiveCluster {
             }
         }
         Ok(data_at_risk::at_risk(&claims, &policies))
+    }
+
+    /// Everything in the namespaces that may be lingering (a Namespace with a stack's
+    /// labels and no labelled object in it), into [`Inventory::unowned`]: one metadata
+    /// list per type and namespace, no selector. A list that fails is unverified, so no
+    /// namespace is called empty on a partial read.
+    async fn read_unowned(
+        &self,
+        inventory: &mut Inventory,
+        types: &[ResourceType],
+        deadline: Instant,
+        progress: &Progress,
+    ) {
+        let occupied: BTreeSet<&str> = inventory
+            .objects
+            .iter()
+            .map(|o| o.namespace.as_str())
+            .collect();
+        let candidates: Vec<String> = inventory
+            .namespace_labels
+            .iter()
+            .filter(|(ns, labels)| {
+                !occupied.contains(ns.as_str()) && self.scheme.owner(*labels).is_some()
+            })
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        let jobs: Vec<(usize, usize)> = (0..candidates.len())
+            .flat_map(|n| (0..types.len()).map(move |t| (n, t)))
+            .collect();
+        progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
+        let candidates_ref = &candidates;
+        let results: Vec<_> = stream::iter(jobs)
+            .map(|(n, t)| async move {
+                let (namespace, rt) = (&candidates_ref[n], &types[t]);
+                progress.start(&rt.id);
+                let result = self
+                    .list_matching(Some(namespace), rt, "", deadline, progress)
+                    .await;
+                progress.finish(&rt.id);
+                (namespace, rt, result)
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        for (namespace, rt, result) in results {
+            match result {
+                Ok(items) => {
+                    let unowned = inventory.unowned.entry(namespace.clone()).or_default();
+                    unowned.extend(items.into_iter().map(|meta| UnownedObject {
+                        api_version: rt.resource.api_version.clone(),
+                        kind: rt.resource.kind.clone(),
+                        name: meta.name.unwrap_or_default(),
+                        annotations: meta.annotations.unwrap_or_default(),
+                        created: meta.creation_timestamp.map(|t| t.0.to_string()),
+                    }));
+                }
+                Err(err) => inventory
+                    .unverified
+                    .push(err.unverified(format!("{} in namespace {namespace}", rt.id))),
+            }
+        }
+        for objects in inventory.unowned.values_mut() {
+            objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        }
     }
 
     /// A Namespace's annotations, or `None` when it does not exist.

@@ -62,6 +62,9 @@ pub struct ReplayState {
     pub policy_reports: BTreeMap<(String, String), Value>,
     /// Every write of a PolicyReport: `METHOD path?query content-type`.
     pub policy_report_writes: Vec<String>,
+    /// Namespaces made with [`Replay::add_namespace`]: name -> metadata. (Any namespace
+    /// that holds objects exists too, without labels.)
+    pub namespaces: BTreeMap<String, Value>,
 }
 
 pub struct Replay {
@@ -152,6 +155,19 @@ impl Replay {
             .entry(plural.to_owned())
             .or_default()
             .push(object);
+    }
+
+    /// A Namespace with `labels` and a creation time, whether or not it holds objects.
+    pub fn add_namespace(&self, name: &str, labels: &[(&str, &str)], created: &str) {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        self.state.lock().unwrap().namespaces.insert(
+            name.to_owned(),
+            json!({"name": name, "uid": format!("uid-ns-{name}"), "labels": labels,
+                "creationTimestamp": created}),
+        );
     }
 
     /// Install the PolicyReport CRD: serve its group and accept its writes.
@@ -350,8 +366,21 @@ async fn serve(
         let (down, fault, snapshot) = {
             let mut state = state.lock().unwrap();
             state.requests.push(uri.to_string());
+            // Only what this list reads: a copy of every object per list call would make
+            // the replay, not nsguard, the cost of a 20,000-object benchmark.
             let snapshot = Snapshot {
-                objects: state.objects.clone(),
+                namespaces: state.namespaces.clone(),
+                objects: state
+                    .objects
+                    .iter()
+                    .map(|(key, objects)| {
+                        let wanted = key.1 == plural;
+                        (
+                            key.clone(),
+                            if wanted { objects.clone() } else { Vec::new() },
+                        )
+                    })
+                    .collect(),
                 typed: state.typed.clone(),
             };
             (state.down, state.faults.get(&plural).cloned(), snapshot)
@@ -392,7 +421,8 @@ async fn serve(
         // GET /api/v1/namespaces/NS: a Namespace exists while it holds objects.
         if let ["", "api", "v1", "namespaces", ns] = segments.as_slice() {
             let fault = state.faults.get("namespaces").cloned();
-            let exists = state.objects.keys().any(|(n, _)| n == ns);
+            let exists =
+                state.objects.keys().any(|(n, _)| n == ns) || state.namespaces.contains_key(*ns);
             return namespace_response(ns, exists, fault, state.down);
         }
         match list {
@@ -695,7 +725,7 @@ async fn fault_response(fault: Fault) -> Option<Response> {
 fn list_response(objects: Vec<Value>, query: &HashMap<String, String>) -> Response {
     let required: Vec<&str> = query
         .get("labelSelector")
-        .map(|s| s.split(',').collect())
+        .map(|s| s.split(',').filter(|k| !k.is_empty()).collect())
         .unwrap_or_default();
     let matching: Vec<Value> = objects
         .into_iter()
@@ -786,6 +816,7 @@ pub async fn kubectl_reads(replay: &Replay, yaml: &str, args: &[&str]) -> Vec<se
 
 /// What a list across all namespaces reads.
 struct Snapshot {
+    namespaces: BTreeMap<String, Value>,
     objects: HashMap<(String, String), Vec<Value>>,
     typed: HashMap<String, Vec<Value>>,
 }
@@ -822,9 +853,14 @@ fn cluster_list(
                     .filter_map(|o| o["metadata"]["namespace"].as_str().map(str::to_owned)),
             );
         }
+        names.extend(snapshot.namespaces.keys().cloned());
         let objects = names
             .into_iter()
-            .map(|name| json!({"name": name, "uid": format!("uid-ns-{name}"), "labels": {}}))
+            .map(|name| {
+                snapshot.namespaces.get(&name).cloned().unwrap_or_else(
+                    || json!({"name": name, "uid": format!("uid-ns-{name}"), "labels": {}}),
+                )
+            })
             .collect();
         return list_response(objects, &HashMap::new());
     }
