@@ -366,7 +366,8 @@ fn peak_rss_bytes(pid: u32) -> u64 {
 }
 
 /// Many clients sending maximal (8 MiB) reviews at once: the buffered-bytes budget keeps
-/// the server's peak RSS under the Deployment's 128Mi; what does not fit is answered 429
+/// the server's peak RSS under 128 MiB (half the Deployment's limit, the rest is the
+/// background audit's); what does not fit is answered 429
 /// with Retry-After, and every request gets an answer. Before, 16 such bodies took RSS to
 /// 147 MB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -53,7 +53,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NSGUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     max_body_bytes: usize,
     /// Request bytes buffered at once, all requests together: a bound on memory that the
-    /// body limit alone is not. Keep it well under the pod's memory limit (128Mi in the
+    /// body limit alone is not. Keep it well under the pod's memory limit (256Mi in the
     /// shipped Deployment). A body that finds no room within a second gets 429 with
     /// Retry-After. At least --max-body-bytes.
     #[arg(long, env = "NSGUARD_MAX_BUFFERED_BYTES", default_value_t = 48 * 1024 * 1024)]

@@ -199,10 +199,9 @@ fn pending_text(pending: &[String]) -> String {
 }
 
 /// What [`LiveCluster::list_every`] read.
-#[derive(Default)]
-struct Listed<'t> {
-    /// Each object with an owner, once, with its type.
-    objects: Vec<(&'t ResourceType, Owner, ObjectMeta)>,
+struct Listed<'t, T> {
+    /// What the caller kept of each object with an owner, once.
+    objects: Vec<T>,
     /// The first error of each type that could not be listed, by id.
     failed: Vec<(&'t str, CallError)>,
 }
@@ -579,15 +578,22 @@ impl LiveCluster {
         seen: &mut HashSet<String>,
     ) -> BTreeSet<String> {
         let listed = self
-            .list_every(Some(namespace), types, deadline, progress, seen)
+            .list_every(
+                Some(namespace),
+                types,
+                deadline,
+                progress,
+                seen,
+                |rt, owner, meta| {
+                    Some(OwnedObject {
+                        owner,
+                        kind: qualified_kind(&rt.resource.kind, &rt.resource.group),
+                        name: meta.name.unwrap_or_default(),
+                    })
+                },
+            )
             .await;
-        for (rt, owner, meta) in listed.objects {
-            scan.objects.push(OwnedObject {
-                owner,
-                kind: qualified_kind(&rt.resource.kind, &rt.resource.group),
-                name: meta.name.unwrap_or_default(),
-            });
-        }
+        scan.objects.extend(listed.objects);
         let mut gone = BTreeSet::new();
         for (id, err) in listed.failed {
             if err.code() == Some(404) {
@@ -604,14 +610,18 @@ impl LiveCluster {
     /// with an owner comes once (it matches several generations' selectors, and some types
     /// are served by two groups, events: `seen` holds the uids already taken); each type
     /// that could not be listed comes with its first error.
-    async fn list_every<'t>(
+    ///
+    /// `keep` makes what the caller holds of each object as each type's lists arrive, so
+    /// a whole cluster's metadata is never held at once (the audit's memory).
+    async fn list_every<'t, T>(
         &self,
         namespace: Option<&str>,
         types: &'t [ResourceType],
         deadline: Instant,
         progress: &Progress,
         seen: &mut HashSet<String>,
-    ) -> Listed<'t> {
+        keep: impl Fn(&'t ResourceType, Owner, ObjectMeta) -> Option<T>,
+    ) -> Listed<'t, T> {
         let selectors: Vec<String> = self
             .scheme
             .generations()
@@ -624,7 +634,7 @@ impl LiveCluster {
             .collect();
         progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
         let selectors_ref = &selectors;
-        let results: Vec<_> = stream::iter(jobs)
+        let mut results = stream::iter(jobs)
             .map(|(t, s)| async move {
                 let rt = &types[t];
                 progress.start(&rt.id);
@@ -634,12 +644,13 @@ impl LiveCluster {
                 progress.finish(&rt.id);
                 (rt, result)
             })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
-        let mut listed = Listed::default();
+            .buffer_unordered(self.options.concurrency.max(1));
+        let mut listed = Listed {
+            objects: Vec::new(),
+            failed: Vec::new(),
+        };
         let mut failed: HashMap<&str, CallError> = HashMap::new();
-        for (rt, result) in results {
+        while let Some((rt, result)) = results.next().await {
             let items = match result {
                 Ok(items) => items,
                 Err(err) => {
@@ -652,8 +663,10 @@ impl LiveCluster {
                     continue;
                 };
                 let uid = meta.uid.clone().unwrap_or_default();
-                if uid.is_empty() || seen.insert(uid) {
-                    listed.objects.push((rt, owner, meta));
+                if (uid.is_empty() || seen.insert(uid))
+                    && let Some(kept) = keep(rt, owner, meta)
+                {
+                    listed.objects.push(kept);
                 }
             }
         }
@@ -768,26 +781,24 @@ impl LiveCluster {
                 deadline,
                 progress,
                 &mut HashSet::new(),
+                |rt, _, meta| {
+                    Some(LabelledObject {
+                        namespace: meta.namespace?,
+                        api_version: rt.resource.api_version.clone(),
+                        kind: rt.resource.kind.clone(),
+                        name: meta.name.unwrap_or_default(),
+                        labels: meta.labels?,
+                        annotations: meta.annotations.unwrap_or_default(),
+                        controller_owned: meta
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|r| r.controller == Some(true)),
+                    })
+                },
             )
             .await;
-        for (rt, _, meta) in listed.objects {
-            let (Some(namespace), Some(labels)) = (meta.namespace, meta.labels) else {
-                continue;
-            };
-            inventory.objects.push(LabelledObject {
-                namespace,
-                api_version: rt.resource.api_version.clone(),
-                kind: rt.resource.kind.clone(),
-                name: meta.name.unwrap_or_default(),
-                labels,
-                annotations: meta.annotations.unwrap_or_default(),
-                controller_owned: meta
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.controller == Some(true)),
-            });
-        }
+        inventory.objects = listed.objects;
         for (id, err) in listed.failed {
             inventory.unverified.push(err.unverified(id));
         }
