@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::data_at_risk;
@@ -182,8 +183,9 @@ impl Finding {
         }
     }
 
-    /// What was found, in one line (without the namespace, which groups it).
-    pub fn summary(&self) -> String {
+    /// What was found, in one line (without the namespace, which groups it); with `now`,
+    /// also how many days a lingering namespace has been empty.
+    pub fn summary(&self, now: Option<Timestamp>) -> String {
         match self {
             Finding::SharedNamespace { owners, .. } => format!(
                 "shared by {}",
@@ -222,9 +224,16 @@ impl Finding {
                 } else {
                     format!(" (parent-env {})", owner.parent_env)
                 },
-                empty_since
-                    .as_ref()
-                    .map_or(String::new(), |t| format!(" (since {t} or earlier)")),
+                empty_since.as_ref().map_or(String::new(), |t| {
+                    let days = now.zip(t.parse::<Timestamp>().ok()).map_or(
+                        String::new(),
+                        |(now, since)| {
+                            let days = now.duration_since(since).as_secs() / 86_400;
+                            format!(", {days} day{}", if days == 1 { "" } else { "s" })
+                        },
+                    );
+                    format!(" (since {t} or earlier{days})")
+                }),
                 if left.is_empty() {
                     String::new()
                 } else {
@@ -522,6 +531,65 @@ mod tests {
         let only = audit(&inventory, &LabelScheme::default(), &["clean".to_owned()]);
         assert!(only.findings.is_empty());
         assert_eq!(only.namespaces, 1);
+    }
+
+    #[test]
+    fn a_lingering_namespace_says_how_long_it_has_been_empty() {
+        let inventory = Inventory {
+            namespaces: Some(["shop-preview".to_owned()].into()),
+            namespace_labels: [(
+                "shop-preview".to_owned(),
+                TENANT
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )]
+            .into(),
+            namespace_created: [("shop-preview".to_owned(), "2026-05-01T00:00:00Z".to_owned())]
+                .into(),
+            ..Inventory::default()
+        };
+        let report = audit(&inventory, &LabelScheme::default(), &[]);
+        assert_eq!(report.findings.len(), 1);
+        let now: Timestamp = "2026-05-02T06:00:00Z".parse().unwrap();
+        let said = report.findings[0].summary(Some(now));
+        assert!(
+            said.contains("(since 2026-05-01T00:00:00Z or earlier, 1 day)"),
+            "{said}"
+        );
+        assert!(
+            report.findings[0]
+                .summary(None)
+                .contains("(since 2026-05-01T00:00:00Z or earlier)")
+        );
+        // Anything a person made keeps it from lingering; so does a partial read.
+        let mut made = inventory.clone();
+        made.unowned.insert(
+            "shop-preview".into(),
+            vec![UnownedObject {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                name: "settings".into(),
+                annotations: BTreeMap::new(),
+                created: None,
+            }],
+        );
+        assert!(
+            audit(&made, &LabelScheme::default(), &[])
+                .findings
+                .is_empty()
+        );
+        let mut partial = inventory;
+        partial.unverified.push(Unverified {
+            resource: "configmaps".into(),
+            reason: "403".into(),
+            code: Some(403),
+        });
+        assert!(
+            audit(&partial, &LabelScheme::default(), &[])
+                .findings
+                .is_empty()
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub fn reports(report: &Report, seconds: i64) -> Vec<Value> {
                         "severity": severity,
                         "category": "nsguard",
                         "scored": true,
-                        "message": format!("{}: {}", finding.summary(), finding.advice()),
+                        "message": format!("{}: {}", finding.summary(None), finding.advice()),
                         "resources": [resource(finding)],
                         "properties": properties(finding),
                         "timestamp": {"seconds": seconds, "nanos": 0},

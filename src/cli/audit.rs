@@ -196,6 +196,7 @@ fn is_namespace_name(name: &str) -> bool {
 /// to do about it.
 fn text(report: &Report) -> String {
     use std::fmt::Write as _;
+    let now = k8s_openapi::jiff::Timestamp::now();
     let mut out = String::new();
     let mut current = None;
     for finding in &report.findings {
@@ -203,7 +204,12 @@ fn text(report: &Report) -> String {
             current = Some(finding.namespace());
             let _ = writeln!(out, "namespace {}:", finding.namespace());
         }
-        let _ = writeln!(out, "  - {}: {}", finding.summary(), finding.advice());
+        let _ = writeln!(
+            out,
+            "  - {}: {}",
+            finding.summary(Some(now)),
+            finding.advice()
+        );
     }
     let _ = writeln!(
         out,
