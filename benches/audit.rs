@@ -133,17 +133,7 @@ fn peak_child_rss_kib() -> i64 {
 /// namespace has its stack; every tenth is shared with a sub-env (misplaced), and holds a
 /// claim on a Delete volume; the other claims are on Retain volumes.
 fn populate(replay: &replay::Replay) {
-    let plurals: Vec<String> = [
-        "configmaps",
-        "services",
-        "deployments",
-        "serviceaccounts",
-        "cronjobs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain((0..CRDS).map(|i| format!("widget{i}s")))
-    .collect();
+    let plurals = replay::bench_plurals(CRDS);
     let per_namespace = objects() / NAMESPACES;
     for n in 0..NAMESPACES {
         let namespace = format!("stack-{n}");

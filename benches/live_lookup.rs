@@ -97,17 +97,7 @@ fn populate(replay: &replay::Replay, crds: usize) {
         ],
         [("appName", "wallet-tenant-b"), ("appEnv", "tenant-b")],
     ];
-    let plurals: Vec<String> = [
-        "configmaps",
-        "services",
-        "deployments",
-        "serviceaccounts",
-        "cronjobs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain((0..crds).map(|i| format!("widget{i}s")))
-    .collect();
+    let plurals = replay::bench_plurals(crds);
     for i in 0..OBJECTS {
         replay.add(
             "wallet",

@@ -814,6 +814,22 @@ pub async fn kubectl_reads(replay: &Replay, yaml: &str, args: &[&str]) -> Vec<se
     .unwrap()
 }
 
+/// The types the benchmarks fill: five built-in ones and every kind of the CRD group of
+/// [`Replay::start_with_crds`]`(crds)`.
+pub fn bench_plurals(crds: usize) -> Vec<String> {
+    [
+        "configmaps",
+        "services",
+        "deployments",
+        "serviceaccounts",
+        "cronjobs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain((0..crds).map(|i| format!("widget{i}s")))
+    .collect()
+}
+
 /// What a list across all namespaces reads.
 struct Snapshot {
     namespaces: BTreeMap<String, Value>,
