@@ -2,10 +2,10 @@
 //! cascade-deleting other stacks' workloads, and keeps simple-container sub-env
 //! workloads in their own namespaces.
 //!
-//! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`]) and a
-//! thin shell around it ([`admission`], [`cluster`] lookups, [`documents`] reading,
-//! [`server`], [`certs`], [`cli`]); the shell does I/O and calls the core, never the
-//! other way round.
+//! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`], [`audit`],
+//! [`data_at_risk`], [`policy_report`]) and a thin shell around it ([`admission`],
+//! [`cluster`] lookups, [`documents`] reading, [`server`], [`background_audit`],
+//! [`certs`], [`cli`]); the shell does I/O and calls the core, never the other way round.
 
 pub mod admission;
 pub mod audit;
