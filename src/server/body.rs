@@ -76,7 +76,7 @@ impl Budget {
 
 /// Read the whole body: at most `limit` bytes, before `deadline`, within `budget`.
 /// A declared length over the limit is refused without buffering anything (see
-/// [`refuse`]).
+/// `refuse`).
 pub async fn read(
     body: Body,
     headers: &HeaderMap,
