@@ -1355,3 +1355,68 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(report.unverified.len(), 1, "{:?}", report.unverified);
 }
+
+/// The background audit never holds up an answer: while its list of PersistentVolumes
+/// hangs (a read only the audit makes), a namespace delete is still decided from the live
+/// lookup at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_background_audit_does_not_delay_the_guard() {
+    let replay = Replay::start().await;
+    replay.add(
+        "pay-space-wallet",
+        "deployments",
+        "pay-space-wallet",
+        &CURRENT,
+    );
+    replay.add(
+        "pay-space-wallet",
+        "deployments",
+        "pay-space-wallet-tenant-a",
+        &TENANT_A,
+    );
+    replay.add_typed(
+        "persistentvolumes",
+        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "pv-1"}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}}),
+    );
+    replay.fault("persistentvolumes", Fault::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
+        .args(&["--audit-interval", "1h", "--audit-timeout", "60s"])
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replay
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .any(|r| r.starts_with("/api/v1/persistentvolumes"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the audit never listed the volumes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let resp = review(
+        &server.client(),
+        server.addr,
+        "/validate",
+        fixture("namespace-delete.json"),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"nsguard_audit_runs_total{result="complete"} 0"#),
+        "{metrics}"
+    );
+}
