@@ -93,7 +93,7 @@ impl AuditMetrics {
         };
         registry.register(
             "audit_findings",
-            "Findings of the last complete background audit, by type",
+            "Findings of the last background audit that read the cluster, by type (a partial one counts what it read)",
             audit.findings.clone(),
         );
         registry.register(

@@ -1420,3 +1420,51 @@ async fn a_hung_background_audit_does_not_delay_the_guard() {
         "{metrics}"
     );
 }
+
+/// The audit reads a 404 as the scan does, as a stale discovery: a type whose CRD was
+/// deleted during the audit took its objects with it (nothing unverified, exit by the
+/// findings); one that discovery still serves is named. Before, both made the audit
+/// incomplete (exit 2).
+#[tokio::test]
+async fn the_audit_rediscovers_a_type_that_answers_404() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add_group("example.com", "v1", &[("widgets", "Widget")]);
+    replay.add("wallet", "widgets", "tenant-a-widget", &TENANT_A);
+    replay.fault(
+        "widgets",
+        Fault::NotFoundThenRemoved("example.com".to_owned()),
+    );
+    let cluster = live(&replay, LiveOptions::default());
+    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    assert!(
+        inventory.unverified.is_empty(),
+        "{:?}",
+        inventory.unverified
+    );
+    assert_eq!(inventory.objects.len(), 1, "{:?}", inventory.objects);
+    let apis = replay
+        .state
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.as_str() == "/apis")
+        .count();
+    assert_eq!(apis, 2, "one discovery for the audit, one after the 404");
+
+    replay.fault("deployments", Fault::NotFound);
+    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let unverified: Vec<(&str, &str)> = inventory
+        .unverified
+        .iter()
+        .map(|u| (u.resource.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(
+        unverified,
+        [(
+            "deployments.apps",
+            "404 NotFound, though discovery still serves the type"
+        )]
+    );
+}

@@ -518,52 +518,60 @@ impl LiveCluster {
             )
             .await;
         if !gone.is_empty() {
-            // A type discovered a moment ago answered 404: discovery is stale. Ask again;
-            // a type that is no longer served took its objects with it, one that still is
-            // (perhaps at another version) is listed again.
-            let fresh = self.discovery(deadline).await?;
-            progress.calls.fetch_add(fresh.calls, Ordering::Relaxed);
-            let again: Vec<ResourceType> = fresh
-                .types
-                .iter()
-                .filter(|t| gone.contains(&t.id))
-                .cloned()
-                .collect();
-            for rt in discovered.types.iter().filter(|t| gone.contains(&t.id)) {
-                if again.iter().any(|t| t.id == rt.id) {
-                    continue;
-                }
-                // Not rediscovered. Gone only if its group answered: a group whose
-                // discovery failed says nothing about what it serves.
-                match discovery_failure(&fresh.failed, &rt.resource.group) {
-                    Some(failure) => scan.unverified.push(Unverified {
-                        resource: rt.id.clone(),
-                        reason: format!(
-                            "404 NotFound, and rediscovering {} failed: {}",
-                            failure.resource, failure.reason
-                        ),
-                        code: Some(404),
-                    }),
-                    None => {
-                        tracing::info!(resource = %rt.id, namespace, "a resource type went away during the lookup")
-                    }
-                }
-            }
+            let again = self
+                .rediscover(&discovered, &gone, deadline, progress, &mut scan.unverified)
+                .await?;
             let still_gone = self
                 .list_types(namespace, &again, deadline, progress, &mut scan, &mut seen)
                 .await;
-            for id in still_gone {
-                scan.unverified.push(Unverified {
-                    resource: id,
-                    reason: "404 NotFound, though discovery still serves the type".to_owned(),
-                    code: Some(404),
-                });
-            }
+            scan.unverified
+                .extend(still_gone.into_iter().map(still_served));
         }
         scan.unverified.sort_by(|a, b| a.resource.cmp(&b.resource));
         scan.unverified.dedup_by(|a, b| a.resource == b.resource);
         scan.api_calls = progress.calls.load(Ordering::Relaxed);
         Ok(scan)
+    }
+
+    /// After lists of the `gone` types (ids) answered 404: discovery is stale. Ask again;
+    /// a type that is no longer served took its objects with it, one that still is
+    /// (perhaps at another version) is returned, to be listed again. A type whose group
+    /// could not be rediscovered goes into `unverified`: its discovery says nothing.
+    async fn rediscover(
+        &self,
+        discovered: &Discovered,
+        gone: &BTreeSet<String>,
+        deadline: Instant,
+        progress: &Progress,
+        unverified: &mut Vec<Unverified>,
+    ) -> Result<Vec<ResourceType>, LookupError> {
+        let fresh = self.discovery(deadline).await?;
+        progress.calls.fetch_add(fresh.calls, Ordering::Relaxed);
+        let again: Vec<ResourceType> = fresh
+            .types
+            .iter()
+            .filter(|t| gone.contains(&t.id))
+            .cloned()
+            .collect();
+        for rt in discovered.types.iter().filter(|t| gone.contains(&t.id)) {
+            if again.iter().any(|t| t.id == rt.id) {
+                continue;
+            }
+            match discovery_failure(&fresh.failed, &rt.resource.group) {
+                Some(failure) => unverified.push(Unverified {
+                    resource: rt.id.clone(),
+                    reason: format!(
+                        "404 NotFound, and rediscovering {} failed: {}",
+                        failure.resource, failure.reason
+                    ),
+                    code: Some(404),
+                }),
+                None => {
+                    tracing::info!(resource = %rt.id, "a resource type went away during the lookup")
+                }
+            }
+        }
+        Ok(again)
     }
 
     /// List every type of `types` under every selector into `scan`; returns the ids of the
@@ -774,33 +782,55 @@ impl LiveCluster {
         }
         inventory.namespaces = Some(inventory.namespace_annotations.keys().cloned().collect());
 
+        let keep = |rt: &ResourceType, _, meta: ObjectMeta| {
+            Some(LabelledObject {
+                namespace: meta.namespace?,
+                api_version: rt.resource.api_version.clone(),
+                kind: rt.resource.kind.clone(),
+                name: meta.name.unwrap_or_default(),
+                labels: meta.labels?,
+                annotations: meta.annotations.unwrap_or_default(),
+                controller_owned: meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true)),
+            })
+        };
+        let mut seen = HashSet::new();
         let listed = self
-            .list_every(
-                None,
-                &discovered.types,
-                deadline,
-                progress,
-                &mut HashSet::new(),
-                |rt, _, meta| {
-                    Some(LabelledObject {
-                        namespace: meta.namespace?,
-                        api_version: rt.resource.api_version.clone(),
-                        kind: rt.resource.kind.clone(),
-                        name: meta.name.unwrap_or_default(),
-                        labels: meta.labels?,
-                        annotations: meta.annotations.unwrap_or_default(),
-                        controller_owned: meta
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .any(|r| r.controller == Some(true)),
-                    })
-                },
-            )
+            .list_every(None, &discovered.types, deadline, progress, &mut seen, keep)
             .await;
         inventory.objects = listed.objects;
+        let mut gone = BTreeSet::new();
         for (id, err) in listed.failed {
-            inventory.unverified.push(err.unverified(id));
+            if err.code() == Some(404) {
+                gone.insert(id.to_owned());
+            } else {
+                inventory.unverified.push(err.unverified(id));
+            }
+        }
+        if !gone.is_empty() {
+            // As in a scan: a 404 is a stale discovery, never an empty type.
+            let again = self
+                .rediscover(
+                    &discovered,
+                    &gone,
+                    deadline,
+                    progress,
+                    &mut inventory.unverified,
+                )
+                .await?;
+            let listed = self
+                .list_every(None, &again, deadline, progress, &mut seen, keep)
+                .await;
+            inventory.objects.extend(listed.objects);
+            for (id, err) in listed.failed {
+                inventory.unverified.push(match err.code() {
+                    Some(404) => still_served(id.to_owned()),
+                    _ => err.unverified(id),
+                });
+            }
         }
 
         let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
@@ -1116,6 +1146,15 @@ pub fn group_skipped(skip: &[String], group: &str) -> bool {
 
 /// The discovery failure of `group` (`""` for the core group) among `failed`, whose
 /// entries are named `group/version (discovery)` (`v1 (discovery)` for the core group).
+/// A type that answered 404 again after it was rediscovered.
+fn still_served(id: String) -> Unverified {
+    Unverified {
+        resource: id,
+        reason: "404 NotFound, though discovery still serves the type".to_owned(),
+        code: Some(404),
+    }
+}
+
 fn discovery_failure<'a>(failed: &'a [Unverified], group: &str) -> Option<&'a Unverified> {
     failed.iter().find(|u| {
         let gv = u

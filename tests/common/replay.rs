@@ -35,6 +35,8 @@ pub enum Fault {
     /// 404 NotFound, and from then on the discovery document at this path answers 503:
     /// a list whose type's group then cannot be rediscovered.
     NotFoundThenUndiscoverable(String),
+    /// 404 NotFound, and the type's group is no longer served: its CRD was deleted.
+    NotFoundThenRemoved(String),
 }
 
 #[derive(Default)]
@@ -136,12 +138,7 @@ impl Replay {
 
     /// Stop serving an API group, as when its CRD is deleted.
     pub fn remove_group(&self, group: &str) {
-        let mut discovery = self.discovery.lock().unwrap();
-        discovery.get_mut("/apis").unwrap()["groups"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|g| g["name"] != group);
-        discovery.retain(|path, _| !path.starts_with(&format!("/apis/{group}/")));
+        remove_group(&mut self.discovery.lock().unwrap(), group);
     }
 
     /// A whole object for typed reads (`persistentvolumeclaims`, `persistentvolumes`), as
@@ -293,6 +290,14 @@ fn add_crd_group(discovery: &mut BTreeMap<String, Value>, crds: usize) {
     add_group(discovery, "bench.nsguard.dev", "v1", &kinds);
 }
 
+fn remove_group(discovery: &mut BTreeMap<String, Value>, group: &str) {
+    discovery.get_mut("/apis").unwrap()["groups"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|g| g["name"] != group);
+    discovery.retain(|path, _| !path.starts_with(&format!("/apis/{group}/")));
+}
+
 fn add_group(
     discovery: &mut BTreeMap<String, Value>,
     group: &str,
@@ -391,6 +396,19 @@ async fn serve(
                 "ServiceUnavailable",
                 "the server is down",
             );
+        }
+        match &fault {
+            Some(Fault::NotFoundThenUndiscoverable(path)) => {
+                state
+                    .lock()
+                    .unwrap()
+                    .discovery_faults
+                    .insert(path.clone(), Fault::Unavailable);
+            }
+            Some(Fault::NotFoundThenRemoved(group)) => {
+                remove_group(&mut discovery.lock().unwrap(), group);
+            }
+            _ => {}
         }
         if let Some(fault) = fault
             && let Some(response) = fault_response(fault).await
@@ -671,11 +689,13 @@ async fn fault_response(fault: Fault) -> Option<Response> {
             "InternalError",
             "etcdserver: request timed out",
         ),
-        Fault::NotFound | Fault::NotFoundThenUndiscoverable(_) => status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        ),
+        Fault::NotFound | Fault::NotFoundThenUndiscoverable(_) | Fault::NotFoundThenRemoved(_) => {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
         Fault::Unavailable => status(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
