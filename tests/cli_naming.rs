@@ -146,6 +146,15 @@ fn usage_errors_are_one_line_with_the_usage() {
         (&["ns-name", "--base", "x"][..], "--stack-env <STACK_ENV>"),
         (&["check", "--bogus"][..], "unexpected argument '--bogus'"),
         (&["nope"][..], "unrecognized subcommand 'nope'"),
+        // The bounds of one delete's lookup are not the audit's (it has --timeout).
+        (
+            &["audit", "--demo", "--lookup-timeout", "1s"][..],
+            "unexpected argument '--lookup-timeout'",
+        ),
+        (
+            &["dump", "--demo", "--max-concurrent-lookups", "2"][..],
+            "unexpected argument '--max-concurrent-lookups'",
+        ),
     ] {
         let out = nsguard(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -42,8 +42,8 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let scheme = args.inputs.labels.scheme();
-        let source = args.inputs.cluster.source(&scheme).await?;
-        let timeout = args.inputs.cluster.lookup_timeout;
+        let source = args.inputs.source(&scheme).await?;
+        let timeout = args.inputs.lookup.lookup_timeout;
         let Some(annotations) = source
             .namespace_annotations(&args.namespace, timeout)
             .await

@@ -25,7 +25,31 @@ pub struct GuardInputs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
+    pub lookup: LookupArgs,
+    #[command(flatten)]
     pub guard: GuardArgs,
+}
+
+impl GuardInputs {
+    /// The cluster source, with the bound on concurrent namespace lookups.
+    pub async fn source(&self, scheme: &LabelScheme) -> anyhow::Result<ClusterSource> {
+        self.cluster
+            .source_with(scheme, self.lookup.max_concurrent_lookups.get())
+            .await
+    }
+}
+
+/// The bounds of one namespace-delete lookup: for the commands that decide deletes, not
+/// for `audit` and `dump`, which read the whole cluster under their own `--timeout`.
+#[derive(Debug, Args, Clone)]
+pub struct LookupArgs {
+    /// Deadline of the guard's cluster lookup; past it the delete is denied.
+    #[arg(long, env = "NSGUARD_LOOKUP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lookup_timeout: Duration,
+    /// Namespace lookups in flight at once (each is many list calls); more wait within
+    /// --lookup-timeout, then are denied (fail closed).
+    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_LOOKUPS", default_value_t = NonZeroUsize::new(4).unwrap())]
+    max_concurrent_lookups: NonZeroUsize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -70,16 +94,9 @@ pub struct ClusterArgs {
     /// The kubeconfig context to use, as in kubectl (default: its current-context).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// Deadline of the guard's cluster lookup; past it the delete is denied.
-    #[arg(long, env = "NSGUARD_LOOKUP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub lookup_timeout: Duration,
     /// List calls in flight at once during a lookup.
     #[arg(long, env = "NSGUARD_LOOKUP_CONCURRENCY", default_value_t = NonZeroUsize::new(16).unwrap())]
     lookup_concurrency: NonZeroUsize,
-    /// Namespace lookups in flight at once (each is many list calls); more wait within
-    /// --lookup-timeout, then are denied (fail closed).
-    #[arg(long, env = "NSGUARD_MAX_CONCURRENT_LOOKUPS", default_value_t = NonZeroUsize::new(4).unwrap())]
-    max_concurrent_lookups: NonZeroUsize,
     /// Every lookup rediscovers the API's resource types within this bound, so a type
     /// created a second before a delete is counted; a group version that does not answer
     /// in time is named and the delete denied.
@@ -105,6 +122,16 @@ impl ClusterArgs {
     /// else the API server of the configured cluster. Nothing is guessed: a named
     /// configuration that is broken, or no configuration at all, is an error.
     pub async fn source(&self, scheme: &LabelScheme) -> anyhow::Result<ClusterSource> {
+        self.source_with(scheme, LiveOptions::default().max_concurrent_scans)
+            .await
+    }
+
+    /// [`Self::source`], with at most `max_concurrent_scans` namespace lookups at once.
+    async fn source_with(
+        &self,
+        scheme: &LabelScheme,
+        max_concurrent_scans: usize,
+    ) -> anyhow::Result<ClusterSource> {
         if self.demo {
             let dump =
                 ClusterDump::parse(EXAMPLE_DUMP, scheme).context("the built-in example dump")?;
@@ -128,7 +155,10 @@ impl ClusterArgs {
             client,
             server,
             scheme.clone(),
-            self.live_options(),
+            LiveOptions {
+                max_concurrent_scans,
+                ..self.live_options()
+            },
         )))
     }
 
@@ -138,7 +168,6 @@ impl ClusterArgs {
             discovery_ttl: self.discovery_ttl,
             discovery_timeout: self.discovery_timeout,
             skip: self.skip_resources.clone(),
-            max_concurrent_scans: self.max_concurrent_lookups.get(),
             ..LiveOptions::default()
         }
     }

@@ -188,10 +188,10 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let scheme = args.inputs.labels.scheme();
     let webhook = Arc::new(Webhook {
-        cluster: args.inputs.cluster.source(&scheme).await?,
+        cluster: args.inputs.source(&scheme).await?,
         scheme,
         guard: args.inputs.guard.config(),
-        lookup_timeout: args.inputs.cluster.lookup_timeout,
+        lookup_timeout: args.inputs.lookup.lookup_timeout,
         placement: args.placement_mode,
         metrics: Arc::new(Metrics::new()),
     });
@@ -201,7 +201,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let health = Arc::new(ClusterHealth::waiting());
             let (webhook, watched, stop) = (webhook.clone(), health.clone(), stop.clone());
             let interval = args.inputs.cluster.live_options().discovery_ttl;
-            let timeout = args.inputs.cluster.lookup_timeout;
+            let timeout = args.inputs.lookup.lookup_timeout;
             tokio::spawn(async move {
                 if let ClusterSource::Live(live) = &webhook.cluster {
                     health::watch(live, &watched, &webhook.metrics, interval, timeout, stop).await;
