@@ -5,6 +5,7 @@
 //! task, and shares nothing with the admission path but the metrics registry: it never
 //! delays or changes an answer.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,7 @@ pub struct Schedule {
     /// Bound on one audit's reads (and on its PolicyReport writes).
     pub timeout: Duration,
     /// Lists in flight at once.
-    pub concurrency: usize,
+    pub concurrency: NonZeroUsize,
     /// Apply a PolicyReport per namespace with findings, and remove nsguard's stale ones.
     pub write_policy_reports: bool,
 }
@@ -35,7 +36,7 @@ pub struct Schedule {
 pub async fn run(webhook: Arc<Webhook>, schedule: Schedule, stop: CancellationToken) {
     let (source, scheme, metrics) = (&webhook.cluster, &webhook.scheme, &webhook.metrics);
     let own = match source {
-        ClusterSource::Live(live) => Some(live.with_concurrency(schedule.concurrency.max(1))),
+        ClusterSource::Live(live) => Some(live.with_concurrency(schedule.concurrency.get())),
         ClusterSource::Dump(_) => None,
     };
     let mut ticks = tokio::time::interval(schedule.interval);

@@ -1,6 +1,7 @@
 //! `nsguard serve`: the webhook server.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -98,8 +99,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NSGUARD_AUDIT_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     audit_timeout: Duration,
     /// List calls one background audit has in flight at once, apart from the guard's.
-    #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = 4)]
-    audit_concurrency: usize,
+    #[arg(long, env = "NSGUARD_AUDIT_CONCURRENCY", default_value_t = NonZeroUsize::new(4).unwrap())]
+    audit_concurrency: NonZeroUsize,
     /// After each background audit, apply a wgpolicyk8s.io/v1alpha2 PolicyReport named
     /// nsguard in each namespace with findings and remove nsguard's others (needs the
     /// PolicyReport CRD and manifests/overlays/policy-reports for the RBAC).
