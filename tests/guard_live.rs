@@ -1349,11 +1349,47 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
     let offline = nsguard::audit::audit(dump.inventory(), &LabelScheme::default(), &[]);
     assert_eq!(serde_json::to_value(&offline.findings).unwrap(), findings);
 
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(&dir, &replay);
+    let script = |extra: &'static [&'static str]| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            common::nsguard_cli(["audit", "--cleanup-script", "--kubeconfig"])
+                .arg(&config)
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = script(&[]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\nkubectl delete namespace wallet-preview --dry-run=server\n"),
+        "{text}"
+    );
+
     replay.fault("serviceaccounts", Fault::Forbidden);
     let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
     let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(report.unverified.len(), 1, "{:?}", report.unverified);
+    // The script then deletes nothing and says why: exit 2, or 0 with --allow-partial.
+    for (extra, code, said) in [
+        (&[][..], 2, "error"),
+        (&["--allow-partial"][..], 0, "warning"),
+    ] {
+        let out = script(extra).await.unwrap();
+        assert_eq!(out.status.code(), Some(code));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("kubectl delete"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "nsguard: {said}: 1 resource type(s) could not be read"
+            )) && stderr.contains("serviceaccounts"),
+            "{stderr}"
+        );
+    }
 }
 
 /// The background audit never holds up an answer: while its list of PersistentVolumes

@@ -62,7 +62,12 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         print!("{}", cleanup_script(&report, args.apply_ready));
         if !report.unverified.is_empty() {
             eprintln!(
-                "nsguard: {} resource type(s) could not be read, so no namespace is called lingering: {}",
+                "nsguard: {}: {} resource type(s) could not be read, so no namespace is called lingering: {}",
+                if args.allow_partial {
+                    "warning"
+                } else {
+                    "error"
+                },
                 report.unverified.len(),
                 report
                     .unverified
@@ -71,7 +76,9 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join("; ")
             );
-            return Ok(ExitCode::from(super::EXIT_ERROR));
+            if !args.allow_partial {
+                return Ok(ExitCode::from(super::EXIT_ERROR));
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
