@@ -1167,6 +1167,22 @@ async fn the_background_audit_writes_policy_reports_and_removes_stale_ones() {
         !metrics.contains(r#"nsguard_policy_report_writes_total{result="failed"} 0"#),
         "{metrics}"
     );
+    let gauge = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = gauge("nsguard_audit_last_success_timestamp_seconds");
+    assert!(now - last < 60.0 && last <= now + 1.0, "{last} vs {now}");
+    let took = gauge("nsguard_audit_duration_seconds");
+    assert!(took > 0.0 && took < 10.0, "{took}");
+    assert_eq!(gauge("nsguard_audit_unverified_resource_types"), 0.0);
     let resp = review(
         &server.client(),
         server.addr,
