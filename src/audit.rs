@@ -36,6 +36,23 @@ impl LabelledObject {
     }
 }
 
+/// The only annotations the audit reads of an object: placement's opt-out, and which
+/// ServiceAccount a token Secret belongs to.
+const READ_ANNOTATIONS: [&str; 2] = [
+    placement::SKIP_ANNOTATION,
+    "kubernetes.io/service-account.name",
+];
+
+/// `annotations` without what the audit does not read. Objects applied with
+/// `kubectl apply` carry their whole last-applied configuration in an annotation, KiBs
+/// each: kept, they would be most of an audit's memory.
+pub fn read_annotations(annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    annotations
+        .into_iter()
+        .filter(|(key, _)| READ_ANNOTATIONS.contains(&key.as_str()))
+        .collect()
+}
+
 /// An object without stack labels, as the lingering-namespace check reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnownedObject {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject};
+use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject, read_annotations};
 use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
 use crate::labels::LabelScheme;
@@ -96,7 +96,7 @@ impl ClusterDump {
                     api_version: head.api_version,
                     kind: head.kind,
                     name: head.metadata.name,
-                    annotations: head.metadata.annotations,
+                    annotations: read_annotations(head.metadata.annotations),
                     created,
                 });
             return;
@@ -119,7 +119,7 @@ impl ClusterDump {
             kind: head.kind,
             name: head.metadata.name,
             labels: head.metadata.labels,
-            annotations: head.metadata.annotations,
+            annotations: read_annotations(head.metadata.annotations),
             controller_owned,
         });
     }
@@ -329,6 +329,30 @@ metadata:
         assert_eq!(a.claims, b.claims);
         assert_eq!(a.volumes, b.volumes);
         assert!(!a.objects.is_empty() && !a.claims.is_empty() && !a.volumes.is_empty());
+    }
+
+    /// Of an object's annotations only those the audit reads are kept: a last-applied
+    /// configuration (KiBs on every object kubectl applied) would be most of the memory.
+    #[test]
+    fn only_the_annotations_the_audit_reads_are_kept() {
+        let big = "x".repeat(64 * 1024);
+        let text = format!(
+            "apiVersion: v1\nkind: List\nitems:\n\
+             - {{apiVersion: v1, kind: ConfigMap, metadata: {{name: a, namespace: ns, \
+               labels: {{simple-container-com/app-name: a-preview, simple-container-com/env: preview, simple-container-com/parent-env: production}}, \
+               annotations: {{kubectl.kubernetes.io/last-applied-configuration: '{big}', nsguard.dev/skip-placement: 'true'}}}}}}\n\
+             - {{apiVersion: v1, kind: Secret, metadata: {{name: t, namespace: ns, \
+               annotations: {{kubernetes.io/service-account.name: default, kubectl.kubernetes.io/last-applied-configuration: '{big}'}}}}}}\n"
+        );
+        let dump = ClusterDump::parse(&text, &LabelScheme::default()).unwrap();
+        let inventory = dump.inventory();
+        let kept: Vec<&String> = inventory.objects[0].annotations.keys().collect();
+        assert_eq!(kept, ["nsguard.dev/skip-placement"]);
+        let kept: Vec<&String> = inventory.unowned["ns"][0].annotations.keys().collect();
+        assert_eq!(kept, ["kubernetes.io/service-account.name"]);
+        // Placement's opt-out still holds: the sub-env object is not misplaced.
+        let report = crate::audit::audit(inventory, &LabelScheme::default(), &[]);
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, PartialObjectMeta, Status};
 use tokio::time::Instant;
 
-use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject};
+use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject, read_annotations};
 use crate::data_at_risk::{self, VolumeAtRisk};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
@@ -789,7 +789,7 @@ impl LiveCluster {
                 kind: rt.resource.kind.clone(),
                 name: meta.name.unwrap_or_default(),
                 labels: meta.labels?,
-                annotations: meta.annotations.unwrap_or_default(),
+                annotations: read_annotations(meta.annotations.unwrap_or_default()),
                 controller_owned: meta
                     .owner_references
                     .iter()
@@ -996,7 +996,7 @@ impl LiveCluster {
                         api_version: rt.resource.api_version.clone(),
                         kind: rt.resource.kind.clone(),
                         name: meta.name.unwrap_or_default(),
-                        annotations: meta.annotations.unwrap_or_default(),
+                        annotations: read_annotations(meta.annotations.unwrap_or_default()),
                         created: meta.creation_timestamp.map(|t| t.0.to_string()),
                     }));
                 }

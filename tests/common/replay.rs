@@ -123,6 +123,17 @@ impl Replay {
         list.push(json!({"name": name, "namespace": namespace, "uid": uid, "labels": labels}));
     }
 
+    /// Annotate the object `name` of `plural` in `namespace`, added before.
+    pub fn annotate(&self, namespace: &str, plural: &str, name: &str, key: &str, value: &str) {
+        let mut state = self.state.lock().unwrap();
+        let list = state
+            .objects
+            .get_mut(&(namespace.to_owned(), plural.to_owned()))
+            .unwrap();
+        let object = list.iter_mut().find(|o| o["name"] == name).unwrap();
+        object["annotations"][key] = value.into();
+    }
+
     /// Serve a new API group with namespaced kinds `(plural, Kind)`, as a CRD or an
     /// APIService registered now does.
     pub fn add_group(&self, group: &str, version: &str, kinds: &[(&str, &str)]) {
