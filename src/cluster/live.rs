@@ -706,10 +706,16 @@ impl LiveCluster {
                     api.list_metadata(&params)
                 })
                 .await?;
+            // Dropped page by page, before the next page arrives: managed fields and
+            // last-applied configurations are KiBs per object, and never read.
             out.extend(
                 page.items
                     .into_iter()
-                    .map(|item: PartialObjectMeta<DynamicObject>| item.metadata),
+                    .map(|item: PartialObjectMeta<DynamicObject>| ObjectMeta {
+                        managed_fields: None,
+                        annotations: item.metadata.annotations.map(read_annotations),
+                        ..item.metadata
+                    }),
             );
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
@@ -789,7 +795,7 @@ impl LiveCluster {
                 kind: rt.resource.kind.clone(),
                 name: meta.name.unwrap_or_default(),
                 labels: meta.labels?,
-                annotations: read_annotations(meta.annotations.unwrap_or_default()),
+                annotations: meta.annotations.unwrap_or_default(),
                 controller_owned: meta
                     .owner_references
                     .iter()
@@ -996,7 +1002,7 @@ impl LiveCluster {
                         api_version: rt.resource.api_version.clone(),
                         kind: rt.resource.kind.clone(),
                         name: meta.name.unwrap_or_default(),
-                        annotations: read_annotations(meta.annotations.unwrap_or_default()),
+                        annotations: meta.annotations.unwrap_or_default(),
                         created: meta.creation_timestamp.map(|t| t.0.to_string()),
                     }));
                 }
