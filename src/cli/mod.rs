@@ -70,8 +70,8 @@ enum Command {
     /// namespace cannot be told). Exit 0 none, 1 some, 2 bad input.
     Check(placement::CheckArgs),
     /// Report what is already at risk: namespaces shared by several stacks, misplaced
-    /// sub-env objects, volumes a namespace delete would destroy. Exit 0 none, 1 some, 2
-    /// error.
+    /// sub-env objects, volumes a namespace delete would destroy, and the namespaces
+    /// simple-container left behind, safe to delete. Exit 0 none, 1 some, 2 error.
     Audit(Box<audit::AuditArgs>),
     /// Write what the guard and the audit read from the cluster (labelled objects'
     /// metadata, namespaces, claims and volumes) in the --cluster-dump format.
