@@ -344,9 +344,8 @@ async fn an_api_server_that_refuses_connections_fails_closed_within_the_deadline
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_hang() {
-    let replay = Replay::start().await;
+/// Two stacks in `pay-space-wallet`, the namespace of the recorded namespace DELETE.
+fn two_stacks_in_the_recorded_namespace(replay: &Replay) {
     replay.add(
         "pay-space-wallet",
         "deployments",
@@ -359,6 +358,12 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
         "pay-space-wallet-tenant-a",
         &TENANT_A,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_hang() {
+    let replay = Replay::start().await;
+    two_stacks_in_the_recorded_namespace(&replay);
     let dir = tempfile::tempdir().unwrap();
     let server = Server::builder()
         .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
@@ -1426,18 +1431,7 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_background_audit_does_not_delay_the_guard() {
     let replay = Replay::start().await;
-    replay.add(
-        "pay-space-wallet",
-        "deployments",
-        "pay-space-wallet",
-        &CURRENT,
-    );
-    replay.add(
-        "pay-space-wallet",
-        "deployments",
-        "pay-space-wallet-tenant-a",
-        &TENANT_A,
-    );
+    two_stacks_in_the_recorded_namespace(&replay);
     replay.add_typed(
         "persistentvolumes",
         serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
