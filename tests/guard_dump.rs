@@ -830,3 +830,24 @@ fn lingering_namespaces_are_warnings_in_policy_reports() {
     );
     assert_eq!(result["properties"]["emptySince"], "2026-05-01T00:00:02Z");
 }
+
+/// The example a newcomer runs shows the audit's findings, a lingering namespace among
+/// them (scratch: its stack was destroyed, only Kubernetes' defaults are left).
+#[test]
+fn the_example_audit_shows_a_lingering_namespace() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(home.path(), &["audit", "--demo", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lingering: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == "LingeringNamespace")
+        .map(|f| f["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(lingering, ["scratch"]);
+    assert_exit(&can_delete("scratch", EXAMPLE, &[]), 0);
+}
