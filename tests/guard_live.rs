@@ -144,7 +144,7 @@ async fn scan_finds_every_owner_across_types_generations_and_pages() {
     assert_eq!(decision.owners[0].by_kind["ConfigMap"], 7);
 
     // Server-side filtering: every list call carried a label selector and a page limit.
-    let requests = replay.state.lock().unwrap().requests.clone();
+    let requests = replay.requests();
     let lists: Vec<&String> = requests
         .iter()
         .filter(|r| r.contains("/namespaces/wallet/"))
@@ -556,10 +556,7 @@ async fn a_list_answering_404_is_never_read_as_empty() {
     assert_eq!(decide(&Ok(scan)), Verdict::Incomplete);
     // Discovery was asked again after the 404.
     let apis = replay
-        .state
-        .lock()
-        .unwrap()
-        .requests
+        .requests()
         .iter()
         .filter(|r| r.as_str() == "/apis")
         .count();
@@ -680,10 +677,7 @@ async fn transient_list_failures_are_retried_a_bounded_number_of_times() {
         scan.unverified
     );
     let service_lists = replay
-        .state
-        .lock()
-        .unwrap()
-        .requests
+        .requests()
         .iter()
         .filter(|r| r.starts_with("/api/v1/namespaces/wallet/services"))
         .count();
@@ -971,17 +965,8 @@ async fn a_denial_counts_the_volumes_read_from_the_api_server() {
         "{}",
         decision.message()
     );
-    let requests = replay.state.lock().unwrap().requests.clone();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r.starts_with("/api/v1/namespaces/wallet/persistentvolumeclaims")),
-        "{requests:?}"
-    );
-    assert!(
-        !requests.iter().any(|r| r.contains("pv-invoices")),
-        "{requests:?}"
-    );
+    assert!(replay.was_requested("/api/v1/namespaces/wallet/persistentvolumeclaims"));
+    assert!(!replay.was_requested("/api/v1/persistentvolumes/pv-invoices"));
 
     replay.fault("persistentvolumes", Fault::Forbidden);
     let (decision, _) = source
@@ -1074,7 +1059,7 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
         ]
     );
     // Lists went across all namespaces, not one namespace at a time.
-    let requests = replay.state.lock().unwrap().requests.clone();
+    let requests = replay.requests();
     assert!(
         requests
             .iter()
@@ -1362,7 +1347,6 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
             "emptySince": "2026-05-01T00:00:00Z",
             "left": ["ConfigMap/kube-root-ca.crt", "ServiceAccount/default"]}])
     );
-    let requests = replay.state.lock().unwrap().requests.clone();
     for (namespace, read) in [
         ("wallet-preview", true),
         ("hand-made", true),
@@ -1371,9 +1355,10 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
     ] {
         let prefix = format!("/api/v1/namespaces/{namespace}/configmaps?");
         assert_eq!(
-            requests.iter().any(|r| r.starts_with(&prefix)),
+            replay.was_requested(&prefix),
             read,
-            "{namespace}: {requests:?}"
+            "{namespace}: {:?}",
+            replay.requests()
         );
     }
 
@@ -1444,14 +1429,7 @@ async fn a_hung_background_audit_does_not_delay_the_guard() {
         .args(&["--audit-interval", "1h", "--audit-timeout", "60s"])
         .start();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !replay
-        .state
-        .lock()
-        .unwrap()
-        .requests
-        .iter()
-        .any(|r| r.starts_with("/api/v1/persistentvolumes"))
-    {
+    while !replay.was_requested("/api/v1/persistentvolumes") {
         assert!(
             Instant::now() < deadline,
             "the audit never listed the volumes"
@@ -1502,10 +1480,7 @@ async fn the_audit_rediscovers_a_type_that_answers_404() {
     );
     assert_eq!(inventory.objects.len(), 1, "{:?}", inventory.objects);
     let apis = replay
-        .state
-        .lock()
-        .unwrap()
-        .requests
+        .requests()
         .iter()
         .filter(|r| r.as_str() == "/apis")
         .count();

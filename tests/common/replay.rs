@@ -197,6 +197,21 @@ impl Replay {
             .insert(path.to_owned(), fault);
     }
 
+    /// Every request served so far (path and query), in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Whether a request whose path and query start with `prefix` was served.
+    pub fn was_requested(&self, prefix: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .any(|r| r.starts_with(prefix))
+    }
+
     /// How many requests have been served so far.
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
