@@ -844,19 +844,7 @@ impl LiveCluster {
             .call(deadline, &progress.calls, || claims.list(&all))
             .await
         {
-            Ok(list) => {
-                inventory.claims = list
-                    .items
-                    .into_iter()
-                    .filter_map(|pvc| {
-                        Some(Claim {
-                            namespace: pvc.metadata.namespace?,
-                            name: pvc.metadata.name?,
-                            volume: pvc.spec.and_then(|s| s.volume_name),
-                        })
-                    })
-                    .collect()
-            }
+            Ok(list) => inventory.claims = list.items.into_iter().filter_map(claim_of).collect(),
             Err(err) => inventory
                 .unverified
                 .push(err.unverified("persistentvolumeclaims")),
@@ -870,12 +858,7 @@ impl LiveCluster {
                 inventory.volumes = list
                     .items
                     .into_iter()
-                    .filter_map(|pv| {
-                        Some((
-                            pv.metadata.name?,
-                            pv.spec?.persistent_volume_reclaim_policy?,
-                        ))
-                    })
+                    .filter_map(reclaim_policy_of)
                     .collect()
             }
             Err(err) => inventory
@@ -918,17 +901,7 @@ impl LiveCluster {
             .call(deadline, &calls, || claims.list(&all))
             .await
             .map_err(read("listing the PersistentVolumeClaims"))?;
-        let claims: Vec<Claim> = listed
-            .items
-            .into_iter()
-            .filter_map(|pvc| {
-                Some(Claim {
-                    namespace: namespace.to_owned(),
-                    name: pvc.metadata.name?,
-                    volume: pvc.spec.and_then(|s| s.volume_name),
-                })
-            })
-            .collect();
+        let claims: Vec<Claim> = listed.items.into_iter().filter_map(claim_of).collect();
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         // Owned names: a borrowing iterator adaptor would make the future not `Send`.
         let names: Vec<String> = claims.iter().filter_map(|c| c.volume.clone()).collect();
@@ -937,9 +910,7 @@ impl LiveCluster {
             let found = self
                 .call(deadline, calls, || volumes.get_opt(&name))
                 .await?;
-            Ok::<_, CallError>(
-                found.and_then(|pv| Some((name, pv.spec?.persistent_volume_reclaim_policy?))),
-            )
+            Ok::<_, CallError>(found.and_then(reclaim_policy_of))
         });
         let mut policies = std::collections::BTreeMap::new();
         let mut answers = stream::iter(gets).buffer_unordered(self.options.concurrency.max(1));
@@ -1152,6 +1123,23 @@ pub fn group_skipped(skip: &[String], group: &str) -> bool {
 
 /// The discovery failure of `group` (`""` for the core group) among `failed`, whose
 /// entries are named `group/version (discovery)` (`v1 (discovery)` for the core group).
+/// A claim as the guard and the audit read it: where it is, and the volume it is bound to.
+fn claim_of(pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Claim> {
+    Some(Claim {
+        namespace: pvc.metadata.namespace?,
+        name: pvc.metadata.name?,
+        volume: pvc.spec.and_then(|s| s.volume_name),
+    })
+}
+
+/// A volume's name and reclaim policy, when it has both.
+fn reclaim_policy_of(pv: k8s_openapi::api::core::v1::PersistentVolume) -> Option<(String, String)> {
+    Some((
+        pv.metadata.name?,
+        pv.spec?.persistent_volume_reclaim_policy?,
+    ))
+}
+
 /// A type that answered 404 again after it was rediscovered.
 fn still_served(id: String) -> Unverified {
     Unverified {
