@@ -1121,8 +1121,6 @@ pub fn group_skipped(skip: &[String], group: &str) -> bool {
     })
 }
 
-/// The discovery failure of `group` (`""` for the core group) among `failed`, whose
-/// entries are named `group/version (discovery)` (`v1 (discovery)` for the core group).
 /// A claim as the guard and the audit read it: where it is, and the volume it is bound to.
 fn claim_of(pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Claim> {
     Some(Claim {
@@ -1149,6 +1147,8 @@ fn still_served(id: String) -> Unverified {
     }
 }
 
+/// The discovery failure of `group` (`""` for the core group) among `failed`, whose
+/// entries are named `group/version (discovery)` (`v1 (discovery)` for the core group).
 fn discovery_failure<'a>(failed: &'a [Unverified], group: &str) -> Option<&'a Unverified> {
     failed.iter().find(|u| {
         let gv = u
