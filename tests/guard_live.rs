@@ -1501,3 +1501,67 @@ async fn the_audit_rediscovers_a_type_that_answers_404() {
         )]
     );
 }
+
+/// A namespace is called lingering over what the API serves when it is read, not when the
+/// audit began: an object of a type created during the audit keeps it from lingering (it
+/// was called lingering before), and a type deleted during the audit does not make the
+/// audit incomplete (it did).
+#[tokio::test]
+async fn lingering_is_judged_over_the_types_served_when_the_namespace_is_read() {
+    let preview = [
+        ("simple-container-com/app-name", "wallet-preview"),
+        ("simple-container-com/env", "preview"),
+        ("simple-container-com/parent-env", "production"),
+    ];
+    // A CRD and an unlabelled object of it appear while the volumes are being listed.
+    let replay = Replay::start().await;
+    replay.add_namespace("wallet-preview", &preview, "2026-05-01T00:00:00Z");
+    replay.add("wallet-preview", "configmaps", "kube-root-ca.crt", &[]);
+    replay.add("wallet-preview", "widgets", "made-just-now", &[]);
+    replay.state.lock().unwrap().group_on_request = Some((
+        "/api/v1/persistentvolumes".into(),
+        "example.com".into(),
+        "v1".into(),
+        "widgets".into(),
+        "Widget".into(),
+    ));
+    let inventory = live(&replay, LiveOptions::default())
+        .inventory(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        inventory.unowned["wallet-preview"]
+            .iter()
+            .any(|o| o.name == "made-just-now"),
+        "{:?}",
+        inventory.unowned
+    );
+    let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+
+    // A CRD deleted during the audit: its objects went with it.
+    let replay = Replay::start().await;
+    replay.add_namespace("wallet-preview", &preview, "2026-05-01T00:00:00Z");
+    replay.add("wallet-preview", "configmaps", "kube-root-ca.crt", &[]);
+    replay.add_group("example.com", "v1", &[("widgets", "Widget")]);
+    replay.fault(
+        "widgets",
+        Fault::NotFoundThenRemoved("example.com".to_owned()),
+    );
+    let inventory = live(&replay, LiveOptions::default())
+        .inventory(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        inventory.unverified.is_empty(),
+        "{:?}",
+        inventory.unverified
+    );
+    let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
+    let found: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind(), f.namespace()))
+        .collect();
+    assert_eq!(found, [("LingeringNamespace", "wallet-preview")]);
+}

@@ -866,8 +866,8 @@ impl LiveCluster {
                 .push(err.unverified("persistentvolumes")),
         }
         if inventory.unverified.is_empty() {
-            self.read_unowned(&mut inventory, &discovered.types, deadline, progress)
-                .await;
+            self.read_unowned(&mut inventory, deadline, progress)
+                .await?;
         }
         inventory
             .unverified
@@ -925,15 +925,15 @@ impl LiveCluster {
 
     /// Everything in the namespaces that may be lingering (a Namespace with a stack's
     /// labels and no labelled object in it), into [`Inventory::unowned`]: one metadata
-    /// list per type and namespace, no selector. A list that fails is unverified, so no
-    /// namespace is called empty on a partial read.
+    /// list per type and namespace, no selector, over a discovery made now (a type created
+    /// during the audit is seen, one deleted is not listed). A list or a group version that
+    /// fails is unverified, so no namespace is called empty on a partial read.
     async fn read_unowned(
         &self,
         inventory: &mut Inventory,
-        types: &[ResourceType],
         deadline: Instant,
         progress: &Progress,
-    ) {
+    ) -> Result<(), LookupError> {
         let occupied: BTreeSet<&str> = inventory
             .objects
             .iter()
@@ -947,6 +947,16 @@ impl LiveCluster {
             })
             .map(|(ns, _)| ns.clone())
             .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let fresh = self.discovery(deadline).await?;
+        progress.calls.fetch_add(fresh.calls, Ordering::Relaxed);
+        if !fresh.failed.is_empty() {
+            inventory.unverified.extend(fresh.failed.iter().cloned());
+            return Ok(());
+        }
+        let types = &fresh.types;
         let jobs: Vec<(usize, usize)> = (0..candidates.len())
             .flat_map(|n| (0..types.len()).map(move |t| (n, t)))
             .collect();
@@ -985,6 +995,7 @@ impl LiveCluster {
         for objects in inventory.unowned.values_mut() {
             objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
         }
+        Ok(())
     }
 
     /// A Namespace's annotations, or `None` when it does not exist.

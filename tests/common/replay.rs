@@ -67,6 +67,9 @@ pub struct ReplayState {
     /// Namespaces made with [`Replay::add_namespace`]: name -> metadata. (Any namespace
     /// that holds objects exists too, without labels.)
     pub namespaces: BTreeMap<String, Value>,
+    /// A group to serve from the first request whose path starts with the prefix on:
+    /// (prefix, group, version, plural, Kind). A CRD created in the middle of a read.
+    pub group_on_request: Option<(String, String, String, String, String)>,
 }
 
 pub struct Replay {
@@ -372,6 +375,22 @@ async fn serve(
     body: axum::body::Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
+    let appears = {
+        let mut state = state.lock().unwrap();
+        match &state.group_on_request {
+            Some((prefix, ..)) if path.starts_with(prefix.as_str()) => {
+                state.group_on_request.take()
+            }
+            _ => None,
+        }
+    };
+    if let Some((_, group, version, plural, kind)) = appears {
+        add_group_at(
+            &mut discovery.lock().unwrap(),
+            &group,
+            &[(version.as_str(), &[(plural.as_str(), kind.as_str())][..])],
+        );
+    }
     if path.starts_with("/apis/wgpolicyk8s.io/v1alpha2/")
         && let Some(response) = policy_reports(&state, &method, &uri, &headers, &query, &body)
     {
