@@ -7,7 +7,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -100,9 +100,7 @@ async fn once(
         "background audit done"
     );
     if let (true, Some(live)) = (schedule.write_policy_reports, own) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let reports = policy_report::reports(&report, now);
         let prune = report.unverified.is_empty();
         let writes = live

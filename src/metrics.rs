@@ -279,10 +279,9 @@ impl Metrics {
                 .set(*count as i64);
         }
         self.audit.unverified.set(unverified as i64);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.audit.last_success.set(now);
+        self.audit
+            .last_success
+            .set(k8s_openapi::jiff::Timestamp::now().as_second());
         self.audit.duration.set(took.as_secs_f64());
         let result = if unverified == 0 {
             "complete"

@@ -86,9 +86,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         AuditFormat::Text => print!("{}", text(&report)),
         AuditFormat::Policyreport => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
             let reports = crate::policy_report::reports(&report, now);
             println!(
                 "{}",
