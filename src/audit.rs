@@ -31,8 +31,7 @@ pub struct LabelledObject {
 impl LabelledObject {
     /// `Kind.group`, or `Kind` for the core group.
     fn qualified_kind(&self) -> String {
-        let group = self.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        crate::documents::qualified_kind(&self.kind, group)
+        crate::documents::qualified_kind(&self.kind, crate::documents::api_group(&self.api_version))
     }
 }
 

@@ -198,15 +198,18 @@ impl ObjectHead {
 
     /// The API group from `apiVersion` (`apps/v1` -> `apps`, `v1` -> ``).
     pub fn group(&self) -> &str {
-        self.api_version
-            .rsplit_once('/')
-            .map_or("", |(group, _)| group)
+        api_group(&self.api_version)
     }
 
     /// `Kind.group`, or `Kind` for the core group: unambiguous across API groups.
     pub fn qualified_kind(&self) -> String {
         qualified_kind(&self.kind, self.group())
     }
+}
+
+/// The API group of an `apiVersion` (`apps/v1` -> `apps`, `v1` -> ``).
+pub fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
 /// `Kind.group`, or `Kind` for the core group.
