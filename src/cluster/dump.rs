@@ -11,13 +11,12 @@ use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
 use crate::labels::LabelScheme;
 
-/// A loaded dump: owned objects per namespace, and the Namespaces' annotations.
+/// A loaded dump: owned objects per namespace, and what the audit reads (the Namespaces'
+/// annotations, which the guard reads too, among it).
 #[derive(Debug, Default)]
 pub struct ClusterDump {
     owned: HashMap<String, Vec<OwnedObject>>,
-    namespaces: HashMap<String, BTreeMap<String, String>>,
     objects: usize,
-    /// What the audit reads: labelled objects, claims and volumes.
     inventory: Inventory,
 }
 
@@ -39,13 +38,9 @@ impl ClusterDump {
                 dump.add(head, value, scheme);
             }
         }
-        if !dump.namespaces.is_empty() {
-            dump.inventory.namespaces = Some(dump.namespaces.keys().cloned().collect());
-            dump.inventory.namespace_annotations = dump
-                .namespaces
-                .iter()
-                .map(|(name, annotations)| (name.clone(), annotations.clone()))
-                .collect();
+        let listed = &dump.inventory.namespace_annotations;
+        if !listed.is_empty() {
+            dump.inventory.namespaces = Some(listed.keys().cloned().collect());
         }
         Ok(dump)
     }
@@ -74,7 +69,9 @@ impl ClusterDump {
             self.inventory
                 .namespace_labels
                 .insert(name.clone(), head.metadata.labels);
-            self.namespaces.insert(name, head.metadata.annotations);
+            self.inventory
+                .namespace_annotations
+                .insert(name, head.metadata.annotations);
             return;
         }
         let Some(namespace) = head.metadata.namespace.clone().filter(|ns| !ns.is_empty()) else {
@@ -154,9 +151,10 @@ impl ClusterDump {
     /// and not this one. A dump without Namespace objects cannot tell, so every namespace
     /// is taken to exist, without annotations.
     pub fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        match self.namespaces.get(namespace) {
+        let listed = &self.inventory.namespace_annotations;
+        match listed.get(namespace) {
             Some(annotations) => Some(annotations.clone()),
-            None if self.namespaces.is_empty() => Some(BTreeMap::new()),
+            None if listed.is_empty() => Some(BTreeMap::new()),
             None => None,
         }
     }
