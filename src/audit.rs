@@ -84,18 +84,25 @@ impl UnownedObject {
     }
 }
 
+/// What the audit (and `nsguard dump`) reads of a Namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceMeta {
+    /// simple-container labels the namespaces it creates.
+    pub labels: BTreeMap<String, String>,
+    /// The guard's break-glass is one.
+    pub annotations: BTreeMap<String, String>,
+    /// `creationTimestamp` (RFC 3339, as the API writes it).
+    pub created: Option<String>,
+}
+
 /// What the audit reads from a cluster or a dump.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     /// The namespaces that exist; `None` when the source does not say (a dump without
     /// Namespace objects).
     pub namespaces: Option<BTreeSet<String>>,
-    /// The annotations of each Namespace (the guard's break-glass), for `nsguard dump`.
-    pub namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
-    /// The labels of each Namespace: simple-container labels the namespaces it creates.
-    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
-    /// Each Namespace's `creationTimestamp` (RFC 3339, as the API writes it).
-    pub namespace_created: BTreeMap<String, String>,
+    /// Each Namespace's metadata, by name.
+    pub namespace_meta: BTreeMap<String, NamespaceMeta>,
     pub objects: Vec<LabelledObject>,
     /// The objects without stack labels in the namespaces that may be lingering (a
     /// simple-container Namespace without any labelled object): all of them from a dump,
@@ -399,7 +406,8 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
 /// `namespace` (which holds no labelled object) as a lingering namespace: its Namespace
 /// carries a stack's labels and nothing but Kubernetes' defaults is left in it.
 fn lingering(inventory: &Inventory, scheme: &LabelScheme, namespace: &str) -> Option<Finding> {
-    let labels = inventory.namespace_labels.get(namespace)?;
+    let meta = inventory.namespace_meta.get(namespace)?;
+    let labels = &meta.labels;
     let stack = scheme.read(labels)?;
     let left = inventory
         .unowned
@@ -412,7 +420,7 @@ fn lingering(inventory: &Inventory, scheme: &LabelScheme, namespace: &str) -> Op
         .iter()
         .filter_map(|o| o.created.clone())
         .max()
-        .or_else(|| inventory.namespace_created.get(namespace).cloned());
+        .or_else(|| meta.created.clone());
     let mut left: Vec<String> = left
         .iter()
         .map(|o| format!("{}/{}", o.kind, o.name))
@@ -553,16 +561,18 @@ mod tests {
     fn a_lingering_namespace_says_how_long_it_has_been_empty() {
         let inventory = Inventory {
             namespaces: Some(["shop-preview".to_owned()].into()),
-            namespace_labels: [(
+            namespace_meta: [(
                 "shop-preview".to_owned(),
-                TENANT
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
+                NamespaceMeta {
+                    labels: TENANT
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    created: Some("2026-05-01T00:00:00Z".to_owned()),
+                    ..NamespaceMeta::default()
+                },
             )]
             .into(),
-            namespace_created: [("shop-preview".to_owned(), "2026-05-01T00:00:00Z".to_owned())]
-                .into(),
             ..Inventory::default()
         };
         let report = audit(&inventory, &LabelScheme::default(), &[]);

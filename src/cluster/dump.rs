@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject, read_annotations};
+use crate::audit::{
+    Claim, Inventory, LabelledObject, NamespaceMeta, UnownedObject, read_annotations,
+};
 use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
 use crate::labels::LabelScheme;
@@ -38,7 +40,7 @@ impl ClusterDump {
                 dump.add(head, value, scheme);
             }
         }
-        let listed = &dump.inventory.namespace_annotations;
+        let listed = &dump.inventory.namespace_meta;
         if !listed.is_empty() {
             dump.inventory.namespaces = Some(listed.keys().cloned().collect());
         }
@@ -60,18 +62,14 @@ impl ClusterDump {
             .as_str()
             .map(str::to_owned);
         if head.kind == "Namespace" && core {
-            let name = head.metadata.name.clone();
-            if let Some(created) = created {
-                self.inventory
-                    .namespace_created
-                    .insert(name.clone(), created);
-            }
+            let meta = NamespaceMeta {
+                labels: head.metadata.labels,
+                annotations: head.metadata.annotations,
+                created,
+            };
             self.inventory
-                .namespace_labels
-                .insert(name.clone(), head.metadata.labels);
-            self.inventory
-                .namespace_annotations
-                .insert(name, head.metadata.annotations);
+                .namespace_meta
+                .insert(head.metadata.name, meta);
             return;
         }
         let Some(namespace) = head.metadata.namespace.clone().filter(|ns| !ns.is_empty()) else {
@@ -151,9 +149,9 @@ impl ClusterDump {
     /// and not this one. A dump without Namespace objects cannot tell, so every namespace
     /// is taken to exist, without annotations.
     pub fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        let listed = &self.inventory.namespace_annotations;
+        let listed = &self.inventory.namespace_meta;
         match listed.get(namespace) {
-            Some(annotations) => Some(annotations.clone()),
+            Some(meta) => Some(meta.annotations.clone()),
             None if listed.is_empty() => Some(BTreeMap::new()),
             None => None,
         }
@@ -179,12 +177,15 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         .flatten()
         .filter(|ns| wanted(ns))
     {
-        let annotations = inventory.namespace_annotations.get(name);
-        let mut metadata = json!({"name": name,
-            "labels": inventory.namespace_labels.get(name).cloned().unwrap_or_default(),
-            "annotations": annotations.cloned().unwrap_or_default()});
-        if let Some(created) = inventory.namespace_created.get(name) {
-            metadata["creationTimestamp"] = created.clone().into();
+        let meta = inventory
+            .namespace_meta
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let mut metadata =
+            json!({"name": name, "labels": meta.labels, "annotations": meta.annotations});
+        if let Some(created) = meta.created {
+            metadata["creationTimestamp"] = created.into();
         }
         items.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}));
     }
@@ -319,9 +320,7 @@ metadata:
         let second = ClusterDump::parse(&written, &scheme).unwrap();
         let (a, b) = (first.inventory(), second.inventory());
         assert_eq!(a.namespaces, b.namespaces);
-        assert_eq!(a.namespace_annotations, b.namespace_annotations);
-        assert_eq!(a.namespace_labels, b.namespace_labels);
-        assert_eq!(a.namespace_created, b.namespace_created);
+        assert_eq!(a.namespace_meta, b.namespace_meta);
         assert_eq!(a.unowned, b.unowned);
         assert_eq!(a.objects, b.objects);
         assert_eq!(a.claims, b.claims);

@@ -28,7 +28,9 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, PartialObjectMeta, Status};
 use tokio::time::Instant;
 
-use crate::audit::{Claim, Inventory, LabelledObject, UnownedObject, read_annotations};
+use crate::audit::{
+    Claim, Inventory, LabelledObject, NamespaceMeta, UnownedObject, read_annotations,
+};
 use crate::data_at_risk::{self, VolumeAtRisk};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject, Unverified};
@@ -773,20 +775,15 @@ impl LiveCluster {
         for namespace in listed.items {
             let meta = namespace.metadata;
             if let Some(name) = meta.name {
-                if let Some(created) = meta.creation_timestamp {
-                    inventory
-                        .namespace_created
-                        .insert(name.clone(), created.0.to_string());
-                }
-                inventory
-                    .namespace_labels
-                    .insert(name.clone(), meta.labels.unwrap_or_default());
-                inventory
-                    .namespace_annotations
-                    .insert(name, meta.annotations.unwrap_or_default());
+                let meta = NamespaceMeta {
+                    labels: meta.labels.unwrap_or_default(),
+                    annotations: meta.annotations.unwrap_or_default(),
+                    created: meta.creation_timestamp.map(|t| t.0.to_string()),
+                };
+                inventory.namespace_meta.insert(name, meta);
             }
         }
-        inventory.namespaces = Some(inventory.namespace_annotations.keys().cloned().collect());
+        inventory.namespaces = Some(inventory.namespace_meta.keys().cloned().collect());
 
         let keep = |rt: &ResourceType, _, meta: ObjectMeta| {
             Some(LabelledObject {
@@ -940,10 +937,10 @@ impl LiveCluster {
             .map(|o| o.namespace.as_str())
             .collect();
         let candidates: Vec<String> = inventory
-            .namespace_labels
+            .namespace_meta
             .iter()
-            .filter(|(ns, labels)| {
-                !occupied.contains(ns.as_str()) && self.scheme.owner(*labels).is_some()
+            .filter(|(ns, meta)| {
+                !occupied.contains(ns.as_str()) && self.scheme.owner(&meta.labels).is_some()
             })
             .map(|(ns, _)| ns.clone())
             .collect();
