@@ -1,7 +1,9 @@
 //! The guard's live lookup against a replayed kube-apiserver on loopback: 60 or 500
 //! namespaced resource types (the recorded discovery documents plus a CRD group) and 3,000
-//! owned objects in the namespace, listed in pages of 500 with one label selector per label
-//! generation. Run with `cargo bench --bench live_lookup`.
+//! owned objects in the namespace, listed in pages of 500; and a third shape, 60 types
+//! with 20,000 unlabelled ConfigMaps beside the owned objects (what one unselected read per
+//! type costs against a selected read per label generation). Run with
+//! `cargo bench --bench live_lookup`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,9 +20,15 @@ fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// The two clusters measured: a bare 1.26 control plane plus a small CRD group (60 types),
-/// and a CRD-heavy one (500 types), each with 3,000 owned objects in the namespace.
-const CLUSTERS: [(&str, usize); 2] = [("60_types", 32), ("500_types", 472)];
+/// The clusters measured: a bare 1.26 control plane plus a small CRD group (60 types), and
+/// a CRD-heavy one (500 types), each with 3,000 owned objects in the namespace; and the
+/// first with 20,000 unlabelled ConfigMaps in the namespace too: (name, CRD kinds,
+/// unlabelled ConfigMaps).
+const CLUSTERS: [(&str, usize, usize); 3] = [
+    ("60_types", 32, 0),
+    ("500_types", 472, 0),
+    ("60_types_20000_unlabelled", 32, 20_000),
+];
 const OBJECTS: usize = 3_000;
 
 fn lookup(c: &mut Criterion) {
@@ -30,9 +38,17 @@ fn lookup(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("live_lookup");
     group.sample_size(20);
-    for (name, crds) in CLUSTERS {
+    for (name, crds, unlabelled) in CLUSTERS {
         let replay = runtime.block_on(replay::Replay::start_with_crds(crds));
         populate(&replay, crds);
+        for i in 0..unlabelled {
+            replay.add(
+                "wallet",
+                "configmaps",
+                &format!("unlabelled-{i}"),
+                &[("app", "x")],
+            );
+        }
         let warm = {
             // The client's buffer task needs a runtime to spawn on.
             let _guard = runtime.enter();
@@ -53,13 +69,14 @@ fn lookup(c: &mut Criterion) {
         assert_eq!(scan.objects.len(), OBJECTS);
         assert!(scan.unverified.is_empty(), "{:?}", scan.unverified);
         // API calls of one decision, counted at the replayed API server.
-        let before = replay.state.lock().unwrap().requests.len();
+        let (before, bytes_before) = (replay.request_count(), replay.bytes_served());
         runtime
             .block_on(warm.scan("wallet", Duration::from_secs(30)))
             .unwrap();
-        let calls = replay.state.lock().unwrap().requests.len() - before;
+        let calls = replay.request_count() - before;
+        let bytes = replay.bytes_served() - bytes_before;
         eprintln!(
-            "{name}: resource types scanned: {}, objects: {}, API calls per decision: {calls}",
+            "{name}: resource types scanned: {}, objects: {}, API calls per decision: {calls}, bytes read: {bytes}",
             scan.resource_types,
             scan.objects.len()
         );

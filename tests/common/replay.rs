@@ -49,6 +49,8 @@ pub struct ReplayState {
     pub discovery_faults: HashMap<String, Fault>,
     /// Every request path served, for assertions.
     pub requests: Vec<String>,
+    /// Response body bytes served, for the benchmarks' "bytes read".
+    pub bytes_served: u64,
     /// When set, every request fails with 503 (an API server that is down).
     pub down: bool,
     /// The `resourceRules` a SelfSubjectRulesReview answers; `None`: list on everything.
@@ -94,6 +96,10 @@ impl Replay {
         let state = Arc::new(Mutex::new(ReplayState::default()));
         let app = Router::new()
             .fallback(serve)
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                count_bytes,
+            ))
             .with_state((state.clone(), discovery.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -216,6 +222,11 @@ impl Replay {
     }
 
     /// How many requests have been served so far.
+    /// Response body bytes served so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.state.lock().unwrap().bytes_served
+    }
+
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
@@ -362,6 +373,20 @@ fn add_group_at(
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
         );
     }
+}
+
+/// Adds each answer's body size (when known up front, as for every JSON answer) to
+/// [`ReplayState::bytes_served`].
+async fn count_bytes(
+    State(state): State<Arc<Mutex<ReplayState>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(size) = axum::body::HttpBody::size_hint(response.body()).exact() {
+        state.lock().unwrap().bytes_served += size;
+    }
+    response
 }
 
 type AppState = (Arc<Mutex<ReplayState>>, Arc<Mutex<BTreeMap<String, Value>>>);
