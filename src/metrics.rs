@@ -47,8 +47,9 @@ const LATENCY_BUCKETS: [f64; 15] = [
     10.0,
 ];
 
-/// API calls per lookup: ~3 per resource type (one list per label generation) plus
-/// discovery, from a handful to a CRD-heavy cluster's 1,500+.
+/// API calls per lookup: one list per resource type (more for a type with more than a page
+/// of objects in the namespace) plus discovery and the volume check, from a handful to a
+/// CRD-heavy cluster's 500+.
 const API_CALL_BUCKETS: [f64; 10] = [
     10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0,
 ];

@@ -3,9 +3,10 @@
 //! Every scan starts with a fresh discovery of the namespaced resource types that support
 //! `list` (core, every API group, CRDs; no subresources), bounded by its own short timeout,
 //! so a type created a second before a delete is counted. The scan then lists the
-//! namespace's objects metadata-only (`PartialObjectMetadataList`), filtered server-side by
-//! one label selector per label generation, concurrently with a bound, all under one
-//! deadline.
+//! namespace's objects metadata-only (`PartialObjectMetadataList`), once per type whatever
+//! the number of label generations (no selector: the owners are read from the labels
+//! here), in consistent reads (no `resourceVersion`), concurrently with a bound, all under
+//! one deadline.
 //!
 //! Failures are assumed, not hoped away: the kube client's own retries are off (they could
 //! retry a 503 for minutes behind the deadline's back) and replaced by a few jittered
@@ -576,8 +577,8 @@ impl LiveCluster {
         Ok(again)
     }
 
-    /// List every type of `types` under every selector into `scan`; returns the ids of the
-    /// types that answered 404.
+    /// List every type of `types` in `namespace` into `scan`, once each and without a
+    /// selector; returns the ids of the types that answered 404.
     async fn list_types(
         &self,
         namespace: &str,
@@ -591,6 +592,7 @@ impl LiveCluster {
             .list_every(
                 Some(namespace),
                 types,
+                &[None],
                 deadline,
                 progress,
                 seen,
@@ -615,41 +617,44 @@ impl LiveCluster {
         gone
     }
 
-    /// Every type of `types` listed under every label generation's selector, at most
-    /// `concurrency` calls at once: in `namespace`, or across all namespaces. Each object
-    /// with an owner comes once (it matches several generations' selectors, and some types
-    /// are served by two groups, events: `seen` holds the uids already taken); each type
-    /// that could not be listed comes with its first error.
+    /// Every type of `types` listed once per selector of `selectors` (`None`: no
+    /// selector), at most `concurrency` calls at once: in `namespace`, or across all
+    /// namespaces. Each object with an owner comes once (it matches several generations'
+    /// selectors, and some types are served by two groups, events: `seen` holds the uids
+    /// already taken); each type that could not be listed comes with its first error.
     ///
     /// `keep` makes what the caller holds of each object as each type's lists arrive, so
     /// a whole cluster's metadata is never held at once (the audit's memory).
+    #[allow(clippy::too_many_arguments)]
     async fn list_every<'t, T>(
         &self,
         namespace: Option<&str>,
         types: &'t [ResourceType],
+        selectors: &[Option<String>],
         deadline: Instant,
         progress: &Progress,
         seen: &mut HashSet<String>,
         keep: impl Fn(&'t ResourceType, Owner, ObjectMeta) -> Option<T>,
     ) -> Listed<'t, T> {
-        let selectors: Vec<String> = self
-            .scheme
-            .generations()
-            .iter()
-            .map(|keys| format!("{},{}", keys.app_name, keys.env))
-            .collect();
         // Jobs as indices: owned values keep the stream's future `Send` for any lifetime.
         let jobs: Vec<(usize, usize)> = (0..types.len())
             .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
             .collect();
         progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
-        let selectors_ref = &selectors;
+        let selectors_ref = selectors;
         let mut results = stream::iter(jobs)
             .map(|(t, s)| async move {
                 let rt = &types[t];
                 progress.start(&rt.id);
                 let result = self
-                    .list_matching(namespace, rt, &selectors_ref[s], deadline, progress)
+                    .list_matching(
+                        namespace,
+                        rt,
+                        selectors_ref[s].as_deref(),
+                        true,
+                        deadline,
+                        progress,
+                    )
                     .await;
                 progress.finish(&rt.id);
                 (rt, result)
@@ -684,13 +689,18 @@ impl LiveCluster {
         listed
     }
 
-    /// The metadata of every `rt` object matching `selector`, every page: in `namespace`,
-    /// or in all namespaces.
+    /// The metadata of every `rt` object matching `selector` (every object without one),
+    /// every page: in `namespace`, or in all namespaces; when `owned_only`, only the
+    /// objects whose labels name an owner, dropped page by page (an unselected read of a
+    /// namespace with thousands of unlabelled objects never holds them). A consistent
+    /// read: no `resourceVersion`, so the API server answers from etcd, never from its
+    /// cache.
     async fn list_matching(
         &self,
         namespace: Option<&str>,
         rt: &ResourceType,
-        selector: &str,
+        selector: Option<&str>,
+        owned_only: bool,
         deadline: Instant,
         progress: &Progress,
     ) -> Result<Vec<ObjectMeta>, CallError> {
@@ -698,9 +708,10 @@ impl LiveCluster {
             Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &rt.resource),
             None => Api::all_with(self.client.clone(), &rt.resource),
         };
-        let mut params = ListParams::default()
-            .labels(selector)
-            .limit(self.options.page_size);
+        let mut params = ListParams::default().limit(self.options.page_size);
+        if let Some(selector) = selector {
+            params = params.labels(selector);
+        }
         let mut out = Vec::new();
         loop {
             let page = self
@@ -713,6 +724,14 @@ impl LiveCluster {
             out.extend(
                 page.items
                     .into_iter()
+                    .filter(|item| {
+                        !owned_only
+                            || item
+                                .metadata
+                                .labels
+                                .as_ref()
+                                .is_some_and(|l| self.scheme.read(l).is_some())
+                    })
                     .map(|item: PartialObjectMeta<DynamicObject>| ObjectMeta {
                         managed_fields: None,
                         annotations: item.metadata.annotations.map(read_annotations),
@@ -800,9 +819,25 @@ impl LiveCluster {
                     .any(|r| r.controller == Some(true)),
             })
         };
+        // Across all namespaces, a selector per label generation: an unselected read would
+        // bring every object of the cluster.
+        let selectors: Vec<Option<String>> = self
+            .scheme
+            .generations()
+            .iter()
+            .map(|keys| Some(format!("{},{}", keys.app_name, keys.env)))
+            .collect();
         let mut seen = HashSet::new();
         let listed = self
-            .list_every(None, &discovered.types, deadline, progress, &mut seen, keep)
+            .list_every(
+                None,
+                &discovered.types,
+                &selectors,
+                deadline,
+                progress,
+                &mut seen,
+                keep,
+            )
             .await;
         inventory.objects = listed.objects;
         let mut gone = BTreeSet::new();
@@ -825,7 +860,9 @@ impl LiveCluster {
                 )
                 .await?;
             let listed = self
-                .list_every(None, &again, deadline, progress, &mut seen, keep)
+                .list_every(
+                    None, &again, &selectors, deadline, progress, &mut seen, keep,
+                )
                 .await;
             inventory.objects.extend(listed.objects);
             for (id, err) in listed.failed {
@@ -877,14 +914,14 @@ impl LiveCluster {
 
     /// The PersistentVolumes that deleting `namespace` would destroy for good: its claims
     /// (one list), then each bound volume's reclaim policy (one get each, a few at once),
-    /// every call bounded by `deadline`.
+    /// every call bounded by `deadline` and counted in `calls`.
     pub async fn volumes_at_risk(
         &self,
         namespace: &str,
         deadline: Instant,
+        calls: &AtomicUsize,
     ) -> Result<Vec<VolumeAtRisk>, LookupError> {
         use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-        let calls = AtomicUsize::new(0);
         let read = |what: &'static str| {
             move |cause| LookupError::Read {
                 what,
@@ -895,14 +932,14 @@ impl LiveCluster {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         let all = ListParams::default();
         let listed = self
-            .call(deadline, &calls, || claims.list(&all))
+            .call(deadline, calls, || claims.list(&all))
             .await
             .map_err(read("listing the PersistentVolumeClaims"))?;
         let claims: Vec<Claim> = listed.items.into_iter().filter_map(claim_of).collect();
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         // Owned names: a borrowing iterator adaptor would make the future not `Send`.
         let names: Vec<String> = claims.iter().filter_map(|c| c.volume.clone()).collect();
-        let (volumes, calls) = (&volumes, &calls);
+        let volumes = &volumes;
         let gets = names.into_iter().map(|name| async move {
             let found = self
                 .call(deadline, calls, || volumes.get_opt(&name))
@@ -964,7 +1001,7 @@ impl LiveCluster {
                 let (namespace, rt) = (&candidates_ref[n], &types[t]);
                 progress.start(&rt.id);
                 let result = self
-                    .list_matching(Some(namespace), rt, "", deadline, progress)
+                    .list_matching(Some(namespace), rt, None, false, deadline, progress)
                     .await;
                 progress.finish(&rt.id);
                 (namespace, rt, result)

@@ -7,6 +7,7 @@ pub mod live;
 pub mod report_writer;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::data_at_risk::VolumeCheck;
@@ -47,14 +48,23 @@ impl ClusterSource {
     }
 
     /// The volumes a delete of `namespace` destroys for good, in what is left before
-    /// `deadline`. Never changes a verdict: it only adds to the message.
-    async fn volume_check(&self, namespace: &str, deadline: tokio::time::Instant) -> VolumeCheck {
+    /// `deadline`, with the API calls it took. Never changes a verdict: it only adds to
+    /// the message.
+    async fn volume_check(
+        &self,
+        namespace: &str,
+        deadline: tokio::time::Instant,
+    ) -> (VolumeCheck, usize) {
         match self {
-            ClusterSource::Dump(dump) => VolumeCheck::Checked(dump.volumes_at_risk(namespace)),
-            ClusterSource::Live(live) => match live.volumes_at_risk(namespace, deadline).await {
-                Ok(volumes) => VolumeCheck::Checked(volumes),
-                Err(err) => VolumeCheck::Failed(err.to_string()),
-            },
+            ClusterSource::Dump(dump) => (VolumeCheck::Checked(dump.volumes_at_risk(namespace)), 0),
+            ClusterSource::Live(live) => {
+                let calls = AtomicUsize::new(0);
+                let check = match live.volumes_at_risk(namespace, deadline, &calls).await {
+                    Ok(volumes) => VolumeCheck::Checked(volumes),
+                    Err(err) => VolumeCheck::Failed(err.to_string()),
+                };
+                (check, calls.into_inner())
+            }
         }
     }
 
@@ -75,13 +85,18 @@ impl ClusterSource {
             return (decision, None);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let scan = self.scan(request.namespace, timeout).await;
+        let mut scan = self.scan(request.namespace, timeout).await;
         let mut decision = match &scan {
             Ok(scan) => guard::decide(config, request.namespace, Ok(scan)),
             Err(err) => guard::decide(config, request.namespace, Err(&err.to_string())),
         };
         if !decision.owners.is_empty() {
-            decision.volumes = self.volume_check(request.namespace, deadline).await;
+            let (volumes, calls) = self.volume_check(request.namespace, deadline).await;
+            decision.volumes = volumes;
+            // The decision's API calls, `nsguard_lookup_api_calls`, include the check's.
+            if let Ok(scan) = &mut scan {
+                scan.api_calls += calls;
+            }
         }
         (decision, Some(scan))
     }
