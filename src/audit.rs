@@ -82,6 +82,13 @@ impl UnownedObject {
             _ => false,
         }
     }
+
+    /// A `wgpolicyk8s.io` PolicyReport (any version, anyone's): what policy tools, nsguard
+    /// among them, write about the namespace.
+    pub fn is_policy_report(&self) -> bool {
+        self.kind == "PolicyReport"
+            && crate::documents::api_group(&self.api_version) == "wgpolicyk8s.io"
+    }
 }
 
 /// What the audit (and `nsguard dump`) reads of a Namespace.
@@ -413,7 +420,10 @@ fn lingering(inventory: &Inventory, scheme: &LabelScheme, namespace: &str) -> Op
         .unowned
         .get(namespace)
         .map_or(&[][..], Vec::as_slice);
-    if !left.iter().all(UnownedObject::is_kubernetes_default) {
+    // A PolicyReport describes the namespace, it is not in it for a stack: nsguard's own
+    // report of this very finding, or another tool's, never makes a namespace non-lingering.
+    let left: Vec<&UnownedObject> = left.iter().filter(|o| !o.is_policy_report()).collect();
+    if !left.iter().all(|o| o.is_kubernetes_default()) {
         return None;
     }
     let empty_since = left
@@ -422,7 +432,7 @@ fn lingering(inventory: &Inventory, scheme: &LabelScheme, namespace: &str) -> Op
         .max()
         .or_else(|| meta.created.clone());
     let mut left: Vec<String> = left
-        .iter()
+        .into_iter()
         .map(|o| format!("{}/{}", o.kind, o.name))
         .collect();
     left.sort();
@@ -588,6 +598,23 @@ mod tests {
                 .summary(None)
                 .contains("(since 2026-05-01T00:00:00Z or earlier)")
         );
+        // PolicyReports, nsguard's or another tool's, describe the namespace: it still
+        // lingers with them, and they are not listed as left.
+        let mut reported = inventory.clone();
+        reported.unowned.insert(
+            "shop-preview".into(),
+            ["nsguard", "cpol-require-labels"]
+                .map(|name| UnownedObject {
+                    api_version: "wgpolicyk8s.io/v1alpha2".into(),
+                    kind: "PolicyReport".into(),
+                    name: name.into(),
+                    annotations: BTreeMap::new(),
+                    created: Some("2026-05-02T00:00:00Z".to_owned()),
+                })
+                .into(),
+        );
+        let again = audit(&reported, &LabelScheme::default(), &[]);
+        assert_eq!(again.findings, report.findings);
         // Anything a person made keeps it from lingering; so does a partial read.
         let mut made = inventory.clone();
         made.unowned.insert(

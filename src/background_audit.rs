@@ -107,6 +107,7 @@ async fn once(
             .write_policy_reports(&reports, prune, Instant::now() + schedule.timeout)
             .await;
         metrics.policy_report_writes("applied", writes.applied);
+        metrics.policy_report_writes("unchanged", writes.unchanged);
         metrics.policy_report_writes("deleted", writes.deleted);
         metrics.policy_report_writes("failed", writes.failed.len());
         if let Some(first) = writes.failed.first() {

@@ -119,7 +119,7 @@ impl AuditMetrics {
         );
         registry.register(
             "policy_report_writes",
-            "PolicyReports written or removed by the background audit, by result",
+            "PolicyReports written, left unchanged (same findings) or removed by the background audit, by result",
             audit.report_writes.clone(),
         );
         // Known series exist from the start, at zero.
@@ -129,7 +129,7 @@ impl AuditMetrics {
         for result in ["complete", "partial", "failed"] {
             let _ = audit.runs.get_or_create(&ResultLabels { result });
         }
-        for result in ["applied", "deleted", "failed"] {
+        for result in ["applied", "unchanged", "deleted", "failed"] {
             let _ = audit.report_writes.get_or_create(&ResultLabels { result });
         }
         audit
@@ -305,7 +305,8 @@ impl Metrics {
             .inc();
     }
 
-    /// PolicyReports `applied`, `deleted`, or `failed` by one background audit.
+    /// PolicyReports `applied`, left `unchanged` (not written: same findings), `deleted`,
+    /// or `failed` by one background audit.
     pub fn policy_report_writes(&self, result: &'static str, count: usize) {
         self.audit
             .report_writes

@@ -18,6 +18,17 @@ pub const KIND: &str = "PolicyReport";
 pub const NAME: &str = "nsguard";
 /// The label that marks nsguard's reports, so it finds (and removes) only its own.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "nsguard");
+/// The annotation holding a digest of what the report says (everything but the results'
+/// timestamps): a report whose findings did not change is not written again.
+pub const DIGEST_ANNOTATION: &str = "nsguard.dev/report-digest";
+/// The bytes the results of one report may take. etcd refuses a request over 1.5 MiB by
+/// default and the API server's own limits are near it; nsguard keeps each report under
+/// 1 MiB serialized, whatever the findings, leaving room for metadata, the summary and the
+/// managed fields the API server adds.
+pub const RESULTS_BUDGET: usize = 768 * 1024;
+/// The longest message or property value a result carries (a shared namespace's owner list
+/// can be long); past it, the text is cut and says so.
+const MAX_TEXT: usize = 2048;
 
 /// The policy a finding reports on, its result and its severity.
 fn policy(finding: &Finding) -> (&'static str, &'static str, &'static str) {
@@ -109,6 +120,13 @@ fn properties(finding: &Finding) -> BTreeMap<&'static str, String> {
 
 /// One PolicyReport per namespace with findings, in namespace order; `seconds` is the time
 /// of the audit (Unix time).
+///
+/// # Guarantees
+/// - Each report stays under 1 MiB serialized: past [`RESULTS_BUDGET`], the high-severity
+///   results are kept first and the rest are summed up in one last result (`skip`, policy
+///   `nsguard-report-truncated`) that says how many more there are and how to list them;
+///   the `summary` counts every finding all the same.
+/// - The same findings give the same [`DIGEST_ANNOTATION`] whatever `seconds` is.
 pub fn reports(report: &Report, seconds: i64) -> Vec<Value> {
     let mut by_namespace: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
     for finding in &report.findings {
@@ -119,46 +137,134 @@ pub fn reports(report: &Report, seconds: i64) -> Vec<Value> {
     }
     by_namespace
         .into_iter()
-        .map(|(namespace, findings)| {
-            let mut summary = BTreeMap::from([
-                ("pass", 0),
-                ("fail", 0),
-                ("warn", 0),
-                ("error", 0),
-                ("skip", 0),
-            ]);
-            let results: Vec<Value> = findings
-                .iter()
-                .map(|finding| {
-                    let (policy, result, severity) = policy(finding);
-                    *summary.entry(result).or_default() += 1;
-                    json!({
-                        "policy": policy,
-                        "result": result,
-                        "severity": severity,
-                        "category": "nsguard",
-                        "scored": true,
-                        "message": format!("{}: {}", finding.summary(None), finding.advice()),
-                        "resources": [resource(finding)],
-                        "properties": properties(finding),
-                        "timestamp": {"seconds": seconds, "nanos": 0},
-                    })
-                })
-                .collect();
-            json!({
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {
-                    "name": NAME,
-                    "namespace": namespace,
-                    "labels": {MANAGED_BY.0: MANAGED_BY.1},
-                },
-                "scope": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
-                "summary": summary,
-                "results": results,
-            })
-        })
+        .map(|(namespace, findings)| namespace_report(namespace, &findings, seconds))
         .collect()
+}
+
+/// The report of one namespace.
+fn namespace_report(namespace: &str, findings: &[&Finding], seconds: i64) -> Value {
+    let mut summary = BTreeMap::from([
+        ("pass", 0),
+        ("fail", 0),
+        ("warn", 0),
+        ("error", 0),
+        ("skip", 0),
+    ]);
+    for finding in findings {
+        *summary.entry(policy(finding).1).or_default() += 1;
+    }
+    // High severity first, so that a cut keeps what matters most; the order of findings
+    // within a severity is kept.
+    let mut ordered: Vec<&Finding> = findings.to_vec();
+    ordered.sort_by_key(|f| match policy(f).2 {
+        "high" => 0,
+        "medium" => 1,
+        _ => 2,
+    });
+    let mut results = Vec::new();
+    let mut used = 0;
+    let mut omitted = 0;
+    for finding in ordered {
+        if omitted > 0 {
+            omitted += 1;
+            continue;
+        }
+        let result = result(finding);
+        let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len() + 1);
+        if used + size > RESULTS_BUDGET {
+            omitted = 1;
+            continue;
+        }
+        used += size;
+        results.push(result);
+    }
+    if omitted > 0 {
+        results.push(json!({
+            "policy": "nsguard-report-truncated",
+            "result": "skip",
+            "category": "nsguard",
+            "scored": false,
+            "message": format!(
+                "{omitted} more finding{} in namespace {namespace} are not listed here, to keep this report within the API server's size limit (the summary counts them all); list them with `nsguard audit -n {namespace}`",
+                if omitted == 1 { "" } else { "s" }
+            ),
+            "resources": [{"apiVersion": "v1", "kind": "Namespace", "name": namespace}],
+            "properties": {"omitted": omitted.to_string()},
+        }));
+    }
+    let scope = json!({"apiVersion": "v1", "kind": "Namespace", "name": namespace});
+    let digest = digest(&scope, &summary, &results);
+    for result in &mut results {
+        if result["result"] != "skip" {
+            result["timestamp"] = json!({"seconds": seconds, "nanos": 0});
+        }
+    }
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": NAME,
+            "namespace": namespace,
+            "labels": {MANAGED_BY.0: MANAGED_BY.1},
+            "annotations": {DIGEST_ANNOTATION: digest},
+        },
+        "scope": scope,
+        "summary": summary,
+        "results": results,
+    })
+}
+
+/// One finding as a result, without its timestamp.
+fn result(finding: &Finding) -> Value {
+    let (policy, result, severity) = policy(finding);
+    let properties: BTreeMap<&str, String> = properties(finding)
+        .into_iter()
+        .map(|(k, v)| (k, bounded(v)))
+        .collect();
+    json!({
+        "policy": policy,
+        "result": result,
+        "severity": severity,
+        "category": "nsguard",
+        "scored": true,
+        "message": bounded(format!("{}: {}", finding.summary(None), finding.advice())),
+        "resources": [resource(finding)],
+        "properties": properties,
+    })
+}
+
+/// `text`, cut at [`MAX_TEXT`] bytes (on a character boundary) with a note that it was.
+fn bounded(mut text: String) -> String {
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(
+        "... ({cut} more bytes; `nsguard audit` prints all of it)"
+    ));
+    text
+}
+
+/// SHA-256 (hex, first 16 bytes) of what a report says: its scope, summary and results,
+/// timestamps aside.
+fn digest(scope: &Value, summary: &BTreeMap<&str, i32>, results: &[Value]) -> String {
+    let said = json!({"scope": scope, "summary": summary, "results": results});
+    let bytes = serde_json::to_vec(&said).unwrap_or_default();
+    let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    hash.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digest a report carries, as [`reports`] wrote it.
+pub fn digest_of(report: &Value) -> Option<&str> {
+    report["metadata"]["annotations"][DIGEST_ANNOTATION].as_str()
 }
 
 /// The reports as one `v1 List`, what `kubectl apply -f -` takes.

@@ -594,16 +594,17 @@ async fn audit_policy_reports_follow_the_crd_schema_and_kubectl_reads_them() {
         .iter()
         .map(|r| r["policy"].as_str().unwrap())
         .collect();
+    // High severity first (a report cut to size keeps those).
     assert_eq!(
         policies,
         [
             "nsguard-shared-namespace",
+            "nsguard-data-at-risk",
             "nsguard-placement",
             "nsguard-placement",
-            "nsguard-data-at-risk"
         ]
     );
-    let at_risk = &shop[3];
+    let at_risk = &shop[1];
     assert_eq!(at_risk["resources"][0]["kind"], "PersistentVolumeClaim");
     assert_eq!(at_risk["properties"]["volume"], "pv-orders");
 
@@ -624,6 +625,86 @@ async fn audit_policy_reports_follow_the_crd_schema_and_kubectl_reads_them() {
             written["metadata"]["namespace"]
         );
     }
+}
+
+/// A legacy namespace with 10,000 misplaced sub-env objects (the migration nsguard exists
+/// for) gets a report under 1 MiB that the CRD's schema accepts and kubectl reads: the
+/// shared-namespace result first, then as many placement results as fit, then one that
+/// says how many more there are and how to list them; the summary counts every finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_with_10000_findings_gets_a_report_under_1_mib() {
+    let home = tempfile::tempdir().unwrap();
+    let parent = serde_json::json!({"simple-container-com/app-name": "shop", "simple-container-com/env": "production"});
+    let mut items = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "shop", "namespace": "shop", "labels": parent}}),
+    ];
+    for i in 0..10_000 {
+        let tenant = format!("tenant-{}", i % 50);
+        items.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("shop-{tenant}-config-with-a-long-name-{i:05}"), "namespace": "shop",
+                "labels": {"simple-container-com/app-name": format!("shop-{tenant}"),
+                    "simple-container-com/env": tenant, "simple-container-com/parent-env": "production"}}}));
+    }
+    let dump = home.path().join("dump.json");
+    std::fs::write(
+        &dump,
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
+    )
+    .unwrap();
+    let out = nsguard(
+        home.path(),
+        &["audit", "-o", "policyreport", "--cluster-dump"],
+    )
+    .arg(&dump)
+    .output()
+    .unwrap();
+    assert_exit(&out, 1);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &list["items"][0];
+    let size = serde_json::to_vec(report).unwrap().len();
+    assert!(size < 1024 * 1024, "{size} bytes");
+    let crd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/crds/policyreport-v1alpha2.json")).unwrap(),
+    )
+    .unwrap();
+    let violations = common::schema::violations(&crd["openAPIV3Schema"], report);
+    assert!(violations.is_empty(), "{violations:?}");
+    // 1 shared namespace + 10,000 misplaced objects, every one counted.
+    assert_eq!(report["summary"]["fail"], 10_001, "{}", report["summary"]);
+    let results = report["results"].as_array().unwrap();
+    assert!(
+        results.len() > 100 && results.len() < 10_001,
+        "{}",
+        results.len()
+    );
+    assert_eq!(results[0]["policy"], "nsguard-shared-namespace");
+    let last = results.last().unwrap();
+    assert_eq!(last["policy"], "nsguard-report-truncated");
+    assert_eq!(last["result"], "skip");
+    let listed = results.len() - 1;
+    let omitted = 10_001 - listed;
+    assert_eq!(last["properties"]["omitted"], omitted.to_string());
+    let message = last["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{omitted} more findings in namespace shop"))
+            && message.contains("`nsguard audit -n shop`"),
+        "{message}"
+    );
+    // The shared-namespace result names 51 stacks; its long texts are cut, and say so.
+    assert!(results[0]["message"].as_str().unwrap().len() < 2200);
+
+    let replay = common::replay::Replay::start().await;
+    replay.add_group(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        &[("policyreports", "PolicyReport")],
+    );
+    let read =
+        common::replay::kubectl_reads(&replay, &String::from_utf8_lossy(&out.stdout), &[]).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0]["results"], report["results"]);
 }
 
 /// The checker above refuses what the API server would: a missing required field, a value

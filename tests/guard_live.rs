@@ -1586,3 +1586,101 @@ async fn lingering_is_judged_over_the_types_served_when_the_namespace_is_read() 
         .collect();
     assert_eq!(found, [("LingeringNamespace", "wallet-preview")]);
 }
+
+/// nsguard's own PolicyReport in a lingering namespace is not an object of any stack: the
+/// namespace stays lingering run after run (the gauge does not flap, the report is not
+/// deleted), and a report whose findings did not change is not written again. A change
+/// in the findings is written at the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_mean_the_same_every_run_and_unchanged_ones_are_not_rewritten() {
+    let replay = Replay::start().await;
+    replay.install_policy_reports();
+    let preview = [
+        ("simple-container-com/app-name", "wallet-preview"),
+        ("simple-container-com/env", "preview"),
+        ("simple-container-com/parent-env", "production"),
+    ];
+    replay.add_namespace("wallet-preview", &preview, "2026-05-01T00:00:00Z");
+    replay.add("wallet-preview", "configmaps", "kube-root-ca.crt", &[]);
+    two_stacks_in_the_recorded_namespace(&replay);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
+        .args(&["--audit-interval", "200ms", "--write-policy-reports"])
+        .start();
+    let writes = || replay.state.lock().unwrap().policy_report_writes.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while writes().len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", writes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Five more audits at least.
+    let runs = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(r#"nsguard_audit_runs_total{result="complete"}"#))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let after_first = runs(&server.metrics().await);
+    while runs(&server.metrics().await) < after_first + 5 {
+        assert!(Instant::now() < deadline + Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"nsguard_audit_findings{finding="LingeringNamespace"} 1"#),
+        "{metrics}"
+    );
+    let written = writes();
+    assert_eq!(
+        written.len(),
+        2,
+        "one apply per namespace, then none: {written:?}"
+    );
+    assert!(
+        written.iter().all(|w| w.starts_with("PATCH ")),
+        "{written:?}"
+    );
+    let keys: Vec<(String, String)> = replay
+        .state
+        .lock()
+        .unwrap()
+        .policy_reports
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("pay-space-wallet".to_owned(), "nsguard".to_owned()),
+            ("wallet-preview".to_owned(), "nsguard".to_owned())
+        ]
+    );
+    assert!(
+        !metrics.contains(r#"nsguard_policy_report_writes_total{result="unchanged"} 0"#),
+        "{metrics}"
+    );
+
+    // A new finding in the shared namespace changes its report: written once more.
+    replay.add(
+        "pay-space-wallet",
+        "configmaps",
+        "stray",
+        &[
+            ("simple-container-com/app-name", "pay-space-wallet-tenant-c"),
+            ("simple-container-com/env", "tenant-c"),
+            ("simple-container-com/parent-env", "production"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while writes().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", writes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = writes();
+    assert!(
+        written[2].contains("/namespaces/pay-space-wallet/policyreports/nsguard"),
+        "{written:?}"
+    );
+}

@@ -1,16 +1,16 @@
 //! Writing the background audit's PolicyReports into the cluster: server-side apply of
-//! nsguard's report in each namespace with findings, and removal of nsguard's reports
-//! (found by their `managed-by` label, never anyone else's) in namespaces that no longer
-//! have any.
+//! nsguard's report in each namespace whose findings changed, and removal of nsguard's
+//! reports (found by their `managed-by` label, never anyone else's) in namespaces that no
+//! longer have any.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::live::{CallError, LiveCluster};
-use crate::policy_report::{API_VERSION, KIND, MANAGED_BY, NAME};
+use crate::policy_report::{API_VERSION, DIGEST_ANNOTATION, KIND, MANAGED_BY, NAME};
 
 /// The field manager of nsguard's writes, as `kubectl get --show-managed-fields` shows it.
 const FIELD_MANAGER: &str = "nsguard";
@@ -19,6 +19,8 @@ const FIELD_MANAGER: &str = "nsguard";
 #[derive(Debug, Default)]
 pub struct Writes {
     pub applied: usize,
+    /// Reports left as they were: what they say did not change.
+    pub unchanged: usize,
     pub deleted: usize,
     /// What could not be written or removed, and why.
     pub failed: Vec<String>,
@@ -35,10 +37,12 @@ fn resource() -> ApiResource {
 }
 
 impl LiveCluster {
-    /// Apply `reports` (from [`crate::policy_report::reports`]); when `prune`, also delete
-    /// nsguard's reports in every other namespace (only after an audit that read every
-    /// type of every namespace: an incomplete one cannot tell a clean namespace). Each
-    /// call is bounded by `deadline`; one that fails is counted and the rest go on.
+    /// Apply those of `reports` (from [`crate::policy_report::reports`]) whose content
+    /// changed; when `prune`, also delete nsguard's reports in every other namespace (only
+    /// after an audit that read every type of every namespace: an incomplete one cannot
+    /// tell a clean namespace). What is in the cluster is read first, metadata only: a
+    /// report whose [`DIGEST_ANNOTATION`] matches is not written again. Each call is
+    /// bounded by `deadline`; one that fails is counted and the rest go on.
     pub async fn write_policy_reports(
         &self,
         reports: &[Value],
@@ -48,6 +52,36 @@ impl LiveCluster {
         let mut writes = Writes::default();
         let resource = resource();
         let calls = std::sync::atomic::AtomicUsize::new(0);
+        let all: Api<DynamicObject> = Api::all_with(self.client().clone(), &resource);
+        let ours = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+        // namespace -> digest of nsguard's report there ("" without one). `None` when the
+        // list failed: then every report is applied, and none is pruned.
+        let existing: Option<BTreeMap<String, String>> = match self
+            .call(deadline, &calls, || all.list_metadata(&ours))
+            .await
+        {
+            Ok(listed) => Some(
+                listed
+                    .items
+                    .into_iter()
+                    .filter(|r| r.metadata.name.as_deref() == Some(NAME))
+                    .filter_map(|r| {
+                        let digest = r
+                            .metadata
+                            .annotations
+                            .and_then(|mut a| a.remove(DIGEST_ANNOTATION))
+                            .unwrap_or_default();
+                        Some((r.metadata.namespace?, digest))
+                    })
+                    .collect(),
+            ),
+            Err(err) => {
+                writes
+                    .failed
+                    .push(format!("listing nsguard's PolicyReports: {}", hint(&err)));
+                None
+            }
+        };
         let apply = PatchParams::apply(FIELD_MANAGER).force();
         let mut reported = BTreeSet::new();
         for report in reports {
@@ -55,6 +89,12 @@ impl LiveCluster {
                 continue;
             };
             reported.insert(namespace.to_owned());
+            let current = existing.as_ref().and_then(|e| e.get(namespace));
+            if current.is_some_and(|d| Some(d.as_str()) == crate::policy_report::digest_of(report))
+            {
+                writes.unchanged += 1;
+                continue;
+            }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client().clone(), namespace, &resource);
             let patch = Patch::Apply(report);
@@ -68,43 +108,25 @@ impl LiveCluster {
                     .push(format!("applying {namespace}/{NAME}: {}", hint(&err))),
             }
         }
-        if !prune {
+        let Some(existing) = existing.filter(|_| prune) else {
             return writes;
-        }
-        let all: Api<DynamicObject> = Api::all_with(self.client().clone(), &resource);
-        let ours = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-        let listed = match self
-            .call(deadline, &calls, || all.list_metadata(&ours))
-            .await
-        {
-            Ok(listed) => listed,
-            Err(err) => {
-                writes
-                    .failed
-                    .push(format!("listing nsguard's PolicyReports: {}", hint(&err)));
-                return writes;
-            }
         };
-        for stale in listed.items {
-            let (Some(namespace), Some(name)) = (stale.metadata.namespace, stale.metadata.name)
-            else {
-                continue;
-            };
-            if reported.contains(&namespace) || name != NAME {
+        for namespace in existing.into_keys() {
+            if reported.contains(&namespace) {
                 continue;
             }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client().clone(), &namespace, &resource);
             let gone = DeleteParams::default();
             match self
-                .call(deadline, &calls, || api.delete(&name, &gone))
+                .call(deadline, &calls, || api.delete(NAME, &gone))
                 .await
             {
                 Ok(_) => writes.deleted += 1,
                 Err(CallError::Api(status)) if status.code == 404 => {}
                 Err(err) => writes
                     .failed
-                    .push(format!("removing {namespace}/{name}: {}", hint(&err))),
+                    .push(format!("removing {namespace}/{NAME}: {}", hint(&err))),
             }
         }
         writes

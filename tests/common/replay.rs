@@ -590,7 +590,8 @@ async fn serve(
 }
 
 /// PolicyReports, once their CRD is installed: server-side apply (PATCH), delete, and a
-/// metadata list across all namespaces by `key=value` label selector. `None` otherwise.
+/// metadata list across all namespaces or in one, by `key=value` label selector. `None`
+/// otherwise.
 fn policy_reports(
     state: &Mutex<ReplayState>,
     method: &axum::http::Method,
@@ -637,14 +638,20 @@ fn policy_reports(
             state.policy_reports.insert(key, object.clone());
             Some(json(object))
         }
-        ("GET", [_, _, _, _, plural]) if plural == "policyreports" => {
+        ("GET", [_, _, _, _, plural]) | ("GET", [_, _, _, _, _, _, plural])
+            if plural == "policyreports" =>
+        {
+            // Across all namespaces, or in one (`.../namespaces/NS/policyreports`).
+            let in_namespace = (segments.len() == 7).then(|| segments[5].clone());
             let wanted: Vec<(&str, &str)> = query
                 .get("labelSelector")
                 .map(|s| s.split(',').filter_map(|kv| kv.split_once('=')).collect())
                 .unwrap_or_default();
             let items: Vec<Value> = state
                 .policy_reports
-                .values()
+                .iter()
+                .filter(|((ns, _), _)| in_namespace.as_ref().is_none_or(|want| want == ns))
+                .map(|(_, r)| r)
                 .filter(|r| wanted.iter().all(|(k, v)| r["metadata"]["labels"][*k] == *v))
                 .map(|r| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": r["metadata"]}))
                 .collect();
