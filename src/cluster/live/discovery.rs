@@ -1,0 +1,288 @@
+//! Which namespaced resource types the API server serves: a fresh discovery at every
+//! lookup (the last good one standing in for a short while), and rediscovery when a list
+//! answers 404.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
+use kube::core::ApiResource;
+use tokio::time::Instant;
+
+use super::LiveCluster;
+use super::calls::{CallError, LookupError};
+use super::lists::Progress;
+use crate::guard::Unverified;
+
+/// A namespaced resource type that supports `list`.
+#[derive(Debug, Clone)]
+pub struct ResourceType {
+    pub resource: ApiResource,
+    /// `plural.group`, or `plural` for the core group, as kubectl names types.
+    pub id: String,
+}
+
+/// One discovery result.
+#[derive(Debug)]
+pub struct Discovered {
+    pub(super) at: Instant,
+    pub types: Vec<ResourceType>,
+    /// Group versions whose discovery failed or did not answer in time: their types are
+    /// unknown.
+    pub failed: Vec<Unverified>,
+    /// API calls it took.
+    pub calls: usize,
+}
+
+impl LiveCluster {
+    /// A fresh discovery, bounded by [`LiveOptions::discovery_timeout`] and `deadline`.
+    /// When it fails as a whole, the last good one stands in if it is younger than
+    /// [`LiveOptions::discovery_ttl`] (logged).
+    pub async fn discovery(&self, deadline: Instant) -> Result<Arc<Discovered>, LookupError> {
+        let bound = (Instant::now() + self.options.discovery_timeout).min(deadline);
+        match self.discover(bound).await {
+            Ok(found) => {
+                let found = Arc::new(found);
+                *self.last_good.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+                Ok(found)
+            }
+            Err(cause) => {
+                let last = self
+                    .last_good
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match last.filter(|d| d.at.elapsed() < self.options.discovery_ttl) {
+                    Some(last) => {
+                        tracing::warn!(server = %self.server, error = %cause, age = ?last.at.elapsed(),
+                            "discovery refresh failed; using the last good result");
+                        Ok(last)
+                    }
+                    None => Err(LookupError::Discovery {
+                        server: self.server.clone(),
+                        cause,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// `/api` and `/apis`, then every group version's resource list, all before `bound`.
+    pub(super) async fn discover(&self, bound: Instant) -> Result<Discovered, CallError> {
+        let calls = AtomicUsize::new(0);
+        let (core, groups) = tokio::try_join!(
+            self.call(bound, &calls, || self.client.list_core_api_versions()),
+            self.call(bound, &calls, || self.client.list_api_groups()),
+        )?;
+        // (rank, group, groupVersion) of every version of every group, the preferred one
+        // ranked 0. A kind served only by a version the server does not prefer (a group
+        // whose CRDs sit at different versions, an alpha kind) is deleted with the
+        // namespace too, so it is listed, as the namespace controller and `kubectl
+        // api-resources` find it.
+        let mut versions: Vec<(usize, String, String)> = core
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(rank, v)| (rank, String::new(), v.clone()))
+            .collect();
+        for group in groups.groups {
+            if group_skipped(&self.options.skip, &group.name) {
+                continue;
+            }
+            let preferred = group
+                .preferred_version
+                .map(|v| v.group_version)
+                .or_else(|| group.versions.first().map(|v| v.group_version.clone()));
+            let others: Vec<String> = group
+                .versions
+                .into_iter()
+                .map(|v| v.group_version)
+                .filter(|gv| Some(gv) != preferred.as_ref())
+                .collect();
+            for (rank, gv) in preferred.into_iter().chain(others).enumerate() {
+                versions.push((rank, group.name.clone(), gv));
+            }
+        }
+        let (client, calls_ref) = (&self.client, &calls);
+        // Every group version at once: each is one small GET, and one that hangs (an
+        // aggregated API whose backend is gone) must not hold up the others.
+        let mut lists: Vec<_> = stream::iter(versions)
+            .map(|(rank, group, gv)| async move {
+                let result = if group.is_empty() {
+                    self.call(bound, calls_ref, || client.list_core_api_resources(&gv))
+                        .await
+                } else {
+                    self.call(bound, calls_ref, || client.list_api_group_resources(&gv))
+                        .await
+                };
+                (group, rank, gv, result)
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        // Per group, the preferred version's kinds first; another version adds only the
+        // kinds the group has not shown yet.
+        lists.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut types: Vec<ResourceType> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut failed = Vec::new();
+        for (group, _, gv, result) in lists {
+            match result {
+                Ok(list) => types.extend(
+                    listable(&self.options.skip, &group, &gv, list)
+                        .filter(|t| seen.insert(t.id.clone())),
+                ),
+                Err(err) => failed.push(err.unverified(format!("{gv} (discovery)"))),
+            }
+        }
+        types.sort_by(|a, b| a.id.cmp(&b.id));
+        failed.sort_by(|a, b| a.resource.cmp(&b.resource));
+        Ok(Discovered {
+            at: Instant::now(),
+            types,
+            failed,
+            calls: calls.into_inner(),
+        })
+    }
+
+    /// After lists of the `gone` types (ids) answered 404: discovery is stale. Ask again;
+    /// a type that is no longer served took its objects with it, one that still is
+    /// (perhaps at another version) is returned, to be listed again. A type whose group
+    /// could not be rediscovered goes into `unverified`: its discovery says nothing.
+    pub(super) async fn rediscover(
+        &self,
+        discovered: &Discovered,
+        gone: &BTreeSet<String>,
+        deadline: Instant,
+        progress: &Progress,
+        unverified: &mut Vec<Unverified>,
+    ) -> Result<Vec<ResourceType>, LookupError> {
+        let fresh = self.discovery(deadline).await?;
+        progress.calls.fetch_add(fresh.calls, Ordering::Relaxed);
+        let again: Vec<ResourceType> = fresh
+            .types
+            .iter()
+            .filter(|t| gone.contains(&t.id))
+            .cloned()
+            .collect();
+        for rt in discovered.types.iter().filter(|t| gone.contains(&t.id)) {
+            if again.iter().any(|t| t.id == rt.id) {
+                continue;
+            }
+            match discovery_failure(&fresh.failed, &rt.resource.group) {
+                Some(failure) => unverified.push(Unverified {
+                    resource: rt.id.clone(),
+                    reason: format!(
+                        "404 NotFound, and rediscovering {} failed: {}",
+                        failure.resource, failure.reason
+                    ),
+                    code: Some(404),
+                }),
+                None => {
+                    tracing::info!(resource = %rt.id, "a resource type went away during the lookup")
+                }
+            }
+        }
+        Ok(again)
+    }
+}
+
+/// Whether `*.group` in `skip` covers `group`: the group itself and every subdomain of it
+/// (`*.metrics.k8s.io` covers `metrics.k8s.io` and `custom.metrics.k8s.io`).
+pub fn group_skipped(skip: &[String], group: &str) -> bool {
+    skip.iter().any(|s| {
+        s.strip_prefix("*.").is_some_and(|g| {
+            group == g
+                || group
+                    .strip_suffix(g)
+                    .is_some_and(|head| head.ends_with('.'))
+        })
+    })
+}
+
+/// A type that answered 404 again after it was rediscovered.
+pub(super) fn still_served(id: String) -> Unverified {
+    Unverified {
+        resource: id,
+        reason: "404 NotFound, though discovery still serves the type".to_owned(),
+        code: Some(404),
+    }
+}
+
+/// The discovery failure of `group` (`""` for the core group) among `failed`, whose
+/// entries are named `group/version (discovery)` (`v1 (discovery)` for the core group).
+pub(super) fn discovery_failure<'a>(
+    failed: &'a [Unverified],
+    group: &str,
+) -> Option<&'a Unverified> {
+    failed.iter().find(|u| {
+        let gv = u
+            .resource
+            .strip_suffix(" (discovery)")
+            .unwrap_or(&u.resource);
+        match gv.rsplit_once('/') {
+            Some((g, _)) => g == group,
+            None => group.is_empty(),
+        }
+    })
+}
+
+/// The namespaced, listable, non-subresource types of one group version.
+pub(super) fn listable<'a>(
+    skip: &'a [String],
+    group: &'a str,
+    gv: &'a str,
+    list: APIResourceList,
+) -> impl Iterator<Item = ResourceType> + 'a {
+    let version = gv.rsplit('/').next().unwrap_or(gv).to_owned();
+    list.resources.into_iter().filter_map(move |r| {
+        if r.name.contains('/') || !r.namespaced || !r.verbs.iter().any(|v| v == "list") {
+            return None;
+        }
+        let id = if group.is_empty() {
+            r.name.clone()
+        } else {
+            format!("{}.{group}", r.name)
+        };
+        if skip.contains(&id) {
+            return None;
+        }
+        Some(ResourceType {
+            resource: ApiResource {
+                group: group.to_owned(),
+                version: version.clone(),
+                api_version: gv.to_owned(),
+                kind: r.kind,
+                plural: r.name,
+            },
+            id,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_glob_covers_the_group_and_its_subdomains_only() {
+        let skip = vec!["*.metrics.k8s.io".to_owned()];
+        for group in [
+            "metrics.k8s.io",
+            "custom.metrics.k8s.io",
+            "external.metrics.k8s.io",
+        ] {
+            assert!(group_skipped(&skip, group), "{group}");
+        }
+        for group in [
+            "apps",
+            "xmetrics.k8s.io",
+            "metrics.k8s.io.evil.com",
+            "k8s.io",
+        ] {
+            assert!(!group_skipped(&skip, group), "{group}");
+        }
+    }
+}

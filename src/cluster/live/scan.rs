@@ -1,0 +1,166 @@
+//! The guard's read of one namespace: every discovered type listed once, under one
+//! deadline, with a bound on scans at once.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kube::api::Api;
+use tokio::time::Instant;
+
+use super::LiveCluster;
+use super::calls::LookupError;
+use super::discovery::{ResourceType, still_served};
+use super::lists::Progress;
+use crate::documents::qualified_kind;
+use crate::guard::{NamespaceScan, OwnedObject};
+
+impl LiveCluster {
+    /// What `namespace` holds, or an error when the scan cannot finish within `timeout`.
+    ///
+    /// # Guarantees
+    /// - Answers within `timeout` (plus scheduling), however the API server behaves.
+    /// - Sees every type discovery serves at the start of the scan; a type that is not
+    ///   discovered in time, cannot be listed, or vanished and is still served, is in
+    ///   [`NamespaceScan::unverified`], never read as empty.
+    pub async fn scan(
+        &self,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<NamespaceScan, LookupError> {
+        let deadline = Instant::now() + timeout;
+        let busy = || LookupError::Busy {
+            limit: self.options.max_concurrent_scans.max(1),
+            timeout,
+        };
+        let _permit = match tokio::time::timeout_at(deadline, self.scans.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a closed one would be as good as full.
+            Ok(Err(_)) | Err(_) => return Err(busy()),
+        };
+        let progress = Progress::default();
+        match tokio::time::timeout_at(
+            deadline,
+            self.scan_unbounded(namespace, deadline, &progress),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(LookupError::Deadline {
+                server: self.server.clone(),
+                timeout,
+                done: progress.done.load(Ordering::Relaxed),
+                total: progress.total.load(Ordering::Relaxed),
+                pending: progress.pending(),
+            }),
+        }
+    }
+
+    pub(super) async fn scan_unbounded(
+        &self,
+        namespace: &str,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<NamespaceScan, LookupError> {
+        let started = Instant::now();
+        let discovered = self.discovery(deadline).await?;
+        // A discovery older than this scan is the last good one, standing in for a
+        // refresh that failed; its calls were counted by the scan that made it.
+        let stale_discovery = (discovered.at < started).then(|| discovered.at.elapsed());
+        if stale_discovery.is_none() {
+            progress
+                .calls
+                .fetch_add(discovered.calls, Ordering::Relaxed);
+        }
+        let mut scan = NamespaceScan {
+            resource_types: discovered.types.len(),
+            unverified: discovered.failed.clone(),
+            stale_discovery,
+            ..NamespaceScan::default()
+        };
+        let mut seen = HashSet::new();
+        let gone = self
+            .list_types(
+                namespace,
+                &discovered.types,
+                deadline,
+                progress,
+                &mut scan,
+                &mut seen,
+            )
+            .await;
+        if !gone.is_empty() {
+            let again = self
+                .rediscover(&discovered, &gone, deadline, progress, &mut scan.unverified)
+                .await?;
+            let still_gone = self
+                .list_types(namespace, &again, deadline, progress, &mut scan, &mut seen)
+                .await;
+            scan.unverified
+                .extend(still_gone.into_iter().map(still_served));
+        }
+        scan.unverified.sort_by(|a, b| a.resource.cmp(&b.resource));
+        scan.unverified.dedup_by(|a, b| a.resource == b.resource);
+        scan.api_calls = progress.calls.load(Ordering::Relaxed);
+        Ok(scan)
+    }
+
+    /// List every type of `types` in `namespace` into `scan`, once each and without a
+    /// selector; returns the ids of the types that answered 404.
+    pub(super) async fn list_types(
+        &self,
+        namespace: &str,
+        types: &[ResourceType],
+        deadline: Instant,
+        progress: &Progress,
+        scan: &mut NamespaceScan,
+        seen: &mut HashSet<String>,
+    ) -> BTreeSet<String> {
+        let listed = self
+            .list_every(
+                Some(namespace),
+                types,
+                &[None],
+                deadline,
+                progress,
+                seen,
+                |rt, owner, meta| {
+                    Some(OwnedObject {
+                        owner,
+                        kind: qualified_kind(&rt.resource.kind, &rt.resource.group),
+                        name: meta.name.unwrap_or_default(),
+                    })
+                },
+            )
+            .await;
+        scan.objects.extend(listed.objects);
+        let mut gone = BTreeSet::new();
+        for (id, err) in listed.failed {
+            if err.code() == Some(404) {
+                gone.insert(id.to_owned());
+            } else {
+                scan.unverified.push(err.unverified(id));
+            }
+        }
+        gone
+    }
+
+    /// A Namespace's annotations, or `None` when it does not exist.
+    pub async fn namespace_annotations(
+        &self,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, LookupError> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let calls = AtomicUsize::new(0);
+        let bound = Instant::now() + timeout;
+        match self.call(bound, &calls, || api.get_opt(namespace)).await {
+            Ok(found) => Ok(found.map(|ns| ns.metadata.annotations.unwrap_or_default())),
+            Err(cause) => Err(LookupError::Read {
+                what: "reading the Namespace",
+                server: self.server.clone(),
+                cause,
+            }),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Which PersistentVolumes a namespace delete would destroy for good.
+
+use std::sync::atomic::AtomicUsize;
+
+use futures::{StreamExt, stream};
+use kube::api::{Api, ListParams};
+use tokio::time::Instant;
+
+use super::LiveCluster;
+use super::calls::{CallError, LookupError};
+use crate::audit::Claim;
+use crate::data_at_risk::{self, VolumeAtRisk};
+
+impl LiveCluster {
+    /// The PersistentVolumes that deleting `namespace` would destroy for good: its claims
+    /// (one list), then each bound volume's reclaim policy (one get each, a few at once),
+    /// every call bounded by `deadline` and counted in `calls`.
+    pub async fn volumes_at_risk(
+        &self,
+        namespace: &str,
+        deadline: Instant,
+        calls: &AtomicUsize,
+    ) -> Result<Vec<VolumeAtRisk>, LookupError> {
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        let read = |what: &'static str| {
+            move |cause| LookupError::Read {
+                what,
+                server: self.server.clone(),
+                cause,
+            }
+        };
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let all = ListParams::default();
+        let listed = self
+            .call(deadline, calls, || claims.list(&all))
+            .await
+            .map_err(read("listing the PersistentVolumeClaims"))?;
+        let claims: Vec<Claim> = listed.items.into_iter().filter_map(claim_of).collect();
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        // Owned names: a borrowing iterator adaptor would make the future not `Send`.
+        let names: Vec<String> = claims.iter().filter_map(|c| c.volume.clone()).collect();
+        let volumes = &volumes;
+        let gets = names.into_iter().map(|name| async move {
+            let found = self
+                .call(deadline, calls, || volumes.get_opt(&name))
+                .await?;
+            Ok::<_, CallError>(found.and_then(reclaim_policy_of))
+        });
+        let mut policies = std::collections::BTreeMap::new();
+        let mut answers = stream::iter(gets).buffer_unordered(self.options.concurrency.max(1));
+        while let Some(answer) = answers.next().await {
+            // A volume that is gone (404) holds no data the delete could destroy.
+            if let Some((name, policy)) = answer.map_err(read("reading a PersistentVolume"))? {
+                policies.insert(name, policy);
+            }
+        }
+        Ok(data_at_risk::at_risk(&claims, &policies))
+    }
+}
+
+/// A claim as the guard and the audit read it: where it is, and the volume it is bound to.
+pub(super) fn claim_of(pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Claim> {
+    Some(Claim {
+        namespace: pvc.metadata.namespace?,
+        name: pvc.metadata.name?,
+        volume: pvc.spec.and_then(|s| s.volume_name),
+    })
+}
+
+/// A volume's name and reclaim policy, when it has both.
+pub(super) fn reclaim_policy_of(
+    pv: k8s_openapi::api::core::v1::PersistentVolume,
+) -> Option<(String, String)> {
+    Some((
+        pv.metadata.name?,
+        pv.spec?.persistent_volume_reclaim_policy?,
+    ))
+}
