@@ -20,6 +20,7 @@ pub mod labels;
 pub mod manifests;
 pub mod metrics;
 pub mod naming;
+pub mod outcome;
 pub mod placement;
 pub mod policy_report;
 pub mod scope;

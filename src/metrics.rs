@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::admission::{Decision, Endpoint};
+use crate::outcome::{Decision, Endpoint};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -15,30 +15,13 @@ use crate::cluster::ClusterSource;
 use crate::guard::{DeleteRequest, GuardConfig, GuardDecision};
 use crate::labels::LabelScheme;
 use crate::metrics::Metrics;
+pub use crate::outcome::{Decision, Endpoint};
 use crate::placement::{self, Placement, PlacementMode};
 
 /// The only AdmissionReview version nsguard speaks (Kubernetes 1.16+; v1beta1 is gone
 /// from admissionregistration.k8s.io/v1 webhooks' defaults and from 1.22's API).
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
-
-/// Which webhook endpoint a review arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Validate,
-    Mutate,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::Validate, Endpoint::Mutate];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Validate => "validate",
-            Endpoint::Mutate => "mutate",
-        }
-    }
-}
 
 /// Why a body is not a review nsguard can answer. Each becomes an HTTP 400 whose
 /// message says exactly what is wrong, and where, in a few hundred bytes at most however
@@ -169,34 +152,7 @@ fn problem(body: &[u8], err: serde_json::Error) -> DecodeError {
     }
 }
 
-/// What nsguard decided, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allowed,
-    Denied,
-    /// Allowed with a JSONPatch.
-    Patched,
-    /// Allowed with warnings for the client.
-    Warned,
-}
-
 impl Decision {
-    pub const ALL: [Decision; 4] = [
-        Decision::Allowed,
-        Decision::Denied,
-        Decision::Patched,
-        Decision::Warned,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::Patched => "patched",
-            Decision::Warned => "warned",
-        }
-    }
-
     /// Read the decision back from a finished response.
     pub fn of(response: &Response<'_>) -> Self {
         if !response.allowed {
