@@ -2,14 +2,14 @@
 //! cascade-deleting other stacks' workloads, and keeps simple-container sub-env
 //! workloads in their own namespaces.
 //!
-//! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`], [`audit`],
-//! [`data_at_risk`], [`policy_report`]) and a thin shell around it ([`admission`],
-//! [`cluster`] lookups, [`documents`] reading, [`server`], [`background_audit`],
-//! [`certs`], [`cli`]); the shell does I/O and calls the core, never the other way round.
+//! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`], [`audit`]
+//! and its [`audit::policy_report`], [`data_at_risk`], [`outcome`]) and a thin shell around
+//! it ([`admission`], [`cluster`] lookups, [`documents`] reading, [`server`], the
+//! [`audit::background`] audit and its [`audit::leader`] election, [`certs`], [`cli`]);
+//! the shell does I/O and calls the core, never the other way round.
 
 pub mod admission;
 pub mod audit;
-pub mod background_audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod naming;
 pub mod outcome;
 pub mod placement;
-pub mod policy_report;
 pub mod scope;
 pub mod server;
 pub mod telemetry;

@@ -87,10 +87,10 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         AuditFormat::Text => print!("{}", text(&report)),
         AuditFormat::Policyreport => {
             let now = k8s_openapi::jiff::Timestamp::now().as_second();
-            let reports = crate::policy_report::reports(&report, now);
+            let reports = crate::audit::policy_report::reports(&report, now);
             println!(
                 "{}",
-                serde_json::to_string_pretty(&crate::policy_report::list(reports))?
+                serde_json::to_string_pretty(&crate::audit::policy_report::list(reports))?
             );
         }
     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard_args::GuardInputs;
 use crate::admission::Webhook;
-use crate::background_audit::{self, Schedule};
+use crate::audit::background::{self, Schedule};
 use crate::certs::{self, CertRequest};
 use crate::cluster::{ClusterHealth, ClusterSource, health};
 use crate::metrics::Metrics;
@@ -224,11 +224,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
             concurrency: args.audit_concurrency,
             write_policy_reports: args.write_policy_reports,
         };
-        tokio::spawn(background_audit::run(
-            webhook.clone(),
-            schedule,
-            stop.clone(),
-        ));
+        tokio::spawn(background::run(webhook.clone(), schedule, stop.clone()));
     }
     let server = BoundServer::bind(options, webhook, health).await?;
     tokio::spawn(stop_on_signal(stop.clone()));

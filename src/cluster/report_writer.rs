@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::live::{CallError, LiveCluster};
-use crate::policy_report::{API_VERSION, DIGEST_ANNOTATION, KIND, MANAGED_BY, NAME};
+use crate::audit::policy_report::{API_VERSION, DIGEST_ANNOTATION, KIND, MANAGED_BY, NAME};
 
 /// The field manager of nsguard's writes, as `kubectl get --show-managed-fields` shows it.
 const FIELD_MANAGER: &str = "nsguard";
@@ -37,7 +37,7 @@ fn resource() -> ApiResource {
 }
 
 impl LiveCluster {
-    /// Apply those of `reports` (from [`crate::policy_report::reports`]) whose content
+    /// Apply those of `reports` (from [`crate::audit::policy_report::reports`]) whose content
     /// changed; when `prune`, also delete nsguard's reports in every other namespace (only
     /// after an audit that read every type of every namespace: an incomplete one cannot
     /// tell a clean namespace). What is in the cluster is read first, metadata only: a
@@ -90,7 +90,8 @@ impl LiveCluster {
             };
             reported.insert(namespace.to_owned());
             let current = existing.as_ref().and_then(|e| e.get(namespace));
-            if current.is_some_and(|d| Some(d.as_str()) == crate::policy_report::digest_of(report))
+            if current
+                .is_some_and(|d| Some(d.as_str()) == crate::audit::policy_report::digest_of(report))
             {
                 writes.unchanged += 1;
                 continue;

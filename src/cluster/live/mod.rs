@@ -15,10 +15,10 @@
 //! is rediscovered before anything is concluded; a type nsguard may not list is named. The
 //! guard treats every such gap as unknown (fail closed).
 //!
-//! One file per concern: [`calls`] (one bounded, retried call and its errors),
-//! [`discovery`], [`lists`] (paged metadata lists), [`scan`] (the guard's read of a
-//! namespace), [`inventory`] (the audit's read of the cluster), [`volumes`] (what a delete
-//! destroys for good), [`access`] (what nsguard may list).
+//! One file per concern: `calls` (one bounded, retried call and its errors),
+//! `discovery`, `lists` (paged metadata lists), `scan` (the guard's read of a
+//! namespace), `inventory` (the audit's read of the cluster), `volumes` (what a delete
+//! destroys for good), `access` (what nsguard may list).
 
 mod access;
 mod calls;

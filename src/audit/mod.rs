@@ -5,6 +5,9 @@
 //! decisions the webhook makes: [`guard::decide`] for a namespace holding several stacks,
 //! [`placement::place`] for a sub-env object outside its namespace.
 
+pub mod background;
+pub mod policy_report;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::jiff::Timestamp;

@@ -13,11 +13,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Webhook;
+use crate::audit::policy_report;
 use crate::audit::{self, Inventory};
 use crate::cluster::{ClusterSource, LiveCluster};
 use crate::labels::LabelScheme;
 use crate::metrics::Metrics;
-use crate::policy_report;
 
 /// When and how the background audit runs.
 #[derive(Debug, Clone)]
