@@ -80,6 +80,7 @@ struct AuditMetrics {
     duration: Gauge<f64, std::sync::atomic::AtomicU64>,
     runs: Family<ResultLabels, Counter>,
     report_writes: Family<ResultLabels, Counter>,
+    leader: Gauge,
 }
 
 impl AuditMetrics {
@@ -90,6 +91,7 @@ impl AuditMetrics {
             last_success: Gauge::default(),
             duration: Gauge::default(),
             runs: Family::default(),
+            leader: Gauge::default(),
             report_writes: Family::default(),
         };
         registry.register(
@@ -121,6 +123,11 @@ impl AuditMetrics {
             "policy_report_writes",
             "PolicyReports written, left unchanged (same findings) or removed by the background audit, by result",
             audit.report_writes.clone(),
+        );
+        registry.register(
+            "audit_leader",
+            "1 while this replica holds the audit's Lease (or audits without one) and may run the background audit and write PolicyReports, else 0",
+            audit.leader.clone(),
         );
         // Known series exist from the start, at zero.
         for finding in crate::audit::Finding::TYPES {
@@ -303,6 +310,16 @@ impl Metrics {
             .runs
             .get_or_create(&ResultLabels { result: "failed" })
             .inc();
+    }
+
+    /// Whether this replica may run the background audit now (it leads, or runs alone).
+    pub fn audit_leader(&self, leads: bool) {
+        self.audit.leader.set(i64::from(leads));
+    }
+
+    /// What [`Self::audit_leader`] last said.
+    pub fn audit_leads(&self) -> bool {
+        self.audit.leader.get() == 1
     }
 
     /// PolicyReports `applied`, left `unchanged` (not written: same findings), `deleted`,

@@ -1684,3 +1684,248 @@ async fn reports_mean_the_same_every_run_and_unchanged_ones_are_not_rewritten() 
         "{written:?}"
     );
 }
+
+/// A metric's value in `metrics` (the line that starts with `series `), 0 when absent.
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{series} ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// The `timestamp` of a JSON log line, as Unix seconds.
+fn logged_at(line: &str) -> f64 {
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    let at: k8s_openapi::jiff::Timestamp = json["timestamp"].as_str().unwrap().parse().unwrap();
+    at.as_millisecond() as f64 / 1000.0
+}
+
+/// A Lease time (`renewTime`, RFC 3339 with microseconds) as Unix seconds.
+fn lease_time(lease: &serde_json::Value, field: &str) -> f64 {
+    let at: k8s_openapi::jiff::Timestamp = lease["spec"][field].as_str().unwrap().parse().unwrap();
+    at.as_millisecond() as f64 / 1000.0
+}
+
+/// `nsguard serve` with the background audit and PolicyReports, electing its auditor on
+/// the Lease `nsguard-system/nsguard-audit` (3 s) as `identity`.
+fn replica(replay: &Replay, dir: &tempfile::TempDir, identity: &str) -> Server {
+    Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(dir, replay)))
+        .args(&[
+            "--audit-interval",
+            "300ms",
+            "--write-policy-reports",
+            "--lease-namespace",
+            "nsguard-system",
+            "--lease-identity",
+            identity,
+            "--lease-duration",
+            "3s",
+        ])
+        .start()
+}
+
+/// Two replicas, one auditor: exactly one holds the Lease, audits and writes; both serve
+/// the webhook and are ready. Stopped (SIGTERM), the holder releases the Lease and the
+/// other audits within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_auditor_and_a_stopped_one_hands_over() {
+    let replay = Replay::start().await;
+    replay.install_policy_reports();
+    two_stacks_in_the_recorded_namespace(&replay);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = vec![replica(&replay, &dir, "a"), replica(&replay, &dir, "b")];
+    let complete = r#"nsguard_audit_runs_total{result="complete"}"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        let mut leading = Vec::new();
+        for (i, server) in replicas.iter().enumerate() {
+            if metric_value(&server.metrics().await, "nsguard_audit_leader") == 1.0 {
+                leading.push(i);
+            }
+        }
+        assert!(leading.len() <= 1, "two leaders: {leading:?}");
+        if let [one] = leading[..] {
+            break one;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let follower = 1 - leader;
+    // Several audit intervals and lease renewals later: still one auditor.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (lead, follow) = (
+        replicas[leader].metrics().await,
+        replicas[follower].metrics().await,
+    );
+    assert_eq!(metric_value(&lead, "nsguard_audit_leader"), 1.0);
+    assert!(metric_value(&lead, complete) >= 3.0, "{lead}");
+    assert_eq!(metric_value(&follow, "nsguard_audit_leader"), 0.0);
+    for result in ["complete", "partial", "failed"] {
+        let series = format!(r#"nsguard_audit_runs_total{{result="{result}"}}"#);
+        assert_eq!(metric_value(&follow, &series), 0.0, "{follow}");
+    }
+    let lease = replay.lease("nsguard-system", "nsguard-audit").unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap();
+    assert!(holder.starts_with(["a_", "b_"][leader]), "{lease}");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 3);
+    // One writer: the shared namespace's report applied once.
+    let writes = replay.state.lock().unwrap().policy_report_writes.clone();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    // Both serve the webhook and are ready, leader or not.
+    for server in &replicas {
+        let resp = review(
+            &server.client(),
+            server.addr,
+            "/validate",
+            fixture("namespace-delete.json"),
+        )
+        .await;
+        assert_eq!(resp["response"]["allowed"], false, "{resp}");
+        assert_eq!(
+            ready_within(server, Duration::from_secs(5)).await.status,
+            200
+        );
+    }
+    let line =
+        replicas[leader].wait_for_log("now runs the background audit", Duration::from_secs(1));
+    assert!(line.contains("acquired the lease"), "{line}");
+
+    // SIGTERM: the holder gives up its turn and releases the Lease; the other takes over.
+    replicas[leader].signal("TERM");
+    let stopped = std::time::Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&replicas[follower].metrics().await, "nsguard_audit_leader") != 1.0 {
+        assert!(Instant::now() < deadline, "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = stopped.elapsed();
+    // The release comes at SIGTERM, before the drain (--shutdown-delay, 3 s by default),
+    // and the follower, reading the Lease about every second, sees it free: well inside
+    // the lease duration (3 s) a crashed holder would take.
+    assert!(took < Duration::from_millis(2500), "takeover took {took:?}");
+    replicas[leader].wait_for_log("released the audit lease", Duration::from_secs(1));
+    assert_eq!(replicas[leader].wait_exit(Duration::from_secs(30)), Some(0));
+    let lease = replay.lease("nsguard-system", "nsguard-audit").unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .starts_with(["a_", "b_"][follower]),
+        "{lease}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&replicas[follower].metrics().await, complete) < 1.0 {
+        assert!(Instant::now() < deadline, "the new holder never audited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A holder that crashes (SIGKILL) releases nothing: a third replica takes over once
+    // the lease has expired, within the lease duration and the election's own pauses.
+    let third = replica(&replay, &dir, "c");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        metric_value(&third.metrics().await, "nsguard_audit_leader"),
+        0.0
+    );
+    replicas[follower].signal("KILL");
+    let killed = std::time::Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric_value(&third.metrics().await, "nsguard_audit_leader") != 1.0 {
+        assert!(Instant::now() < deadline, "no takeover after a crash");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(5500),
+        "takeover after a crash took {took:?}"
+    );
+    replicas.clear();
+}
+
+/// A holder whose renewals stop reaching the API server stops auditing and writing
+/// before its lease can expire; the other replica takes over only after it has expired:
+/// never two writers, even across a partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_renewals_fail_stops_before_its_lease_expires() {
+    let replay = Replay::start().await;
+    replay.install_policy_reports();
+    two_stacks_in_the_recorded_namespace(&replay);
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = [replica(&replay, &dir, "a"), replica(&replay, &dir, "b")];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (leader, holder) = loop {
+        if let Some(lease) = replay.lease("nsguard-system", "nsguard-audit")
+            && let Some(holder) = lease["spec"]["holderIdentity"].as_str()
+        {
+            let leader = usize::from(holder.starts_with("b_"));
+            if metric_value(&replicas[leader].metrics().await, "nsguard_audit_leader") == 1.0 {
+                break (leader, holder.to_owned());
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let follower = 1 - leader;
+    // The holder's writes to the Lease fail from now on (its reads still succeed).
+    replay
+        .state
+        .lock()
+        .unwrap()
+        .lease_write_faults
+        .push((format!("nsguard-{holder}"), Fault::Unavailable));
+    let lease = replay.lease("nsguard-system", "nsguard-audit").unwrap();
+    let expires = lease_time(&lease, "renewTime") + 3.0;
+    let gave_up = replicas[leader].wait_for_log(
+        "no renewal seen in time; stopping before the lease can expire",
+        Duration::from_secs(10),
+    );
+    let gave_up = logged_at(&gave_up);
+    assert!(
+        gave_up < expires,
+        "stopped at {gave_up}, the lease expired at {expires}"
+    );
+    let took_over =
+        replicas[follower].wait_for_log("now runs the background audit", Duration::from_secs(15));
+    let took_over = logged_at(&took_over);
+    assert!(
+        took_over >= expires,
+        "took over at {took_over}, before expiry at {expires}"
+    );
+    assert_eq!(
+        metric_value(&replicas[leader].metrics().await, "nsguard_audit_leader"),
+        0.0
+    );
+    // The cut-off replica stays a follower once its writes work again.
+    replay.state.lock().unwrap().lease_write_faults.clear();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        metric_value(&replicas[leader].metrics().await, "nsguard_audit_leader"),
+        0.0
+    );
+    assert_eq!(
+        metric_value(&replicas[follower].metrics().await, "nsguard_audit_leader"),
+        1.0
+    );
+}
+
+/// Outside a cluster, without --lease-namespace, the background audit runs without a
+/// lease, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_lease_namespace_the_audit_runs_alone_and_says_so() {
+    let replay = Replay::start().await;
+    two_stacks_in_the_recorded_namespace(&replay);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
+        .args(&["--audit-interval", "300ms"])
+        .start();
+    server.wait_for_log("background audit without a lease", Duration::from_secs(10));
+    server.wait_for_log("background audit done", Duration::from_secs(10));
+    assert_eq!(
+        metric_value(&server.metrics().await, "nsguard_audit_leader"),
+        1.0
+    );
+    assert!(replay.state.lock().unwrap().lease_calls.is_empty());
+}

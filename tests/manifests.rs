@@ -184,7 +184,7 @@ fn the_deployment_is_highly_available_and_locked_down() {
 #[test]
 fn rbac_only_reads_and_leaves_secrets_out() {
     let objects = load("manifests/base/rbac.yaml");
-    for object in &objects {
+    for object in objects.iter().filter(|o| o["kind"] == "ClusterRole") {
         for rule in object["rules"].as_array().into_iter().flatten() {
             let verbs = rule["verbs"].as_array().unwrap();
             // list, and get only on Namespaces and PersistentVolumes (neither holds
@@ -306,9 +306,10 @@ fn the_network_policy_opens_the_webhook_port_and_keeps_metrics_to_monitoring() {
     assert!(kustomization.contains("- networkpolicy.yaml"));
 }
 
-/// The shipped Deployment runs the background audit (an interval nsguard parses); the
-/// policy-reports overlay turns on the writes and grants exactly them: nsguard's own
-/// PolicyReports, to nsguard's ServiceAccount, nothing else.
+/// The shipped Deployment runs the background audit (an interval nsguard parses) on the
+/// one replica elected on its Lease; the policy-reports overlay turns on the writes and
+/// grants exactly them: nsguard's own PolicyReports, to nsguard's ServiceAccount, nothing
+/// else.
 #[test]
 fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports() {
     let deployment = &load("manifests/base/deployment.yaml")[0];
@@ -338,17 +339,49 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
         rbac[1]["subjects"],
         serde_json::json!([{"kind": "ServiceAccount", "name": "nsguard", "namespace": "nsguard-system"}])
     );
-    // The base grants no write at all.
-    for object in load("manifests/base/rbac.yaml") {
+    // The base grants no write cluster-wide: its only write is its own Lease, in a Role
+    // of its namespace, by name wherever the verb allows it.
+    let base = load("manifests/base/rbac.yaml");
+    for object in &base {
+        if object["kind"] == "Role" {
+            continue;
+        }
         for rule in object["rules"].as_array().into_iter().flatten() {
             assert!(
                 !rule["verbs"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|v| v == "patch" || v == "create" || v == "delete"),
+                    .any(|v| v == "patch" || v == "create" || v == "delete" || v == "update"),
                 "{rule}"
             );
         }
+    }
+    let lease_role = base.iter().find(|o| o["kind"] == "Role").unwrap();
+    assert_eq!(lease_role["metadata"]["namespace"], "nsguard-system");
+    assert_eq!(
+        lease_role["rules"],
+        serde_json::json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "resourceNames": ["nsguard-audit"], "verbs": ["get", "update", "patch"]}
+        ])
+    );
+    let binding = base.iter().find(|o| o["kind"] == "RoleBinding").unwrap();
+    assert_eq!(binding["roleRef"]["name"], "nsguard-audit-lease");
+    assert_eq!(binding["metadata"]["namespace"], "nsguard-system");
+    assert_eq!(base.iter().filter(|o| o["kind"] == "Role").count(), 1);
+    // The Lease lives in the pod's own namespace, named for the pod, from the downward API.
+    for (name, field) in [
+        ("NSGUARD_LEASE_NAMESPACE", "metadata.namespace"),
+        ("NSGUARD_LEASE_IDENTITY", "metadata.name"),
+    ] {
+        let var = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field, "{var}");
     }
 }

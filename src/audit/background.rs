@@ -3,7 +3,8 @@
 //!
 //! It has its own lookup (its own discovery and bound on lists in flight) and its own
 //! task, and shares nothing with the admission path but the metrics registry: it never
-//! delays or changes an answer.
+//! delays or changes an answer. With several replicas, only the one whose [`Turn`] it is
+//! (the holder of the audit's Lease, [`crate::audit::leader`]) audits and writes.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Webhook;
+use crate::audit::leader::Turn;
 use crate::audit::policy_report;
 use crate::audit::{self, Inventory};
 use crate::cluster::{ClusterSource, LiveCluster};
@@ -31,9 +33,16 @@ pub struct Schedule {
     pub write_policy_reports: bool,
 }
 
-/// Audit the webhook's cluster source every `schedule.interval` (the first at once), with
-/// its label scheme and into its metrics, until `stop`.
-pub async fn run(webhook: Arc<Webhook>, schedule: Schedule, stop: CancellationToken) {
+/// Audit the webhook's cluster source every `schedule.interval` (the first at once, or
+/// as soon as the turn is this replica's), with its label scheme and into its metrics,
+/// while `turn` says this replica leads, until `stop`. An audit in progress when the turn
+/// ends is dropped at once, its writes with it.
+pub async fn run(
+    webhook: Arc<Webhook>,
+    schedule: Schedule,
+    mut turn: Turn,
+    stop: CancellationToken,
+) {
     let (source, scheme, metrics) = (&webhook.cluster, &webhook.scheme, &webhook.metrics);
     let own = match source {
         ClusterSource::Live(live) => Some(live.with_concurrency(schedule.concurrency.get())),
@@ -44,11 +53,22 @@ pub async fn run(webhook: Arc<Webhook>, schedule: Schedule, stop: CancellationTo
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
+            _ = turn.granted() => {}
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = once(source, own.as_ref(), scheme, metrics, &schedule) => {}
+            _ = ticks.tick() => {}
+        }
+        if !turn.now() {
+            continue;
+        }
+        let mut lost = turn.clone();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = lost.revoked() => {
+                tracing::info!("background audit: dropped in progress, this replica no longer leads");
+            }
+            _ = once(source, own.as_ref(), scheme, metrics, &schedule, &turn) => {}
         }
     }
 }
@@ -60,6 +80,7 @@ async fn once(
     scheme: &LabelScheme,
     metrics: &Metrics,
     schedule: &Schedule,
+    turn: &Turn,
 ) {
     let started = Instant::now();
     let inventory: Result<Inventory, String> = match (source, own) {
@@ -104,7 +125,9 @@ async fn once(
         let reports = policy_report::reports(&report, now);
         let prune = report.unverified.is_empty();
         let writes = live
-            .write_policy_reports(&reports, prune, Instant::now() + schedule.timeout)
+            .write_policy_reports(&reports, prune, Instant::now() + schedule.timeout, || {
+                turn.now()
+            })
             .await;
         metrics.policy_report_writes("applied", writes.applied);
         metrics.policy_report_writes("unchanged", writes.unchanged);

@@ -6,6 +6,7 @@
 //! [`placement::place`] for a sub-env object outside its namespace.
 
 pub mod background;
+pub mod leader;
 pub mod policy_report;
 
 use std::collections::{BTreeMap, BTreeSet};

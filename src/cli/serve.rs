@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::guard_args::GuardInputs;
 use crate::admission::Webhook;
 use crate::audit::background::{self, Schedule};
+use crate::audit::leader::{self, LeaseConfig, Turn};
 use crate::certs::{self, CertRequest};
 use crate::cluster::{ClusterHealth, ClusterSource, health};
 use crate::metrics::Metrics;
@@ -110,6 +111,29 @@ pub struct ServeArgs {
         requires = "audit_interval"
     )]
     write_policy_reports: bool,
+    /// Namespace of the Lease that elects the one replica running the background audit
+    /// (the shipped Deployment sets the pod's own, from the downward API). In a pod
+    /// without it, the pod's namespace; outside a cluster without it, the audit runs
+    /// without a lease (fine for one process, never for replicas).
+    #[arg(long, env = "NSGUARD_LEASE_NAMESPACE", requires = "audit_interval")]
+    lease_namespace: Option<String>,
+    /// Name of that Lease.
+    #[arg(
+        long,
+        env = "NSGUARD_LEASE_NAME",
+        default_value = "nsguard-audit",
+        requires = "audit_interval"
+    )]
+    lease_name: String,
+    /// This replica's name in the Lease (the Deployment sets the pod's name); a random
+    /// suffix makes each process's own. Default: the host name.
+    #[arg(long, env = "NSGUARD_LEASE_IDENTITY")]
+    lease_identity: Option<String>,
+    /// How long the Lease holds without renewal: a crashed auditor is replaced within it.
+    /// The holder renews a third of it before expiry and stops auditing half of that
+    /// before its lease could expire. Whole seconds, at least 3s.
+    #[arg(long, env = "NSGUARD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -212,6 +236,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         ClusterSource::Dump(_) => Arc::new(ClusterHealth::ready()),
     };
+    let mut election = None;
     if let Some(interval) = args.audit_interval {
         if args.write_policy_reports && matches!(webhook.cluster, ClusterSource::Dump(_)) {
             bail!(
@@ -224,13 +249,90 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
             concurrency: args.audit_concurrency,
             write_policy_reports: args.write_policy_reports,
         };
-        tokio::spawn(background::run(webhook.clone(), schedule, stop.clone()));
+        let turn = match (&webhook.cluster, lease_config(&args)?) {
+            (ClusterSource::Live(live), Some(config)) => {
+                let (turn, task) = leader::elect(
+                    live.client().clone(),
+                    config,
+                    webhook.metrics.clone(),
+                    stop.clone(),
+                );
+                election = Some(task);
+                turn
+            }
+            (ClusterSource::Live(_), None) => {
+                tracing::warn!(
+                    "background audit without a lease: no --lease-namespace and not in a pod; \
+                     fine for one process, but replicas would each audit and write"
+                );
+                webhook.metrics.audit_leader(true);
+                Turn::always()
+            }
+            (ClusterSource::Dump(_), _) => {
+                webhook.metrics.audit_leader(true);
+                Turn::always()
+            }
+        };
+        tokio::spawn(background::run(
+            webhook.clone(),
+            schedule,
+            turn,
+            stop.clone(),
+        ));
     }
     let server = BoundServer::bind(options, webhook, health).await?;
     tokio::spawn(stop_on_signal(stop.clone()));
     server.run(stop).await?;
+    if let Some(election) = election {
+        // Released on stop (bounded inside), so another replica audits at once.
+        let _ = tokio::time::timeout(Duration::from_secs(6), election).await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit's Lease: in `--lease-namespace`, else the namespace of the pod nsguard runs
+/// in; `None` outside a cluster without the flag.
+fn lease_config(args: &ServeArgs) -> anyhow::Result<Option<LeaseConfig>> {
+    let seconds = args.lease_duration.as_secs();
+    if seconds < 3 || args.lease_duration.subsec_nanos() != 0 {
+        bail!(
+            "--lease-duration must be whole seconds, at least 3s (got {})",
+            humantime::format_duration(args.lease_duration)
+        );
+    }
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::fs::read_to_string(POD_NAMESPACE_FILE).ok())
+        .map(|ns| ns.trim().to_owned())
+        .filter(|ns| !ns.is_empty());
+    let Some(namespace) = namespace else {
+        return Ok(None);
+    };
+    let name = args
+        .lease_identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "nsguard".to_owned());
+    Ok(Some(LeaseConfig {
+        namespace,
+        name: args.lease_name.clone(),
+        identity: format!("{name}_{}", random_suffix()),
+        duration: Duration::from_secs(seconds),
+    }))
+}
+
+/// Where a pod's service account token sits beside its namespace.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// Eight random hex digits: two processes of one pod name (a restart) are two holders.
+fn random_suffix() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Cancel `stop` on SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C).

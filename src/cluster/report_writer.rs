@@ -15,6 +15,9 @@ use crate::audit::policy_report::{API_VERSION, DIGEST_ANNOTATION, KIND, MANAGED_
 /// The field manager of nsguard's writes, as `kubectl get --show-managed-fields` shows it.
 const FIELD_MANAGER: &str = "nsguard";
 
+/// Why the rest of a round was not written: another replica may be writing by now.
+const NOT_LEADING: &str = "stopped writing: this replica no longer holds the audit lease";
+
 /// What one round of writes did.
 #[derive(Debug, Default)]
 pub struct Writes {
@@ -42,12 +45,15 @@ impl LiveCluster {
     /// after an audit that read every type of every namespace: an incomplete one cannot
     /// tell a clean namespace). What is in the cluster is read first, metadata only: a
     /// report whose [`DIGEST_ANNOTATION`] matches is not written again. Each call is
-    /// bounded by `deadline`; one that fails is counted and the rest go on.
+    /// bounded by `deadline`; one that fails is counted and the rest go on. Before each
+    /// write `still_mine` is asked: once it says no (the lease may be another replica's),
+    /// nothing more is written.
     pub async fn write_policy_reports(
         &self,
         reports: &[Value],
         prune: bool,
         deadline: Instant,
+        still_mine: impl Fn() -> bool,
     ) -> Writes {
         let mut writes = Writes::default();
         let resource = resource();
@@ -96,6 +102,10 @@ impl LiveCluster {
                 writes.unchanged += 1;
                 continue;
             }
+            if !still_mine() {
+                writes.failed.push(NOT_LEADING.to_owned());
+                return writes;
+            }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client().clone(), namespace, &resource);
             let patch = Patch::Apply(report);
@@ -115,6 +125,10 @@ impl LiveCluster {
         for namespace in existing.into_keys() {
             if reported.contains(&namespace) {
                 continue;
+            }
+            if !still_mine() {
+                writes.failed.push(NOT_LEADING.to_owned());
+                return writes;
             }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client().clone(), &namespace, &resource);

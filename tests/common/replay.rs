@@ -69,6 +69,17 @@ pub struct ReplayState {
     /// Namespaces made with [`Replay::add_namespace`]: name -> metadata. (Any namespace
     /// that holds objects exists too, without labels.)
     pub namespaces: BTreeMap<String, Value>,
+    /// Leases (`coordination.k8s.io/v1`) by (namespace, name), as the API server keeps
+    /// them: [`leases`].
+    pub leases: BTreeMap<(String, String), Value>,
+    /// The field manager owning each Lease's `spec.holderIdentity` (server-side apply's
+    /// conflict rule, the one leader election relies on).
+    pub lease_holder_managers: BTreeMap<(String, String), String>,
+    /// Writes to Leases whose field manager contains the key fail with the fault: a
+    /// replica whose renewals stop reaching the API server.
+    pub lease_write_faults: Vec<(String, Fault)>,
+    /// Every Lease call: `METHOD name fieldManager`, for assertions.
+    pub lease_calls: Vec<String>,
     /// A group to serve from the first request whose path starts with the prefix on:
     /// (prefix, group, version, plural, Kind). A CRD created in the middle of a read.
     pub group_on_request: Option<(String, String, String, String, String)>,
@@ -222,6 +233,15 @@ impl Replay {
     }
 
     /// How many requests have been served so far.
+    /// The Lease `namespace/name`, as stored.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        let state = self.state.lock().unwrap();
+        state
+            .leases
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
     /// Response body bytes served so far.
     pub fn bytes_served(&self) -> u64 {
         self.state.lock().unwrap().bytes_served
@@ -418,6 +438,11 @@ async fn serve(
     }
     if path.starts_with("/apis/wgpolicyk8s.io/v1alpha2/")
         && let Some(response) = policy_reports(&state, &method, &uri, &headers, &query, &body)
+    {
+        return response;
+    }
+    if path.starts_with("/apis/coordination.k8s.io/v1/namespaces/")
+        && let Some(response) = leases(&state, &method, &uri, &headers, &query, &body).await
     {
         return response;
     }
@@ -661,6 +686,210 @@ fn policy_reports(
         }
         _ => None,
     }
+}
+
+/// One Lease (`/apis/coordination.k8s.io/v1/namespaces/NS/leases[/NAME]`) as the API
+/// server answers it: GET; POST (409 AlreadyExists); PUT with `metadata.resourceVersion`
+/// (409 Conflict when stale); PATCH as server-side apply (`application/apply-patch+yaml`:
+/// 409 Conflict when `spec.holderIdentity` would change and another field manager owns
+/// it, unless `force=true`) or as a strategic/merge patch (a `null` removes a field; a
+/// stale `metadata.resourceVersion` is 409). Every write bumps the resourceVersion.
+/// `None` for lists and other paths.
+async fn leases(
+    state: &Mutex<ReplayState>,
+    method: &axum::http::Method,
+    uri: &Uri,
+    headers: &axum::http::HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Option<Response> {
+    let segments: Vec<&str> = uri.path().split('/').collect();
+    let (namespace, name) = match segments.as_slice() {
+        [
+            "",
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+            name,
+        ] => (ns.to_string(), Some(name.to_string())),
+        [
+            "",
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+        ] if method == "POST" => (ns.to_string(), None),
+        _ => return None,
+    };
+    let manager = query.get("fieldManager").cloned().unwrap_or_default();
+    let fault = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(uri.to_string());
+        state.lease_calls.push(format!(
+            "{method} {} {manager}",
+            name.as_deref().unwrap_or("-")
+        ));
+        if method == "GET" {
+            None
+        } else {
+            state
+                .lease_write_faults
+                .iter()
+                .find(|(who, _)| manager.contains(who.as_str()))
+                .map(|(_, fault)| fault.clone())
+        }
+    };
+    if let Some(fault) = fault
+        && let Some(response) = fault_response(fault).await
+    {
+        return Some(response);
+    }
+    let ok = |code: StatusCode, lease: &Value| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/json")],
+            lease.to_string(),
+        )
+            .into_response()
+    };
+    let not_found = |name: &str| {
+        status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        )
+    };
+    let conflict = |message: String| status(StatusCode::CONFLICT, "Conflict", &message);
+    let mut state = state.lock().unwrap();
+    let Ok(patch) = (if method == "GET" || method == "DELETE" {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_slice::<Value>(body)
+    }) else {
+        return Some(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "body is not JSON",
+        ));
+    };
+    if method == "POST" {
+        let name = patch["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let key = (namespace.clone(), name.clone());
+        if state.leases.contains_key(&key) {
+            return Some(status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+            ));
+        }
+        let mut lease = patch;
+        lease["apiVersion"] = "coordination.k8s.io/v1".into();
+        lease["kind"] = "Lease".into();
+        lease["metadata"]["namespace"] = namespace.clone().into();
+        lease["metadata"]["uid"] = format!("uid-lease-{name}").into();
+        lease["metadata"]["resourceVersion"] = "1".into();
+        if lease.get("spec").is_none_or(Value::is_null) {
+            lease["spec"] = json!({});
+        }
+        if let Some(holder) = lease["spec"]["holderIdentity"].as_str()
+            && !holder.is_empty()
+        {
+            state
+                .lease_holder_managers
+                .insert(key.clone(), manager.clone());
+        }
+        state.leases.insert(key, lease.clone());
+        return Some(ok(StatusCode::CREATED, &lease));
+    }
+    let name = name.unwrap_or_default();
+    let key = (namespace.clone(), name.clone());
+    if method == "GET" {
+        return Some(match state.leases.get(&key) {
+            Some(lease) => ok(StatusCode::OK, lease),
+            None => not_found(&name),
+        });
+    }
+    let Some(current) = state.leases.get(&key).cloned() else {
+        return Some(not_found(&name));
+    };
+    let version: u64 = current["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str()
+        && wanted != version.to_string()
+    {
+        return Some(conflict(format!(
+            "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        )));
+    }
+    let mut lease = current.clone();
+    let owner = state.lease_holder_managers.get(&key).cloned();
+    match method.as_str() {
+        "PUT" => {
+            lease["spec"] = patch["spec"].clone();
+        }
+        "PATCH" => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or("");
+            let apply = content_type.starts_with("application/apply-patch");
+            let force = query.get("force").is_some_and(|f| f == "true");
+            let holder = &patch["spec"]["holderIdentity"];
+            if apply
+                && !force
+                && let Some(new) = holder.as_str()
+                && let Some(old) = current["spec"]["holderIdentity"].as_str()
+                && old != new
+                && owner.as_deref().is_some_and(|o| o != manager)
+            {
+                return Some(conflict(format!(
+                    "Apply failed with 1 conflict: conflict with \"{}\": .spec.holderIdentity",
+                    owner.unwrap_or_default()
+                )));
+            }
+            if let Some(fields) = patch["spec"].as_object() {
+                let spec = lease["spec"].as_object_mut().unwrap();
+                for (field, value) in fields {
+                    if value.is_null() {
+                        spec.remove(field);
+                    } else {
+                        spec.insert(field.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        _ => {
+            return Some(status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "not supported by the replay",
+            ));
+        }
+    }
+    match lease["spec"]["holderIdentity"].as_str() {
+        Some(holder)
+            if !holder.is_empty() && current["spec"]["holderIdentity"].as_str() != Some(holder) =>
+        {
+            state.lease_holder_managers.insert(key.clone(), manager);
+        }
+        Some(_) => {}
+        None => {
+            state.lease_holder_managers.remove(&key);
+        }
+    }
+    lease["metadata"]["resourceVersion"] = (version + 1).to_string().into();
+    state.leases.insert(key, lease.clone());
+    Some(ok(StatusCode::OK, &lease))
 }
 
 /// Reads of whole typed objects ([`Replay::add_typed`]) in one namespace or by name:

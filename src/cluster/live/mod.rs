@@ -133,7 +133,7 @@ impl LiveCluster {
         )
     }
 
-    pub(in crate::cluster) fn client(&self) -> &Client {
+    pub fn client(&self) -> &Client {
         &self.client
     }
 
