@@ -5,7 +5,7 @@
 //! the delete is denied. The guard fails closed: a lookup that failed, ran out of time, or
 //! could not read every resource type is a denial that says why, never a silent allow.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -222,49 +222,112 @@ pub fn decide(
             );
         }
     };
-    let owners = summarize(&scan.objects);
+    let mut tally = OwnerTally::default();
+    for object in &scan.objects {
+        tally.add(&object.owner, &object.kind, &object.name);
+    }
+    decide_owners(config, namespace, tally.summaries(), &scan.unverified)
+}
+
+/// [`decide`] over owners already summarized (the audit counts them as it reads, and
+/// never holds the objects).
+pub fn decide_owners(
+    config: &GuardConfig,
+    namespace: &str,
+    owners: Vec<OwnerSummary>,
+    unverified: &[Unverified],
+) -> GuardDecision {
     let verdict = match (config.policy, owners.len()) {
         (_, n) if n >= 2 => Verdict::MultipleOwners,
         (GuardPolicy::NonEmpty, 1) => Verdict::OwnedObjectsRemain,
         // What could not be read might hold a second owner: fail closed.
-        _ if !scan.unverified.is_empty() => Verdict::Incomplete,
+        _ if !unverified.is_empty() => Verdict::Incomplete,
         _ => Verdict::Safe,
     };
     GuardDecision {
         namespace: namespace.to_owned(),
         verdict,
         owners,
-        unverified: scan.unverified.clone(),
+        unverified: unverified.to_vec(),
         volumes: VolumeCheck::NotChecked,
     }
 }
 
-/// Group objects by owner, counting kinds and keeping a few names, in a stable order.
-fn summarize(objects: &[OwnedObject]) -> Vec<OwnerSummary> {
-    let mut by_owner: BTreeMap<&Owner, Vec<&OwnedObject>> = BTreeMap::new();
-    for object in objects {
-        by_owner.entry(&object.owner).or_default().push(object);
+/// The objects of each owner, counted as they are read: totals, counts by kind and the
+/// first few names in (kind, name) order, which is all a summary shows. Memory grows with
+/// the owners and kinds, never with the objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerTally {
+    owners: BTreeMap<Owner, Counted>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Counted {
+    total: usize,
+    by_kind: BTreeMap<String, usize>,
+    /// The smallest (kind, name) pairs seen, at most [`EXAMPLES_PER_OWNER`].
+    examples: BTreeSet<(String, String)>,
+}
+
+impl OwnerTally {
+    /// Count one object of `owner`.
+    pub fn add(&mut self, owner: &Owner, kind: &str, name: &str) {
+        let counted = match self.owners.get_mut(owner) {
+            Some(counted) => counted,
+            None => self.owners.entry(owner.clone()).or_default(),
+        };
+        counted.total += 1;
+        match counted.by_kind.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                counted.by_kind.insert(kind.to_owned(), 1);
+            }
+        }
+        let full = counted.examples.len() >= EXAMPLES_PER_OWNER;
+        if full
+            && counted
+                .examples
+                .last()
+                .is_some_and(|(k, n)| (k.as_str(), n.as_str()) <= (kind, name))
+        {
+            return;
+        }
+        counted.examples.insert((kind.to_owned(), name.to_owned()));
+        if counted.examples.len() > EXAMPLES_PER_OWNER {
+            counted.examples.pop_last();
+        }
     }
-    by_owner
-        .into_iter()
-        .map(|(owner, mut objects)| {
-            objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
-            let mut by_kind = BTreeMap::new();
-            for object in &objects {
-                *by_kind.entry(object.kind.clone()).or_insert(0) += 1;
-            }
-            OwnerSummary {
+
+    /// Owners counted.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Objects counted, every owner's.
+    pub fn objects(&self) -> usize {
+        self.owners.values().map(|c| c.total).sum()
+    }
+
+    /// Each owner's summary, in owner order.
+    pub fn summaries(&self) -> Vec<OwnerSummary> {
+        self.owners
+            .iter()
+            .map(|(owner, counted)| OwnerSummary {
                 owner: owner.clone(),
-                total: objects.len(),
-                by_kind,
-                examples: objects
+                total: counted.total,
+                by_kind: counted.by_kind.clone(),
+                examples: counted
+                    .examples
                     .iter()
-                    .take(EXAMPLES_PER_OWNER)
-                    .map(|o| format!("{}/{}", o.kind, o.name))
+                    .map(|(kind, name)| format!("{kind}/{name}"))
                     .collect(),
-            }
-        })
-        .collect()
+            })
+            .collect()
+    }
 }
 
 impl GuardDecision {
