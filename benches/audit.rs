@@ -60,7 +60,7 @@ fn main() {
         let before = replay.request_count();
         let started = Instant::now();
         let inventory = runtime
-            .block_on(cluster.inventory(Duration::from_secs(120)))
+            .block_on(cluster.inventory(Duration::from_secs(120), Default::default()))
             .unwrap();
         let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
         times.push(started.elapsed());

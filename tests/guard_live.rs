@@ -1046,15 +1046,23 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
             "metadata": {"name": "pv-ledger"}, "spec": {"persistentVolumeReclaimPolicy": "Delete"}}),
     );
     let cluster = live(&replay, LiveOptions::default());
-    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let inventory = cluster
+        .inventory(
+            Duration::from_secs(10),
+            nsguard::audit::Inventory::keeping_objects(),
+        )
+        .await
+        .unwrap();
     assert!(
         inventory.unverified.is_empty(),
         "{:?}",
         inventory.unverified
     );
-    assert_eq!(inventory.objects.len(), 4);
+    let objects = inventory.objects.as_ref().unwrap();
+    assert_eq!(objects.len(), 4);
+    assert_eq!(inventory.labelled(), 4);
     assert!(
-        inventory.objects.iter().all(|o| o.annotations.is_empty()),
+        objects.iter().all(|o| o.annotations.is_empty()),
         "only the annotations the audit reads are kept"
     );
     let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
@@ -1358,7 +1366,13 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
     replay.add("wallet", "deployments", "wallet", &CURRENT);
     replay.add_namespace("plain", &[], "2026-01-01T00:00:00Z");
     let cluster = live(&replay, LiveOptions::default());
-    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let inventory = cluster
+        .inventory(
+            Duration::from_secs(10),
+            nsguard::audit::Inventory::keeping_objects(),
+        )
+        .await
+        .unwrap();
     let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
     let findings = serde_json::to_value(&report.findings).unwrap();
     assert_eq!(
@@ -1409,7 +1423,10 @@ async fn lingering_namespaces_are_read_from_the_api_server() {
     );
 
     replay.fault("serviceaccounts", Fault::Forbidden);
-    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let inventory = cluster
+        .inventory(Duration::from_secs(10), Default::default())
+        .await
+        .unwrap();
     let report = nsguard::audit::audit(&inventory, &LabelScheme::default(), &[]);
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(report.unverified.len(), 1, "{:?}", report.unverified);
@@ -1493,13 +1510,16 @@ async fn the_audit_rediscovers_a_type_that_answers_404() {
         Fault::NotFoundThenRemoved("example.com".to_owned()),
     );
     let cluster = live(&replay, LiveOptions::default());
-    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let inventory = cluster
+        .inventory(Duration::from_secs(10), Default::default())
+        .await
+        .unwrap();
     assert!(
         inventory.unverified.is_empty(),
         "{:?}",
         inventory.unverified
     );
-    assert_eq!(inventory.objects.len(), 1, "{:?}", inventory.objects);
+    assert_eq!(inventory.labelled(), 1, "{:?}", inventory.owners);
     let apis = replay
         .requests()
         .iter()
@@ -1508,7 +1528,10 @@ async fn the_audit_rediscovers_a_type_that_answers_404() {
     assert_eq!(apis, 2, "one discovery for the audit, one after the 404");
 
     replay.fault("deployments", Fault::NotFound);
-    let inventory = cluster.inventory(Duration::from_secs(10)).await.unwrap();
+    let inventory = cluster
+        .inventory(Duration::from_secs(10), Default::default())
+        .await
+        .unwrap();
     let unverified: Vec<(&str, &str)> = inventory
         .unverified
         .iter()
@@ -1547,7 +1570,7 @@ async fn lingering_is_judged_over_the_types_served_when_the_namespace_is_read() 
         "Widget".into(),
     ));
     let inventory = live(&replay, LiveOptions::default())
-        .inventory(Duration::from_secs(10))
+        .inventory(Duration::from_secs(10), Default::default())
         .await
         .unwrap();
     assert!(
@@ -1570,7 +1593,7 @@ async fn lingering_is_judged_over_the_types_served_when_the_namespace_is_read() 
         Fault::NotFoundThenRemoved("example.com".to_owned()),
     );
     let inventory = live(&replay, LiveOptions::default())
-        .inventory(Duration::from_secs(10))
+        .inventory(Duration::from_secs(10), Default::default())
         .await
         .unwrap();
     assert!(

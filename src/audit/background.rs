@@ -86,7 +86,7 @@ async fn once(
     let inventory: Result<Inventory, String> = match (source, own) {
         (ClusterSource::Dump(dump), _) => Ok(dump.inventory().clone()),
         (ClusterSource::Live(_), Some(live)) => live
-            .inventory(schedule.timeout)
+            .inventory(schedule.timeout, Inventory::default())
             .await
             .map_err(|err| err.to_string()),
         (ClusterSource::Live(_), None) => unreachable!("a live source has its own lookup"),

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::data_at_risk;
 pub use crate::data_at_risk::Claim;
-use crate::guard::{self, GuardConfig, NamespaceScan, OwnedObject, Unverified, Verdict};
+use crate::guard::{self, GuardConfig, OwnerTally, Unverified, Verdict};
 use crate::labels::{LabelScheme, Owner};
 use crate::placement::{self, Placement};
 
@@ -106,7 +106,22 @@ pub struct NamespaceMeta {
     pub created: Option<String>,
 }
 
-/// What the audit reads from a cluster or a dump.
+/// A sub-env object outside its namespace, as the audit keeps it: it is a finding, so it
+/// is kept whole; every other labelled object is only counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MisplacedObject {
+    pub namespace: String,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub owner: StackRef,
+    pub target: String,
+}
+
+/// What the audit reads from a cluster or a dump: what its findings need, never every
+/// object. Labelled objects go in through [`Inventory::add`], which counts each in its
+/// namespace's [`OwnerTally`] and keeps it only when it is misplaced; memory grows with
+/// namespaces, owners, kinds and findings, not with the objects read.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
     /// The namespaces that exist; `None` when the source does not say (a dump without
@@ -114,7 +129,13 @@ pub struct Inventory {
     pub namespaces: Option<BTreeSet<String>>,
     /// Each Namespace's metadata, by name.
     pub namespace_meta: BTreeMap<String, NamespaceMeta>,
-    pub objects: Vec<LabelledObject>,
+    /// The owners of each namespace holding labelled objects, counted.
+    pub owners: BTreeMap<String, OwnerTally>,
+    /// Sub-env objects outside their namespace, judged as they were read.
+    pub misplaced: Vec<MisplacedObject>,
+    /// Every labelled object, kept only by [`Inventory::keeping_objects`] (`nsguard dump`
+    /// writes them); `None` for the audit, which reads only the counts.
+    pub objects: Option<Vec<LabelledObject>>,
     /// The objects without stack labels in the namespaces that may be lingering (a
     /// simple-container Namespace without any labelled object): all of them from a dump,
     /// only those namespaces' from a live cluster. Secrets and Events are not read live.
@@ -125,6 +146,56 @@ pub struct Inventory {
     /// Resource types that could not be read: their objects are unknown.
     pub unverified: Vec<Unverified>,
     pub resource_types: usize,
+}
+
+impl Inventory {
+    /// An inventory that also keeps every labelled object, for writing a dump.
+    pub fn keeping_objects() -> Inventory {
+        Inventory {
+            objects: Some(Vec::new()),
+            ..Inventory::default()
+        }
+    }
+
+    /// Take in one labelled object: count it under its owner in its namespace, keep it if
+    /// it is misplaced (the webhook's placement decision) and, when asked, keep it whole.
+    /// An object without an owner is not counted.
+    pub fn add(&mut self, object: LabelledObject, scheme: &LabelScheme) {
+        let Some(owner) = scheme.owner(&object.labels) else {
+            return;
+        };
+        let tally = match self.owners.get_mut(&object.namespace) {
+            Some(tally) => tally,
+            None => self.owners.entry(object.namespace.clone()).or_default(),
+        };
+        tally.add(&owner, &object.qualified_kind(), &object.name);
+        if let Some(misplaced) = misplaced(&object, scheme) {
+            self.misplaced.push(misplaced);
+        }
+        if let Some(all) = &mut self.objects {
+            all.push(object);
+        }
+    }
+
+    /// Take in one object without stack labels found in `namespace` (a namespace that
+    /// may be lingering). Only what the lingering check reads is kept: what Kubernetes
+    /// puts in every namespace, PolicyReports, and the first other object, which alone
+    /// settles that the namespace is not empty. A namespace of 10,000 ConfigMaps keeps one.
+    pub fn add_unowned(&mut self, namespace: &str, object: UnownedObject) {
+        let left = match self.unowned.get_mut(namespace) {
+            Some(left) => left,
+            None => self.unowned.entry(namespace.to_owned()).or_default(),
+        };
+        let plain = |o: &UnownedObject| o.is_kubernetes_default() || o.is_policy_report();
+        if plain(&object) || left.iter().all(plain) {
+            left.push(object);
+        }
+    }
+
+    /// Labelled objects counted, in every namespace.
+    pub fn labelled(&self) -> usize {
+        self.owners.values().map(OwnerTally::objects).sum()
+    }
 }
 
 /// One owner of a shared namespace, with how many of its objects are there.
@@ -330,35 +401,22 @@ impl Report {
 /// Audit `inventory`, every namespace or only those in `only` (when not empty).
 pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Report {
     let wanted = |ns: &str| only.is_empty() || only.iter().any(|o| o == ns);
-    let mut by_namespace: BTreeMap<&str, Vec<&LabelledObject>> = BTreeMap::new();
-    for object in inventory.objects.iter().filter(|o| wanted(&o.namespace)) {
-        by_namespace
-            .entry(&object.namespace)
-            .or_default()
-            .push(object);
-    }
-    let mut namespaces: BTreeSet<&str> = by_namespace.keys().copied().collect();
+    let occupied: BTreeMap<&str, &OwnerTally> = inventory
+        .owners
+        .iter()
+        .filter(|(ns, _)| wanted(ns))
+        .map(|(ns, tally)| (ns.as_str(), tally))
+        .collect();
+    let mut namespaces: BTreeSet<&str> = occupied.keys().copied().collect();
     if let Some(existing) = &inventory.namespaces {
         namespaces.extend(existing.iter().map(String::as_str).filter(|ns| wanted(ns)));
     }
     let mut findings = Vec::new();
     let mut shared = BTreeSet::new();
-    for (namespace, objects) in &by_namespace {
+    for (namespace, tally) in &occupied {
         // The guard's own decision, under its default policy.
-        let scan = NamespaceScan {
-            objects: objects
-                .iter()
-                .filter_map(|o| {
-                    Some(OwnedObject {
-                        owner: scheme.owner(&o.labels)?,
-                        kind: o.qualified_kind(),
-                        name: o.name.clone(),
-                    })
-                })
-                .collect(),
-            ..NamespaceScan::default()
-        };
-        let decision = guard::decide(&GuardConfig::default(), namespace, Ok(&scan));
+        let decision =
+            guard::decide_owners(&GuardConfig::default(), namespace, tally.summaries(), &[]);
         if decision.verdict == Verdict::MultipleOwners {
             shared.insert(*namespace);
             findings.push(Finding::SharedNamespace {
@@ -374,12 +432,28 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
                     .collect(),
             });
         }
-        for object in objects {
-            if let Some(finding) = misplaced(object, scheme, inventory.namespaces.as_ref()) {
-                findings.push(finding);
-            }
-        }
     }
+    let mut misplaced: Vec<&MisplacedObject> = inventory
+        .misplaced
+        .iter()
+        .filter(|m| wanted(&m.namespace))
+        .collect();
+    misplaced
+        .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    findings.extend(misplaced.into_iter().map(|m| {
+        Finding::Misplaced {
+            namespace: m.namespace.clone(),
+            api_version: m.api_version.clone(),
+            kind: m.kind.clone(),
+            name: m.name.clone(),
+            owner: m.owner.clone(),
+            target: m.target.clone(),
+            target_exists: inventory
+                .namespaces
+                .as_ref()
+                .map(|ns| ns.contains(&m.target)),
+        }
+    }));
     let claims = inventory
         .claims
         .iter()
@@ -395,10 +469,7 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     // What could not be read might be in any namespace: only a complete read can call a
     // namespace empty.
     if inventory.unverified.is_empty() {
-        for namespace in namespaces
-            .iter()
-            .filter(|ns| !by_namespace.contains_key(*ns))
-        {
+        for namespace in namespaces.iter().filter(|ns| !occupied.contains_key(*ns)) {
             if let Some(finding) = lingering(inventory, scheme, namespace) {
                 findings.push(finding);
             }
@@ -408,7 +479,7 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     Report {
         namespaces: namespaces.len(),
         resource_types: inventory.resource_types,
-        objects: by_namespace.values().map(Vec::len).sum(),
+        objects: occupied.values().map(|t| t.objects()).sum(),
         unverified: inventory.unverified.clone(),
         findings,
     }
@@ -453,11 +524,7 @@ fn lingering(inventory: &Inventory, scheme: &LabelScheme, namespace: &str) -> Op
 }
 
 /// The webhook's placement decision for an object already in the cluster.
-fn misplaced(
-    object: &LabelledObject,
-    scheme: &LabelScheme,
-    namespaces: Option<&BTreeSet<String>>,
-) -> Option<Finding> {
+fn misplaced(object: &LabelledObject, scheme: &LabelScheme) -> Option<MisplacedObject> {
     if placement::exempt(Some(&object.annotations), object.controller_owned) {
         return None;
     }
@@ -466,7 +533,7 @@ fn misplaced(
         return None;
     };
     let Owner { app_name, env } = m.owner;
-    Some(Finding::Misplaced {
+    Some(MisplacedObject {
         namespace: object.namespace.clone(),
         api_version: object.api_version.clone(),
         kind: object.kind.clone(),
@@ -476,7 +543,6 @@ fn misplaced(
             env,
             parent_env: m.parent_env,
         },
-        target_exists: namespaces.map(|ns| ns.contains(&m.target)),
         target: m.target,
     })
 }
@@ -500,6 +566,15 @@ mod tests {
         }
     }
 
+    /// An inventory that took in `objects`, as a read of the cluster does.
+    fn with_objects(objects: Vec<LabelledObject>) -> Inventory {
+        let mut inventory = Inventory::default();
+        for object in objects {
+            inventory.add(object, &LabelScheme::default());
+        }
+        inventory
+    }
+
     const PARENT: [(&str, &str); 2] = [
         ("simple-container-com/app-name", "shop"),
         ("simple-container-com/env", "production"),
@@ -512,21 +587,21 @@ mod tests {
 
     #[test]
     fn a_shared_namespace_its_misplaced_objects_and_its_data_at_risk() {
+        let inventory = with_objects(vec![
+            object("shop", "Service", "shop", &PARENT),
+            object("shop", "ConfigMap", "shop-tenant-a", &TENANT),
+            object("shop", "PersistentVolumeClaim", "data", &TENANT),
+            object("clean", "Service", "clean", &PARENT),
+        ]);
         let inventory = Inventory {
             namespaces: Some(["shop", "clean"].map(String::from).into()),
-            objects: vec![
-                object("shop", "Service", "shop", &PARENT),
-                object("shop", "ConfigMap", "shop-tenant-a", &TENANT),
-                object("shop", "PersistentVolumeClaim", "data", &TENANT),
-                object("clean", "Service", "clean", &PARENT),
-            ],
             claims: vec![Claim {
                 namespace: "shop".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
             }],
             volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
-            ..Inventory::default()
+            ..inventory
         };
         let report = audit(&inventory, &LabelScheme::default(), &[]);
         assert_eq!(report.namespaces, 2);
@@ -652,14 +727,13 @@ mod tests {
     #[test]
     fn a_retained_volume_and_a_single_owner_are_not_at_risk() {
         let inventory = Inventory {
-            objects: vec![object("solo", "Service", "s", &PARENT)],
             claims: vec![Claim {
                 namespace: "solo".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
             }],
             volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
-            ..Inventory::default()
+            ..with_objects(vec![object("solo", "Service", "s", &PARENT)])
         };
         assert!(
             audit(&inventory, &LabelScheme::default(), &[])

@@ -56,7 +56,12 @@ pub struct AuditArgs {
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let (scheme, inventory) = read_inventory(&args.labels, &args.cluster, args.timeout)?;
+    let (scheme, inventory) = read_inventory(
+        &args.labels,
+        &args.cluster,
+        args.timeout,
+        audit::Inventory::default(),
+    )?;
     let report = audit::audit(&inventory, &scheme, &args.namespaces);
     if args.cleanup_script {
         print!("{}", cleanup_script(&report, args.apply_ready));
@@ -105,19 +110,22 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 
 /// What the audit reads, from the cluster source the flags name (a live read bounded by
 /// `timeout`).
+/// `into` is empty for the audit, which keeps counts, or [`audit::Inventory::keeping_objects`]
+/// for a dump, which writes every object.
 fn read_inventory(
     labels: &LabelArgs,
     cluster: &ClusterArgs,
     timeout: std::time::Duration,
+    into: audit::Inventory,
 ) -> anyhow::Result<(crate::labels::LabelScheme, audit::Inventory)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let scheme = labels.scheme();
     let inventory = match runtime.block_on(cluster.source(&scheme))? {
-        ClusterSource::Dump(dump) => dump.inventory().clone(),
+        ClusterSource::Dump(dump) => dump.into_inventory(),
         ClusterSource::Live(cluster) => runtime
-            .block_on(cluster.inventory(timeout))
+            .block_on(cluster.inventory(timeout, into))
             .map_err(|err| anyhow::anyhow!("{err}"))?,
     };
     Ok((scheme, inventory))
@@ -259,7 +267,12 @@ pub struct DumpArgs {
 /// (a JSON `List`). A type that cannot be read is an error: a dump must be whole.
 pub fn dump(args: DumpArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
-    let (_, inventory) = read_inventory(&args.labels, &args.cluster, args.timeout)?;
+    let (_, inventory) = read_inventory(
+        &args.labels,
+        &args.cluster,
+        args.timeout,
+        audit::Inventory::keeping_objects(),
+    )?;
     if let Some(first) = inventory.unverified.first() {
         anyhow::bail!(
             "{} resource type(s) could not be read, so the dump would be incomplete: {}: {}",

@@ -31,7 +31,11 @@ impl ClusterDump {
 
     /// Index a dump's text. Cluster-scoped objects other than Namespaces are ignored.
     pub fn parse(text: &str, scheme: &LabelScheme) -> anyhow::Result<Self> {
-        let mut dump = Self::default();
+        // Every object kept: a loaded dump can be written out again.
+        let mut dump = Self {
+            inventory: Inventory::keeping_objects(),
+            ..Self::default()
+        };
         for document in documents::parse(text)? {
             for (item, value) in documents::objects(&document.value).enumerate() {
                 let head = ObjectHead::of(value).map_err(|e| {
@@ -83,17 +87,14 @@ impl ClusterDump {
             });
         }
         let Some(owner) = scheme.owner(&head.metadata.labels) else {
-            self.inventory
-                .unowned
-                .entry(namespace)
-                .or_default()
-                .push(UnownedObject {
-                    api_version: head.api_version,
-                    kind: head.kind,
-                    name: head.metadata.name,
-                    annotations: read_annotations(head.metadata.annotations),
-                    created,
-                });
+            let object = UnownedObject {
+                api_version: head.api_version,
+                kind: head.kind,
+                name: head.metadata.name,
+                annotations: read_annotations(head.metadata.annotations),
+                created,
+            };
+            self.inventory.add_unowned(&namespace, object);
             return;
         };
         let kind = head.qualified_kind();
@@ -108,7 +109,7 @@ impl ClusterDump {
         let controller_owned = value["metadata"]["ownerReferences"]
             .as_array()
             .is_some_and(|refs| refs.iter().any(|r| r["controller"] == true));
-        self.inventory.objects.push(LabelledObject {
+        let object = LabelledObject {
             namespace,
             api_version: head.api_version,
             kind: head.kind,
@@ -116,7 +117,8 @@ impl ClusterDump {
             labels: head.metadata.labels,
             annotations: read_annotations(head.metadata.annotations),
             controller_owned,
-        });
+        };
+        self.inventory.add(object, scheme);
     }
 
     /// The volumes deleting `namespace` would destroy for good.
@@ -132,6 +134,11 @@ impl ClusterDump {
     /// What the audit reads from this dump.
     pub fn inventory(&self) -> &Inventory {
         &self.inventory
+    }
+
+    /// What the audit reads from this dump, the dump itself given up.
+    pub fn into_inventory(self) -> Inventory {
+        self.inventory
     }
 
     /// What the namespace holds. A dump is complete by construction: nothing unverified.
@@ -205,7 +212,12 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         }
         spec
     };
-    for object in inventory.objects.iter().filter(|o| wanted(&o.namespace)) {
+    for object in inventory
+        .objects
+        .iter()
+        .flatten()
+        .filter(|o| wanted(&o.namespace))
+    {
         let mut metadata = json!({"name": object.name, "namespace": object.namespace,
             "labels": object.labels, "annotations": object.annotations});
         if object.controller_owned {
@@ -323,9 +335,12 @@ metadata:
         assert_eq!(a.namespace_meta, b.namespace_meta);
         assert_eq!(a.unowned, b.unowned);
         assert_eq!(a.objects, b.objects);
+        assert_eq!(a.owners, b.owners);
+        assert_eq!(a.misplaced, b.misplaced);
         assert_eq!(a.claims, b.claims);
         assert_eq!(a.volumes, b.volumes);
-        assert!(!a.objects.is_empty() && !a.claims.is_empty() && !a.volumes.is_empty());
+        assert!(a.objects.as_ref().is_some_and(|o| !o.is_empty()));
+        assert!(!a.owners.is_empty() && !a.claims.is_empty() && !a.volumes.is_empty());
     }
 
     /// Of an object's annotations only those the audit reads are kept: a last-applied
@@ -343,7 +358,8 @@ metadata:
         );
         let dump = ClusterDump::parse(&text, &LabelScheme::default()).unwrap();
         let inventory = dump.inventory();
-        let kept: Vec<&String> = inventory.objects[0].annotations.keys().collect();
+        let objects = inventory.objects.as_ref().unwrap();
+        let kept: Vec<&String> = objects[0].annotations.keys().collect();
         assert_eq!(kept, ["nsguard.dev/skip-placement"]);
         let kept: Vec<&String> = inventory.unowned["ns"][0].annotations.keys().collect();
         assert_eq!(kept, ["kubernetes.io/service-account.name"]);

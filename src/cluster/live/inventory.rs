@@ -2,32 +2,43 @@
 //! namespaces, the namespaces, claims and volumes, and what is left in namespaces that
 //! may be lingering.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectList};
 use tokio::time::Instant;
 
 use super::LiveCluster;
-use super::calls::LookupError;
+use super::calls::{CallError, LookupError};
 use super::discovery::{ResourceType, still_served};
-use super::lists::Progress;
+use super::lists::{Progress, Seen};
 use super::volumes::{claim_of, reclaim_policy_of};
 use crate::audit::{Inventory, LabelledObject, NamespaceMeta, UnownedObject};
 
 impl LiveCluster {
-    /// What the audit reads, from every namespace: the labelled objects of every
-    /// discovered type (metadata only, one list per type and label generation, all
-    /// namespaces at once), the namespaces, and the PersistentVolumeClaims and
-    /// PersistentVolumes (for their volume and reclaim policy). A type that cannot be
-    /// listed is in [`Inventory::unverified`]; the whole fails only past `timeout`.
-    pub async fn inventory(&self, timeout: Duration) -> Result<Inventory, LookupError> {
+    /// What the audit reads, from every namespace, into `inventory` (empty, or
+    /// [`Inventory::keeping_objects`] for a dump): the labelled objects of every discovered
+    /// type (metadata only, one list per type and label generation, all namespaces at once,
+    /// each page taken in as it arrives), the namespaces, and the PersistentVolumeClaims and
+    /// PersistentVolumes (for their volume and reclaim policy), all in pages. A type that
+    /// cannot be listed is in [`Inventory::unverified`]; the whole fails only past
+    /// `timeout`.
+    pub async fn inventory(
+        &self,
+        timeout: Duration,
+        inventory: Inventory,
+    ) -> Result<Inventory, LookupError> {
         let deadline = Instant::now() + timeout;
         let progress = Progress::default();
-        match tokio::time::timeout_at(deadline, self.inventory_unbounded(deadline, &progress)).await
+        match tokio::time::timeout_at(
+            deadline,
+            self.inventory_unbounded(deadline, &progress, inventory),
+        )
+        .await
         {
             Ok(result) => result,
             Err(_) => Err(LookupError::Deadline {
@@ -44,13 +55,14 @@ impl LiveCluster {
         &self,
         deadline: Instant,
         progress: &Progress,
+        inventory: Inventory,
     ) -> Result<Inventory, LookupError> {
         use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
         let discovered = self.discovery(deadline).await?;
         let mut inventory = Inventory {
             resource_types: discovered.types.len(),
             unverified: discovered.failed.clone(),
-            ..Inventory::default()
+            ..inventory
         };
         let read = |what: &'static str| {
             move |cause| LookupError::Read {
@@ -59,13 +71,12 @@ impl LiveCluster {
                 cause,
             }
         };
-        let all = ListParams::default();
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let listed = self
-            .call(deadline, &progress.calls, || namespaces.list_metadata(&all))
-            .await
-            .map_err(read("listing the namespaces"))?;
-        for namespace in listed.items {
+        let list = |params: ListParams| {
+            let namespaces = namespaces.clone();
+            async move { namespaces.list_metadata(&params).await }
+        };
+        self.pages(deadline, progress, list, |namespace| {
             let meta = namespace.metadata;
             if let Some(name) = meta.name {
                 let meta = NamespaceMeta {
@@ -75,24 +86,11 @@ impl LiveCluster {
                 };
                 inventory.namespace_meta.insert(name, meta);
             }
-        }
+        })
+        .await
+        .map_err(read("listing the namespaces"))?;
         inventory.namespaces = Some(inventory.namespace_meta.keys().cloned().collect());
 
-        let keep = |rt: &ResourceType, _, meta: ObjectMeta| {
-            Some(LabelledObject {
-                namespace: meta.namespace?,
-                api_version: rt.resource.api_version.clone(),
-                kind: rt.resource.kind.clone(),
-                name: meta.name.unwrap_or_default(),
-                labels: meta.labels?,
-                annotations: meta.annotations.unwrap_or_default(),
-                controller_owned: meta
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.controller == Some(true)),
-            })
-        };
         // Across all namespaces, a selector per label generation: an unselected read would
         // bring every object of the cluster.
         let selectors: Vec<Option<String>> = self
@@ -101,74 +99,102 @@ impl LiveCluster {
             .iter()
             .map(|keys| Some(format!("{},{}", keys.app_name, keys.env)))
             .collect();
-        let mut seen = HashSet::new();
-        let listed = self
+        let seen = Seen::default();
+        let shared = Mutex::new(inventory);
+        let keep = |rt: &ResourceType, _, meta: ObjectMeta| {
+            let (Some(namespace), Some(labels)) = (meta.namespace, meta.labels) else {
+                return;
+            };
+            let object = LabelledObject {
+                namespace,
+                api_version: rt.resource.api_version.clone(),
+                kind: rt.resource.kind.clone(),
+                name: meta.name.unwrap_or_default(),
+                labels,
+                annotations: meta.annotations.unwrap_or_default(),
+                controller_owned: meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true)),
+            };
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(object, &self.scheme);
+        };
+        let failed = self
             .list_every(
                 None,
                 &discovered.types,
                 &selectors,
                 deadline,
                 progress,
-                &mut seen,
-                keep,
+                &seen,
+                &keep,
             )
             .await;
-        inventory.objects = listed.objects;
         let mut gone = BTreeSet::new();
-        for (id, err) in listed.failed {
+        let mut unverified = Vec::new();
+        for (id, err) in failed {
             if err.code() == Some(404) {
                 gone.insert(id.to_owned());
             } else {
-                inventory.unverified.push(err.unverified(id));
+                unverified.push(err.unverified(id));
             }
         }
         if !gone.is_empty() {
             // As in a scan: a 404 is a stale discovery, never an empty type.
             let again = self
-                .rediscover(
-                    &discovered,
-                    &gone,
-                    deadline,
-                    progress,
-                    &mut inventory.unverified,
-                )
+                .rediscover(&discovered, &gone, deadline, progress, &mut unverified)
                 .await?;
-            let listed = self
-                .list_every(
-                    None, &again, &selectors, deadline, progress, &mut seen, keep,
-                )
+            let failed = self
+                .list_every(None, &again, &selectors, deadline, progress, &seen, &keep)
                 .await;
-            inventory.objects.extend(listed.objects);
-            for (id, err) in listed.failed {
-                inventory.unverified.push(match err.code() {
+            for (id, err) in failed {
+                unverified.push(match err.code() {
                     Some(404) => still_served(id.to_owned()),
                     _ => err.unverified(id),
                 });
             }
         }
+        let mut inventory = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        inventory.unverified.extend(unverified);
 
         let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
+        let mut found = Vec::new();
         match self
-            .call(deadline, &progress.calls, || claims.list(&all))
+            .pages(
+                deadline,
+                progress,
+                |params| {
+                    let claims = claims.clone();
+                    async move { claims.list(&params).await }
+                },
+                |pvc| found.extend(claim_of(pvc)),
+            )
             .await
         {
-            Ok(list) => inventory.claims = list.items.into_iter().filter_map(claim_of).collect(),
+            Ok(()) => inventory.claims = found,
             Err(err) => inventory
                 .unverified
                 .push(err.unverified("persistentvolumeclaims")),
         }
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let mut found = std::collections::BTreeMap::new();
         match self
-            .call(deadline, &progress.calls, || volumes.list(&all))
+            .pages(
+                deadline,
+                progress,
+                |params| {
+                    let volumes = volumes.clone();
+                    async move { volumes.list(&params).await }
+                },
+                |pv| found.extend(reclaim_policy_of(pv)),
+            )
             .await
         {
-            Ok(list) => {
-                inventory.volumes = list
-                    .items
-                    .into_iter()
-                    .filter_map(reclaim_policy_of)
-                    .collect()
-            }
+            Ok(()) => inventory.volumes = found,
             Err(err) => inventory
                 .unverified
                 .push(err.unverified("persistentvolumes")),
@@ -180,10 +206,39 @@ impl LiveCluster {
         inventory
             .unverified
             .sort_by(|a, b| a.resource.cmp(&b.resource));
-        inventory.objects.sort_by(|a, b| {
-            (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name))
-        });
+        if let Some(objects) = &mut inventory.objects {
+            objects.sort_by(|a, b| {
+                (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name))
+            });
+        }
         Ok(inventory)
+    }
+
+    /// Every object `list` answers, page by page (each page handed to `each` before the
+    /// next is asked for), every call retried within `deadline`.
+    async fn pages<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        progress: &Progress,
+        list: F,
+        mut each: impl FnMut(T),
+    ) -> Result<(), CallError>
+    where
+        T: Clone,
+        F: Fn(ListParams) -> Fut,
+        Fut: Future<Output = kube::Result<ObjectList<T>>>,
+    {
+        let mut params = ListParams::default().limit(self.options.page_size);
+        loop {
+            let page = self
+                .call(deadline, &progress.calls, || list(params.clone()))
+                .await?;
+            page.items.into_iter().for_each(&mut each);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params.continue_token = Some(token),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Everything in the namespaces that may be lingering (a Namespace with a stack's
@@ -197,16 +252,12 @@ impl LiveCluster {
         deadline: Instant,
         progress: &Progress,
     ) -> Result<(), LookupError> {
-        let occupied: BTreeSet<&str> = inventory
-            .objects
-            .iter()
-            .map(|o| o.namespace.as_str())
-            .collect();
         let candidates: Vec<String> = inventory
             .namespace_meta
             .iter()
             .filter(|(ns, meta)| {
-                !occupied.contains(ns.as_str()) && self.scheme.owner(&meta.labels).is_some()
+                !inventory.owners.contains_key(ns.as_str())
+                    && self.scheme.owner(&meta.labels).is_some()
             })
             .map(|(ns, _)| ns.clone())
             .collect();
@@ -225,35 +276,40 @@ impl LiveCluster {
             .collect();
         progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
         let candidates_ref = &candidates;
-        let results: Vec<_> = stream::iter(jobs)
+        let shared = Mutex::new(inventory);
+        let shared_ref = &shared;
+        let failed: Vec<_> = stream::iter(jobs)
             .map(|(n, t)| async move {
                 let (namespace, rt) = (&candidates_ref[n], &types[t]);
-                progress.start(&rt.id);
-                let result = self
-                    .list_matching(Some(namespace), rt, None, false, deadline, progress)
-                    .await;
-                progress.finish(&rt.id);
-                (namespace, rt, result)
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
-        for (namespace, rt, result) in results {
-            match result {
-                Ok(items) => {
-                    let unowned = inventory.unowned.entry(namespace.clone()).or_default();
-                    unowned.extend(items.into_iter().map(|meta| UnownedObject {
+                let each = |meta: ObjectMeta| {
+                    let object = UnownedObject {
                         api_version: rt.resource.api_version.clone(),
                         kind: rt.resource.kind.clone(),
                         name: meta.name.unwrap_or_default(),
                         annotations: meta.annotations.unwrap_or_default(),
                         created: meta.creation_timestamp.map(|t| t.0.to_string()),
-                    }));
-                }
-                Err(err) => inventory
-                    .unverified
-                    .push(err.unverified(format!("{} in namespace {namespace}", rt.id))),
-            }
+                    };
+                    shared_ref
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add_unowned(namespace, object);
+                };
+                progress.start(&rt.id);
+                let result = self
+                    .list_matching(Some(namespace), rt, None, deadline, progress, &each)
+                    .await;
+                progress.finish(&rt.id);
+                result.err().map(|err| (namespace, rt, err))
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        let inventory = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (namespace, rt, err) in failed {
+            inventory
+                .unverified
+                .push(err.unverified(format!("{} in namespace {namespace}", rt.id)));
         }
         for objects in inventory.unowned.values_mut() {
             objects.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));

@@ -1,17 +1,19 @@
 //! The guard's read of one namespace: every discovered type listed once, under one
 //! deadline, with a bound on scans at once.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::LookupError;
 use super::discovery::{ResourceType, still_served};
-use super::lists::Progress;
+use super::lists::{Progress, Seen};
 use crate::documents::qualified_kind;
 use crate::guard::{NamespaceScan, OwnedObject};
 
@@ -78,7 +80,7 @@ impl LiveCluster {
             stale_discovery,
             ..NamespaceScan::default()
         };
-        let mut seen = HashSet::new();
+        let seen = Seen::default();
         let gone = self
             .list_types(
                 namespace,
@@ -86,7 +88,7 @@ impl LiveCluster {
                 deadline,
                 progress,
                 &mut scan,
-                &mut seen,
+                &seen,
             )
             .await;
         if !gone.is_empty() {
@@ -94,7 +96,7 @@ impl LiveCluster {
                 .rediscover(&discovered, &gone, deadline, progress, &mut scan.unverified)
                 .await?;
             let still_gone = self
-                .list_types(namespace, &again, deadline, progress, &mut scan, &mut seen)
+                .list_types(namespace, &again, deadline, progress, &mut scan, &seen)
                 .await;
             scan.unverified
                 .extend(still_gone.into_iter().map(still_served));
@@ -114,9 +116,18 @@ impl LiveCluster {
         deadline: Instant,
         progress: &Progress,
         scan: &mut NamespaceScan,
-        seen: &mut HashSet<String>,
+        seen: &Seen,
     ) -> BTreeSet<String> {
-        let listed = self
+        let found = Mutex::new(Vec::new());
+        let keep = |rt: &ResourceType, owner, meta: ObjectMeta| {
+            let object = OwnedObject {
+                owner,
+                kind: qualified_kind(&rt.resource.kind, &rt.resource.group),
+                name: meta.name.unwrap_or_default(),
+            };
+            found.lock().unwrap_or_else(|e| e.into_inner()).push(object);
+        };
+        let failed = self
             .list_every(
                 Some(namespace),
                 types,
@@ -124,18 +135,13 @@ impl LiveCluster {
                 deadline,
                 progress,
                 seen,
-                |rt, owner, meta| {
-                    Some(OwnedObject {
-                        owner,
-                        kind: qualified_kind(&rt.resource.kind, &rt.resource.group),
-                        name: meta.name.unwrap_or_default(),
-                    })
-                },
+                &keep,
             )
             .await;
-        scan.objects.extend(listed.objects);
+        scan.objects
+            .extend(found.into_inner().unwrap_or_else(|e| e.into_inner()));
         let mut gone = BTreeSet::new();
-        for (id, err) in listed.failed {
+        for (id, err) in failed {
             if err.code() == Some(404) {
                 gone.insert(id.to_owned());
             } else {
