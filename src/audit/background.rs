@@ -125,7 +125,7 @@ async fn once(
         let reports = policy_report::reports(&report, now);
         let prune = report.unverified.is_empty();
         let writes = live
-            .write_policy_reports(&reports, prune, Instant::now() + schedule.timeout, || {
+            .write_policy_reports(reports, prune, Instant::now() + schedule.timeout, || {
                 turn.now()
             })
             .await;

@@ -385,6 +385,7 @@ pub struct Report {
     /// Labelled objects looked at.
     pub objects: usize,
     pub unverified: Vec<Unverified>,
+    /// Sorted by namespace.
     pub findings: Vec<Finding>,
 }
 

@@ -127,18 +127,16 @@ fn properties(finding: &Finding) -> BTreeMap<&'static str, String> {
 ///   `nsguard-report-truncated`) that says how many more there are and how to list them;
 ///   the `summary` counts every finding all the same.
 /// - The same findings give the same [`DIGEST_ANNOTATION`] whatever `seconds` is.
-pub fn reports(report: &Report, seconds: i64) -> Vec<Value> {
-    let mut by_namespace: BTreeMap<&str, Vec<&Finding>> = BTreeMap::new();
-    for finding in &report.findings {
-        by_namespace
-            .entry(finding.namespace())
-            .or_default()
-            .push(finding);
-    }
-    by_namespace
-        .into_iter()
-        .map(|(namespace, findings)| namespace_report(namespace, &findings, seconds))
-        .collect()
+pub fn reports(report: &Report, seconds: i64) -> impl Iterator<Item = Value> + '_ {
+    // Findings come sorted by namespace: each report is made when its turn comes, so
+    // however many namespaces have findings, one report is built at a time.
+    report
+        .findings
+        .chunk_by(|a, b| a.namespace() == b.namespace())
+        .map(move |findings| {
+            let findings: Vec<&Finding> = findings.iter().collect();
+            namespace_report(findings[0].namespace(), &findings, seconds)
+        })
 }
 
 /// The report of one namespace.
@@ -267,7 +265,27 @@ pub fn digest_of(report: &Value) -> Option<&str> {
     report["metadata"]["annotations"][DIGEST_ANNOTATION].as_str()
 }
 
-/// The reports as one `v1 List`, what `kubectl apply -f -` takes.
-pub fn list(reports: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "items": reports})
+/// The reports of `report` as one `v1 List`, what `kubectl apply -f -` takes, serialized
+/// as they are made (a cluster's reports are never all held at once).
+pub struct List<'a> {
+    pub report: &'a Report,
+    /// The audit's time, Unix seconds.
+    pub seconds: i64,
+}
+
+impl serde::Serialize for List<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Items<'a>(&'a List<'a>);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(reports(self.0.report, self.0.seconds))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("apiVersion", "v1")?;
+        map.serialize_entry("kind", "List")?;
+        map.serialize_entry("items", &Items(self))?;
+        map.end()
+    }
 }

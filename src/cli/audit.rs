@@ -2,6 +2,7 @@
 //! credentials) or a cluster dump. Exit 0 nothing found, 1 findings, 2 an error or a type
 //! that could not be read (unless --allow-partial).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -87,18 +88,23 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Written as it is serialized: the output of 100,000 findings is never one string.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
-        AuditFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        AuditFormat::Text => print!("{}", text(&report)),
+        AuditFormat::Json => serde_json::to_writer_pretty(&mut out, &report)?,
+        AuditFormat::Text => text(&report, &mut out)?,
         AuditFormat::Policyreport => {
-            let now = k8s_openapi::jiff::Timestamp::now().as_second();
-            let reports = crate::audit::policy_report::reports(&report, now);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&crate::audit::policy_report::list(reports))?
-            );
+            let list = crate::audit::policy_report::List {
+                report: &report,
+                seconds: k8s_openapi::jiff::Timestamp::now().as_second(),
+            };
+            serde_json::to_writer_pretty(&mut out, &list)?;
         }
     }
+    if args.output != AuditFormat::Text {
+        writeln!(out)?;
+    }
+    out.flush()?;
     Ok(if !report.unverified.is_empty() && !args.allow_partial {
         ExitCode::from(super::EXIT_ERROR)
     } else if report.findings.is_empty() {
@@ -206,40 +212,38 @@ fn is_namespace_name(name: &str) -> bool {
 }
 
 /// The report for a person at a terminal: grouped by namespace, each finding with what
-/// to do about it.
-fn text(report: &Report) -> String {
-    use std::fmt::Write as _;
+/// to do about it, written to `out` line by line.
+fn text(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let now = k8s_openapi::jiff::Timestamp::now();
-    let mut out = String::new();
     let mut current = None;
     for finding in &report.findings {
         if current != Some(finding.namespace()) {
             current = Some(finding.namespace());
-            let _ = writeln!(out, "namespace {}:", finding.namespace());
+            writeln!(out, "namespace {}:", finding.namespace())?;
         }
-        let _ = writeln!(
+        writeln!(
             out,
             "  - {}: {}",
             finding.summary(Some(now)),
             finding.advice()
-        );
+        )?;
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "{} finding{} in {} namespaces ({} labelled objects)",
         report.findings.len(),
         if report.findings.len() == 1 { "" } else { "s" },
         report.namespaces,
         report.objects
-    );
+    )?;
     for unverified in &report.unverified {
-        let _ = writeln!(
+        writeln!(
             out,
             "could not read {}: {}",
             unverified.resource, unverified.reason
-        );
+        )?;
     }
-    out
+    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -50,7 +50,7 @@ impl LiveCluster {
     /// nothing more is written.
     pub async fn write_policy_reports(
         &self,
-        reports: &[Value],
+        reports: impl IntoIterator<Item = Value>,
         prune: bool,
         deadline: Instant,
         still_mine: impl Fn() -> bool,
@@ -94,6 +94,7 @@ impl LiveCluster {
             let Some(namespace) = report["metadata"]["namespace"].as_str() else {
                 continue;
             };
+            let report = &report;
             reported.insert(namespace.to_owned());
             let current = existing.as_ref().and_then(|e| e.get(namespace));
             if current
