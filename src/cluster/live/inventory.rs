@@ -41,13 +41,7 @@ impl LiveCluster {
         .await
         {
             Ok(result) => result,
-            Err(_) => Err(LookupError::Deadline {
-                server: self.server.clone(),
-                timeout,
-                done: progress.done.load(Ordering::Relaxed),
-                total: progress.total.load(Ordering::Relaxed),
-                pending: progress.pending(),
-            }),
+            Err(_) => Err(progress.past_deadline(&self.server, timeout)),
         }
     }
 
@@ -99,7 +93,7 @@ impl LiveCluster {
             .iter()
             .map(|keys| Some(format!("{},{}", keys.app_name, keys.env)))
             .collect();
-        let seen = Seen::default();
+        let seen = Seen::across_groups(&discovered.types);
         let shared = Mutex::new(inventory);
         let keep = |rt: &ResourceType, _, meta: ObjectMeta| {
             let (Some(namespace), Some(labels)) = (meta.namespace, meta.labels) else {

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -14,25 +15,56 @@ use kube::core::PartialObjectMeta;
 use tokio::time::Instant;
 
 use super::LiveCluster;
-use super::calls::CallError;
+use super::calls::{CallError, LookupError};
 use super::discovery::ResourceType;
 use crate::audit::read_annotations;
 use crate::labels::Owner;
 
-/// The uids already taken, so that an object listed twice (under two label generations'
-/// selectors, or a kind served by two groups) is taken once. Kept as 64-bit hashes: a
-/// cluster-wide audit sees every labelled object, and 8 bytes each is the difference
-/// between a few MiB and tens at 200,000 objects (a collision, about 1 in 10^9 at that
-/// size, would count one object too few).
+/// The uids already taken, so that an object served by two groups (events: core and
+/// `events.k8s.io`) is taken once. Kept as 64-bit hashes, and only for the plurals that
+/// [`Seen::across_groups`] names: a cluster-wide audit sees every labelled object, and
+/// remembering each would make its memory grow with the cluster. (An object listed under
+/// two label generations' selectors is taken once by another rule, in
+/// [`LiveCluster::list_every`], which needs no memory.)
 #[derive(Default)]
 pub(super) struct Seen {
     hasher: RandomState,
     uids: Mutex<HashSet<u64>>,
+    /// Only these plurals are remembered; `None`: every type (a namespace's scan).
+    only: Option<HashSet<String>>,
 }
 
 impl Seen {
-    /// Whether `uid` is new (an object without one is always new).
-    fn first(&self, uid: Option<&str>) -> bool {
+    /// Remember only the types whose plural more than one group of `types` serves.
+    pub(super) fn across_groups(types: &[ResourceType]) -> Seen {
+        let mut groups: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for rt in types {
+            groups
+                .entry(rt.resource.plural.as_str())
+                .or_default()
+                .insert(rt.resource.group.as_str());
+        }
+        Seen {
+            only: Some(
+                groups
+                    .into_iter()
+                    .filter(|(_, groups)| groups.len() > 1)
+                    .map(|(plural, _)| plural.to_owned())
+                    .collect(),
+            ),
+            ..Seen::default()
+        }
+    }
+
+    /// Whether the object `uid` of `rt` is new (an object without a uid always is).
+    fn first(&self, rt: &ResourceType, uid: Option<&str>) -> bool {
+        if self
+            .only
+            .as_ref()
+            .is_some_and(|only| !only.contains(&rt.resource.plural))
+        {
+            return true;
+        }
         let Some(uid) = uid.filter(|u| !u.is_empty()) else {
             return true;
         };
@@ -44,13 +76,21 @@ impl Seen {
     }
 }
 
+/// Whether `labels` match `selector` (`key1,key2`: each key present, as the API server
+/// reads an existence selector).
+fn matches(selector: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    selector.split(',').all(|key| labels.contains_key(key))
+}
+
 impl LiveCluster {
     /// Every type of `types` listed once per selector of `selectors` (`None`: no
     /// selector), at most `concurrency` calls at once: in `namespace`, or across all
-    /// namespaces. Each object with an owner is handed to `keep` once (`seen`), as its page
+    /// namespaces. Each object with an owner is handed to `keep` once, as its page
     /// arrives, from several lists at once: nothing is held here, so a whole cluster's
-    /// metadata never is. Returns each type that could not be listed with its first error
-    /// (objects of its pages read before the error were handed over: they exist).
+    /// metadata never is. Once: an object that an earlier selector also matches is left to
+    /// that selector's list, and `seen` takes care of types served by two groups. Returns
+    /// each type that could not be listed with its first error (objects of its pages read
+    /// before the error were handed over: they exist).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn list_every<'t>(
         &self,
@@ -70,12 +110,16 @@ impl LiveCluster {
         let mut results = stream::iter(jobs)
             .map(|(t, s)| async move {
                 let rt = &types[t];
+                let earlier = &selectors[..s];
                 let owned = |meta: ObjectMeta| {
-                    let Some(owner) = meta.labels.as_ref().and_then(|l| self.scheme.owner(l))
-                    else {
+                    let Some(labels) = meta.labels.as_ref() else {
                         return;
                     };
-                    if seen.first(meta.uid.as_deref()) {
+                    let Some(owner) = self.scheme.owner(labels) else {
+                        return;
+                    };
+                    let listed_before = earlier.iter().flatten().any(|e| matches(e, labels));
+                    if !listed_before && seen.first(rt, meta.uid.as_deref()) {
                         keep(rt, owner, meta);
                     }
                 };
@@ -175,6 +219,17 @@ impl Progress {
             if *n == 0 {
                 in_flight.remove(id);
             }
+        }
+    }
+
+    /// The error of a read whose `timeout` passed, saying how far it got.
+    pub(super) fn past_deadline(&self, server: &str, timeout: Duration) -> LookupError {
+        LookupError::Deadline {
+            server: server.to_owned(),
+            timeout,
+            done: self.done.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            pending: self.pending(),
         }
     }
 

@@ -48,13 +48,7 @@ impl LiveCluster {
         .await
         {
             Ok(result) => result,
-            Err(_) => Err(LookupError::Deadline {
-                server: self.server.clone(),
-                timeout,
-                done: progress.done.load(Ordering::Relaxed),
-                total: progress.total.load(Ordering::Relaxed),
-                pending: progress.pending(),
-            }),
+            Err(_) => Err(progress.past_deadline(&self.server, timeout)),
         }
     }
 
