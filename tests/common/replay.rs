@@ -541,13 +541,15 @@ async fn serve(
         match list {
             Some((ns, plural)) => (
                 state.faults.get(&plural).cloned(),
-                Some(
+                // Only the page asked for is copied out: a namespace of 20,000 objects
+                // read in pages must not cost the replay 20,000 copies a page.
+                Some(page(
                     state
                         .objects
                         .get(&(ns, plural))
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
+                        .map_or(&[][..], Vec::as_slice),
+                    &query,
+                )),
                 state.down,
                 None,
             ),
@@ -608,9 +610,9 @@ async fn serve(
     match fault {
         Some(fault) => match fault_response(fault).await {
             Some(response) => response,
-            None => list_response(objects, &query),
+            None => page_response(objects),
         },
-        None => list_response(objects, &query),
+        None => page_response(objects),
     }
 }
 
@@ -1047,16 +1049,13 @@ async fn fault_response(fault: Fault) -> Option<Response> {
     })
 }
 
-/// A PartialObjectMetadataList page: label selector (`k1,k2` existence), limit, continue.
-fn list_response(objects: Vec<Value>, query: &HashMap<String, String>) -> Response {
+/// One page of a PartialObjectMetadataList: label selector (`k1,k2` existence), limit,
+/// continue; only the page's objects are copied.
+fn page(objects: &[Value], query: &HashMap<String, String>) -> (Vec<Value>, Option<String>) {
     let required: Vec<&str> = query
         .get("labelSelector")
         .map(|s| s.split(',').filter(|k| !k.is_empty()).collect())
         .unwrap_or_default();
-    let matching: Vec<Value> = objects
-        .into_iter()
-        .filter(|o| required.iter().all(|k| o["labels"].get(*k).is_some()))
-        .collect();
     let start: usize = query
         .get("continue")
         .and_then(|c| c.parse().ok())
@@ -1065,14 +1064,28 @@ fn list_response(objects: Vec<Value>, query: &HashMap<String, String>) -> Respon
         .get("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(usize::MAX);
-    let end = start.saturating_add(limit).min(matching.len());
-    let items: Vec<Value> = matching[start.min(end)..end]
+    // `start` and the continue token count matching objects, as the API server's do.
+    let mut matching = objects
         .iter()
+        .filter(|o| required.iter().all(|k| o["labels"].get(*k).is_some()))
+        .skip(start);
+    let items: Vec<Value> = matching.by_ref().take(limit).cloned().collect();
+    let next = matching
+        .next()
+        .is_some()
+        .then(|| (start + items.len()).to_string());
+    (items, next)
+}
+
+/// A PartialObjectMetadataList answer of one [`page`].
+fn page_response((items, next): (Vec<Value>, Option<String>)) -> Response {
+    let items: Vec<Value> = items
+        .into_iter()
         .map(|m| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": m}))
         .collect();
     let mut meta = json!({"resourceVersion": "4242"});
-    if end < matching.len() {
-        meta["continue"] = end.to_string().into();
+    if let Some(next) = next {
+        meta["continue"] = next.into();
     }
     let body = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
     (
@@ -1196,7 +1209,7 @@ fn cluster_list(
             );
         }
         names.extend(snapshot.namespaces.keys().cloned());
-        let objects = names
+        let objects: Vec<Value> = names
             .into_iter()
             .map(|name| {
                 snapshot.namespaces.get(&name).cloned().unwrap_or_else(
@@ -1204,7 +1217,7 @@ fn cluster_list(
                 )
             })
             .collect();
-        return list_response(objects, &HashMap::new());
+        return page_response(page(&objects, &HashMap::new()));
     }
     let mut keys: Vec<&(String, String)> = snapshot
         .objects
@@ -1212,9 +1225,9 @@ fn cluster_list(
         .filter(|(_, p)| p == plural)
         .collect();
     keys.sort();
-    let objects = keys
+    let objects: Vec<Value> = keys
         .into_iter()
         .flat_map(|key| snapshot.objects[key].clone())
         .collect();
-    list_response(objects, query)
+    page_response(page(&objects, query))
 }
