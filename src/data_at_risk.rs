@@ -12,6 +12,9 @@ use serde::Serialize;
 pub struct Claim {
     pub namespace: String,
     pub name: String,
+    /// The volume, when the claim is `Bound` to it. A claim that names a volume in
+    /// `spec.volumeName` while still `Pending` (made for that volume, or pre-bound) has
+    /// no data on it yet: `None`.
     pub volume: Option<String>,
 }
 

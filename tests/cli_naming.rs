@@ -247,4 +247,43 @@ fn the_binary_is_a_kubectl_plugin() {
         "{}",
         stderr(&out)
     );
+    // Global flags go after the plugin's name, as the README shows. Before it, kubectl
+    // itself refuses, with exit 1: the code of "denied", which is why the README warns.
+    let out = kubectl(&[
+        "can-delete",
+        "pay-space-wallet",
+        "--demo",
+        "--output",
+        "text",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("holds objects of 3 stacks"));
+    let before = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "nsguard",
+            "can-delete",
+            "x",
+            "--demo",
+        ])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(before.status.code(), Some(1));
+    assert!(
+        stderr(&before).contains("flags cannot be placed before plugin name"),
+        "{}",
+        stderr(&before)
+    );
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        readme.contains("`kubectl nsguard can-delete NS --kubeconfig F`")
+            && readme.contains("flags cannot be placed before plugin name"),
+        "the README's plugin section shows where flags go, and why"
+    );
 }

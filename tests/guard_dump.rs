@@ -406,7 +406,7 @@ fn a_denial_counts_the_volumes_the_delete_would_destroy() {
 async fn an_allowed_delete_warns_of_the_volumes_it_destroys() {
     let dump = "apiVersion: v1\nkind: List\nitems:\n\
         - {apiVersion: v1, kind: Namespace, metadata: {name: solo}}\n\
-        - {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: db, namespace: solo, labels: {simple-container-com/app-name: solo, simple-container-com/env: production}}, spec: {volumeName: pv-db}}\n\
+        - {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: db, namespace: solo, labels: {simple-container-com/app-name: solo, simple-container-com/env: production}}, spec: {volumeName: pv-db}, status: {phase: Bound}}\n\
         - {apiVersion: v1, kind: PersistentVolume, metadata: {name: pv-db}, spec: {persistentVolumeReclaimPolicy: Delete}}\n";
     let mut webhook = example_webhook(PlacementMode::Enforce);
     let scheme = nsguard::labels::LabelScheme::default();

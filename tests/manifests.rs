@@ -385,3 +385,61 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
         assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field, "{var}");
     }
 }
+
+/// Every table of the README and the docs renders as one table, as GitHub's CommonMark
+/// reads it: a blank line inside a table ends it, and the rows after it render as plain
+/// text with pipes. Each line that starts with `|` outside a code block must be inside a
+/// table the parser found, and each table must have its header row.
+#[test]
+fn markdown_tables_are_whole() {
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let mut files = vec![repo_path("README.md"), repo_path("SECURITY.md")];
+    for entry in std::fs::read_dir(repo_path("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut tables = Vec::new();
+        let mut code = Vec::new();
+        let mut in_head = false;
+        let mut head_cells = 0;
+        for (event, range) in Parser::new_ext(&text, Options::ENABLE_TABLES).into_offset_iter() {
+            match event {
+                Event::Start(Tag::Table(_)) => tables.push(range),
+                Event::Start(Tag::CodeBlock(_)) => code.push(range),
+                Event::Start(Tag::TableHead) => {
+                    in_head = true;
+                    head_cells = 0;
+                }
+                Event::Start(Tag::TableCell) if in_head => head_cells += 1,
+                Event::End(TagEnd::TableHead) => {
+                    in_head = false;
+                    assert!(
+                        head_cells > 0,
+                        "{}: a table without a header",
+                        path.display()
+                    );
+                }
+                _ => {}
+            }
+        }
+        let mut offset = 0;
+        for (number, line) in text.split_inclusive('\n').enumerate() {
+            let inside =
+                |ranges: &[std::ops::Range<usize>]| ranges.iter().any(|r| r.contains(&offset));
+            if line.starts_with('|') && !inside(&code) {
+                assert!(
+                    inside(&tables),
+                    "{}:{}: a table row outside any table (a blank line splits its table?): {}",
+                    path.display(),
+                    number + 1,
+                    line.trim_end()
+                );
+            }
+            offset += line.len();
+        }
+    }
+}

@@ -83,7 +83,11 @@ impl ClusterDump {
             self.inventory.claims.push(Claim {
                 namespace: namespace.clone(),
                 name: head.metadata.name.clone(),
-                volume: value["spec"]["volumeName"].as_str().map(str::to_owned),
+                // Bound only: a claim that names a volume while still Pending holds no data.
+                volume: value["spec"]["volumeName"]
+                    .as_str()
+                    .filter(|_| value["status"]["phase"] == "Bound")
+                    .map(str::to_owned),
             });
         }
         let Some(owner) = scheme.owner(&head.metadata.labels) else {
@@ -171,19 +175,22 @@ impl ClusterDump {
 }
 
 /// `inventory` in the `--cluster-dump` format (a `kind: List`), limited to `only`'s
-/// namespaces when not empty: Namespaces with their annotations, the labelled objects'
+/// namespaces when not empty (but for every other Namespace's bare name, which the
+/// audit's `targetExists` reads): Namespaces with their annotations, the labelled objects'
 /// metadata, claims with their volume, and the volumes they are bound to with their
 /// reclaim policy. What the guard and the audit read, and nothing else.
 pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
     use serde_json::json;
     let wanted = |ns: &str| only.is_empty() || only.iter().any(|o| o == ns);
     let mut items = Vec::new();
-    for name in inventory
-        .namespaces
-        .iter()
-        .flatten()
-        .filter(|ns| wanted(ns))
-    {
+    for name in inventory.namespaces.iter().flatten() {
+        if !wanted(name) {
+            // Every Namespace's name, whatever `only` says: the audit of this dump tells
+            // whether a misplaced object's target exists, as the live audit does.
+            items
+                .push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+            continue;
+        }
         let meta = inventory
             .namespace_meta
             .get(name)
@@ -204,13 +211,14 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         .map(|c| ((c.namespace.as_str(), c.name.as_str()), c))
         .collect();
     let mut volumes = std::collections::BTreeSet::new();
-    let mut claim_spec = |claim: &Claim| {
-        let mut spec = json!({});
+    // A claim's volume, and that it is bound to it (what the loader reads back).
+    let mut claim_fields = |item: &mut serde_json::Value, claim: &Claim| {
+        item["spec"] = json!({});
         if let Some(volume) = &claim.volume {
-            spec["volumeName"] = volume.clone().into();
+            item["spec"]["volumeName"] = volume.clone().into();
+            item["status"] = json!({"phase": "Bound"});
             volumes.insert(volume.clone());
         }
-        spec
     };
     for object in inventory
         .objects
@@ -230,7 +238,7 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
             && object.kind == "PersistentVolumeClaim"
             && let Some(claim) = claims.remove(&(object.namespace.as_str(), object.name.as_str()))
         {
-            item["spec"] = claim_spec(claim);
+            claim_fields(&mut item, claim);
         }
         items.push(item);
     }
@@ -247,15 +255,16 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
                 && object.kind == "PersistentVolumeClaim"
                 && let Some(claim) = claims.remove(&(namespace.as_str(), object.name.as_str()))
             {
-                item["spec"] = claim_spec(claim);
+                claim_fields(&mut item, claim);
             }
             items.push(item);
         }
     }
     for claim in claims.into_values() {
-        let spec = claim_spec(claim);
-        items.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim.name, "namespace": claim.namespace}, "spec": spec}));
+        let mut item = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim.name, "namespace": claim.namespace}});
+        claim_fields(&mut item, claim);
+        items.push(item);
     }
     for (name, policy) in &inventory.volumes {
         if only.is_empty() || volumes.contains(name) {

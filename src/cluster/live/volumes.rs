@@ -60,10 +60,17 @@ impl LiveCluster {
 
 /// A claim as the guard and the audit read it: where it is, and the volume it is bound to.
 pub(super) fn claim_of(pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Claim> {
+    // `spec.volumeName` alone is not a binding: a claim made for a volume (or pre-bound
+    // by an admin) names it while both are still Pending, and no data is on it yet.
+    let bound = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Bound");
     Some(Claim {
         namespace: pvc.metadata.namespace?,
         name: pvc.metadata.name?,
-        volume: pvc.spec.and_then(|s| s.volume_name),
+        volume: pvc.spec.and_then(|s| s.volume_name).filter(|_| bound),
     })
 }
 
