@@ -933,15 +933,19 @@ async fn a_denial_counts_the_volumes_read_from_the_api_server() {
     let replay = Replay::start().await;
     replay.add("wallet", "deployments", "wallet", &CURRENT);
     replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
-    for (namespace, claim, volume, policy) in [
-        ("wallet", "ledger", "pv-ledger", "Delete"),
-        ("wallet", "cache", "pv-cache", "Retain"),
-        ("billing", "invoices", "pv-invoices", "Delete"),
+    // `reserved` names a Delete volume but is still Pending (made for the volume, or
+    // pre-bound): no data yet, not counted.
+    for (namespace, claim, volume, policy, phase) in [
+        ("wallet", "ledger", "pv-ledger", "Delete", "Bound"),
+        ("wallet", "cache", "pv-cache", "Retain", "Bound"),
+        ("wallet", "reserved", "pv-reserved", "Delete", "Pending"),
+        ("billing", "invoices", "pv-invoices", "Delete", "Bound"),
     ] {
         replay.add_typed(
             "persistentvolumeclaims",
             serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": namespace}, "spec": {"volumeName": volume}}),
+                "metadata": {"name": claim, "namespace": namespace}, "spec": {"volumeName": volume},
+                "status": {"phase": phase}}),
         );
         replay.add_typed(
             "persistentvolumes",
@@ -1038,7 +1042,8 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     replay.add_typed(
         "persistentvolumeclaims",
         serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "ledger", "namespace": "wallet"}, "spec": {"volumeName": "pv-ledger"}}),
+            "metadata": {"name": "ledger", "namespace": "wallet"}, "spec": {"volumeName": "pv-ledger"},
+            "status": {"phase": "Bound"}}),
     );
     replay.add_typed(
         "persistentvolumes",
@@ -1152,6 +1157,39 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     assert_eq!(
         offline["findings"], json["findings"],
         "live and offline audits differ"
+    );
+
+    // `dump -n` keeps every Namespace's name: the offline audit still knows that the
+    // misplaced object's target exists, as the live `audit -n` does.
+    replay.add_namespace("wallet-tenant-a", &[], "2026-01-01T00:00:00Z");
+    let live = tokio::task::spawn_blocking(audit(&["-n", "wallet"]))
+        .await
+        .unwrap();
+    let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+    let misplaced = &live["findings"][1];
+    assert_eq!(misplaced["type"], "Misplaced", "{live}");
+    assert_eq!(misplaced["targetExists"], true, "{live}");
+    let (config_for_dump, file_for_dump) = (config.clone(), file.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        common::nsguard_cli(["dump", "-n", "wallet", "--kubeconfig"])
+            .arg(&config_for_dump)
+            .arg("-o")
+            .arg(&file_for_dump)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args(["audit", "-o", "json", "-n", "wallet", "--cluster-dump"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+    assert_eq!(
+        offline["findings"], live["findings"],
+        "the audit of `dump -n` differs from the live `audit -n`"
     );
 
     replay.fault("configmaps", Fault::Forbidden);
@@ -1322,6 +1360,10 @@ fn background_audit_flags_that_cannot_work_are_refused() {
         (
             &["--audit-interval", "0s"][..],
             "--audit-interval must be longer than 0s",
+        ),
+        (
+            &["--audit-interval", "1m", "--lease-duration", "1500ms"][..],
+            "--lease-duration must be whole seconds, at least 3s (got 1s 500ms)",
         ),
     ] {
         let out = common::nsguard_cli([

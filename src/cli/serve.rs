@@ -112,10 +112,11 @@ pub struct ServeArgs {
     )]
     write_policy_reports: bool,
     /// Namespace of the Lease that elects the one replica running the background audit
-    /// (the shipped Deployment sets the pod's own, from the downward API). In a pod
+    /// (the shipped Deployment sets the pod's own, from the downward API); unused without
+    /// --audit-interval. In a pod
     /// without it, the pod's namespace; outside a cluster without it, the audit runs
     /// without a lease (fine for one process, never for replicas).
-    #[arg(long, env = "NSGUARD_LEASE_NAMESPACE", requires = "audit_interval")]
+    #[arg(long, env = "NSGUARD_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
     /// Name of that Lease.
     #[arg(
