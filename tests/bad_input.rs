@@ -275,6 +275,50 @@ async fn silent_and_half_sent_connections_are_closed_and_new_clients_get_in() {
         .await;
 }
 
+/// Every request head has the request timeout from its first byte, the second on a
+/// keep-alive connection as much as the first, whether it came with the first request
+/// (pipelined) or after its answer, and with the server far from its connection limit.
+/// Before, a second head sent after the first answer was kept open past 75 s with
+/// `--request-timeout 10s`.
+#[tokio::test]
+async fn a_later_request_head_has_the_same_deadline_as_the_first() {
+    let server = Server::builder().args(&["--request-timeout", "2s"]).start();
+    let client = server.client();
+    let good = fixture("pod-create.json");
+    let partial = b"POST /validate HTTP/1.1\r\nHost: lo";
+
+    // One review, its answer read, then part of the next head and silence.
+    let mut after = client.connect_tls(server.addr).await.unwrap();
+    after.write_all(&json_keep_alive(&good)).await.unwrap();
+    let mut answer = [0u8; 4096];
+    let n = after.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200 OK"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    after.write_all(partial).await.unwrap();
+    after.flush().await.unwrap();
+
+    // The same, pipelined: the first request and part of the second in one write.
+    let mut pipelined = client.connect_tls(server.addr).await.unwrap();
+    let mut raw = json_keep_alive(&good);
+    raw.extend_from_slice(partial);
+    pipelined.write_all(&raw).await.unwrap();
+
+    let started = std::time::Instant::now();
+    for tls in [&mut after, &mut pipelined] {
+        assert!(
+            closed_within(tls, Duration::from_secs(6)).await,
+            "a connection with half a head was kept open {:?}",
+            started.elapsed()
+        );
+    }
+    let metrics = server.metrics().await;
+    let slow = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"nsguard_http_rejections_total{reason="request_timeout"}"#))
+        .unwrap();
+    assert!(slow.ends_with(" 2"), "{slow}");
+}
+
 fn json_keep_alive(body: &[u8]) -> Vec<u8> {
     let mut raw = format!(
         "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod connections;
+pub mod framing;
 pub mod routes;
 pub mod tls;
 pub mod warnings;

@@ -5,7 +5,9 @@
 //! by `--lookup-timeout`). Otherwise it is *idle*, and the watchdog, checking once a
 //! second, closes it when:
 //! - HTTP/1.1 header bytes have been arriving for longer than the request timeout
-//!   (slow-drip headers);
+//!   (slow-drip headers), for every head of the connection: where each begins is
+//!   followed in the bytes themselves ([`super::framing`]), so a head that came in the
+//!   same read as the end of the previous request is timed too;
 //! - it never sent a request within the request timeout of connecting (a silent client
 //!   holds a connection slot for seconds, not minutes);
 //! - it has been idle for longer than the idle timeout, or for longer than the request
@@ -17,15 +19,14 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// `reading_since_ms` when no request head is arriving.
-const NOT_READING: u64 = u64::MAX;
+use super::framing::Framing;
 
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +52,16 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Progress {
     epoch: Instant,
-    /// HTTP/1.1 (false for HTTP/2, whose idle reads are control frames).
+    /// HTTP/1.1 (false for HTTP/2, whose idle reads are control frames): what ALPN
+    /// chose until the first bytes say (hyper serves what the bytes are, whatever ALPN
+    /// chose).
     http1: AtomicBool,
     in_flight: AtomicU32,
     requests: AtomicU64,
     /// Milliseconds since `epoch` at which the connection last became idle.
     idle_since_ms: AtomicU64,
-    /// Milliseconds since `epoch` of the first byte of a request head, or [`NOT_READING`].
-    reading_since_ms: AtomicU64,
+    /// Where each request head begins in the bytes read.
+    framing: Mutex<Framing>,
 }
 
 impl Progress {
@@ -69,7 +72,7 @@ impl Progress {
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
-            reading_since_ms: AtomicU64::new(NOT_READING),
+            framing: Mutex::new(Framing::default()),
         })
     }
 
@@ -84,13 +87,18 @@ impl Progress {
         self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    fn read(&self) {
-        // Bytes while idle on HTTP/1.1 are the head of the next request.
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self.reading_since_ms.load(Ordering::Relaxed) == NOT_READING
-        {
-            self.reading_since_ms
-                .store(self.now_ms(), Ordering::Relaxed);
+    fn framing(&self) -> std::sync::MutexGuard<'_, Framing> {
+        self.framing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `bytes` were read from the client.
+    fn read(&self, bytes: &[u8]) {
+        let mut framing = self.framing();
+        framing.feed(bytes, self.now_ms());
+        if framing.is_http2() {
+            self.http1.store(false, Ordering::Relaxed);
+        } else if framing.head_since().is_some() || framing.has_complete() {
+            self.http1.store(true, Ordering::Relaxed);
         }
     }
 
@@ -99,10 +107,10 @@ impl Progress {
     pub fn request_started(self: &Arc<Self>) -> (Instant, InFlight) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let since = self.reading_since_ms.swap(NOT_READING, Ordering::Relaxed);
-        let started = match self.http1.load(Ordering::Relaxed) && since != NOT_READING {
-            true => self.epoch + Duration::from_millis(since),
-            false => Instant::now(),
+        let since = self.framing().take_complete();
+        let started = match (self.http1.load(Ordering::Relaxed), since) {
+            (true, Some(since)) => self.epoch + Duration::from_millis(since),
+            _ => Instant::now(),
         };
         (started, InFlight(self.clone()))
     }
@@ -127,8 +135,8 @@ impl Progress {
         }
         let now = self.now_ms();
         let age = |since: u64| Duration::from_millis(now.saturating_sub(since));
-        let reading = self.reading_since_ms.load(Ordering::Relaxed);
-        if self.http1.load(Ordering::Relaxed) && reading != NOT_READING {
+        let reading = self.framing().head_since();
+        if let (true, Some(reading)) = (self.http1.load(Ordering::Relaxed), reading) {
             // A request head is arriving: only its own deadline applies (it began a moment
             // after the connection went idle, so the idle clock would fire first).
             return (age(reading) > limits.request_timeout).then_some(Expired::SlowRequest);
@@ -183,7 +191,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.progress.read();
+            self.progress.read(&buf.filled()[before..]);
         }
         result
     }
@@ -265,7 +273,7 @@ mod tests {
         let p = Progress::new();
         p.handshake_done(false);
         std::thread::sleep(Duration::from_millis(20));
-        p.read();
+        p.read(b"POST /validate HTTP/1.1\r\n");
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(p.expired(LIMITS, false), None, "idle 60 ms, head 40 ms");
         std::thread::sleep(Duration::from_millis(20));
@@ -275,10 +283,11 @@ mod tests {
     #[test]
     fn slow_headers_expire_and_a_request_in_flight_never_does() {
         let p = Progress::new();
-        p.read();
+        p.read(b"POST /validate HTTP/1.1\r\n");
         std::thread::sleep(Duration::from_millis(70));
-        p.read(); // still the same head: the clock does not restart
+        p.read(b"Host: x\r\n"); // still the same head: the clock does not restart
         assert_eq!(p.expired(LIMITS, false), Some(Expired::SlowRequest));
+        p.read(b"\r\n");
         let (started, in_flight) = p.request_started();
         assert!(
             started.elapsed() >= Duration::from_millis(70),
@@ -310,8 +319,9 @@ mod tests {
     fn http2_control_frames_are_not_a_request_head() {
         let p = Progress::new();
         p.handshake_done(true);
+        p.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         drop(p.request_started().1);
-        p.read(); // a PING
+        p.read(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00"); // a PING
         std::thread::sleep(Duration::from_millis(70));
         assert_eq!(p.expired(LIMITS, false), None);
         std::thread::sleep(Duration::from_millis(150));

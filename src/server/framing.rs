@@ -1,0 +1,367 @@
+//! Where each HTTP/1.1 request head begins in a connection's bytes, so that every head —
+//! the first or a later one, pipelined behind a request or sent after its answer — has
+//! the request timeout from its own first byte.
+//!
+//! hyper reads ahead: bytes of the next request can arrive in the same read as the end
+//! of the current one, and then no further read says that a head is waiting. So the
+//! watchdog follows HTTP/1.1 framing itself, over the bytes it sees: a head runs to its
+//! empty line; its `Content-Length` or chunked `Transfer-Encoding` says how many bytes
+//! after it belong to the body; what follows is the next head. hyper still parses
+//! everything; this only keeps time. Anything it cannot follow (a head it cannot parse,
+//! an upgrade) stops the tracking, and the watchdog's other bounds (no request, idle)
+//! still hold. An HTTP/2 connection is known by its preface and not followed.
+
+use std::collections::VecDeque;
+
+/// The longest head followed; hyper refuses a larger one (431) and closes.
+const MAX_HEAD: usize = 64 * 1024;
+/// The longest chunk-size or trailer line followed.
+const MAX_LINE: usize = 4 * 1024;
+
+#[derive(Debug)]
+enum State {
+    /// Between messages: the next byte (other than an empty line) starts a head.
+    Between,
+    /// In a head whose first byte came at `since` (ms); `bytes` holds it so far.
+    Head { since: u64, bytes: Vec<u8> },
+    /// In a body with `left` bytes to come.
+    Body { left: u64 },
+    /// In a chunked body.
+    Chunked(Chunk),
+    /// An HTTP/2 connection (its preface was seen): nothing to follow.
+    Http2,
+    /// Framing lost: nothing more is followed.
+    Lost,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// Reading a chunk-size line, `len` bytes so far, `size` parsed from its hex digits
+    /// (`None` once the digits have ended: an extension follows).
+    Size { len: usize, size: u64, digits: bool },
+    /// In a chunk's data.
+    Data { left: u64 },
+    /// After a chunk's data, up to its line end.
+    DataEnd,
+    /// In the trailer section; `len` bytes of the current line.
+    Trailer { len: usize },
+}
+
+/// The framing of one connection's incoming bytes.
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    /// The first-byte times (ms) of heads that are complete and not yet taken by a
+    /// request, in order (pipelined requests are served in order).
+    complete: VecDeque<u64>,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Self {
+            state: State::Between,
+            complete: VecDeque::new(),
+        }
+    }
+}
+
+impl Framing {
+    /// Follow `bytes`, read at `now` (ms).
+    pub fn feed(&mut self, mut bytes: &[u8], now: u64) {
+        while !bytes.is_empty() {
+            bytes = match &mut self.state {
+                State::Http2 | State::Lost => return,
+                State::Between => {
+                    let start = bytes
+                        .iter()
+                        .position(|b| *b != b'\r' && *b != b'\n')
+                        .unwrap_or(bytes.len());
+                    if start < bytes.len() {
+                        self.state = State::Head {
+                            since: now,
+                            bytes: Vec::new(),
+                        };
+                    }
+                    &bytes[start..]
+                }
+                State::Head { since, bytes: head } => {
+                    let searched_from = head.len().saturating_sub(3);
+                    head.extend_from_slice(bytes);
+                    match head_end(&head[searched_from..]) {
+                        Some(end) => {
+                            let end = searched_from + end;
+                            let rest = head.len() - end;
+                            let (since, head) = (*since, std::mem::take(head));
+                            self.state = self.after_head(since, &head[..end]);
+                            &bytes[bytes.len() - rest..]
+                        }
+                        None if head.len() > MAX_HEAD => {
+                            self.state = State::Lost;
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+                State::Body { left } => {
+                    let taken = (*left).min(bytes.len() as u64);
+                    *left -= taken;
+                    if *left == 0 {
+                        self.state = State::Between;
+                    }
+                    &bytes[taken as usize..]
+                }
+                State::Chunked(chunk) => match chunked(chunk, bytes) {
+                    Some((rest, done)) => {
+                        if done {
+                            self.state = State::Between;
+                        }
+                        rest
+                    }
+                    None => {
+                        self.state = State::Lost;
+                        return;
+                    }
+                },
+            };
+        }
+    }
+
+    /// The state after a complete head: its body, or the next head.
+    fn after_head(&mut self, since: u64, head: &[u8]) -> State {
+        // The HTTP/2 connection preface, as hyper sniffs it (httparse reads HTTP/1.x only).
+        if head.starts_with(b"PRI * HTTP/2.0\r\n") {
+            return State::Http2;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+            return State::Lost;
+        }
+        if request.method == Some("CONNECT") {
+            return State::Lost;
+        }
+        let value = |name: &str| {
+            request
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        if !value("upgrade").is_empty() {
+            return State::Lost;
+        }
+        self.complete.push_back(since);
+        let encodings = value("transfer-encoding");
+        if let Some(last) = encodings.last() {
+            return match last.rsplit(',').next().map(str::trim) {
+                Some("chunked") => State::Chunked(Chunk::Size {
+                    len: 0,
+                    size: 0,
+                    digits: true,
+                }),
+                // A request body with another final coding has no length: hyper refuses it.
+                _ => State::Lost,
+            };
+        }
+        match value("content-length").as_slice() {
+            [] => State::Between,
+            [length] => match length.parse::<u64>() {
+                Ok(0) => State::Between,
+                Ok(left) => State::Body { left },
+                Err(_) => State::Lost,
+            },
+            // Several lengths: hyper refuses unless they agree; do not guess.
+            _ => State::Lost,
+        }
+    }
+
+    /// When the head now arriving began (ms), if one is arriving and is not complete.
+    pub fn head_since(&self) -> Option<u64> {
+        match &self.state {
+            State::Head { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// The first-byte time (ms) of the oldest complete head not yet taken by a request.
+    pub fn take_complete(&mut self) -> Option<u64> {
+        self.complete.pop_front()
+    }
+
+    /// Whether a head has been completed and not yet taken.
+    pub fn has_complete(&self) -> bool {
+        !self.complete.is_empty()
+    }
+
+    /// Whether the connection turned out to be HTTP/2 (its preface).
+    pub fn is_http2(&self) -> bool {
+        matches!(self.state, State::Http2)
+    }
+}
+
+/// The end (exclusive) of a head in `bytes`: after its empty line (CRLF CRLF, or LF LF as
+/// hyper also accepts).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).enumerate().find_map(|(i, w)| match w {
+        b"\n\n" => Some(i + 2),
+        b"\n\r" if bytes.get(i + 2) == Some(&b'\n') => Some(i + 3),
+        _ => None,
+    })
+}
+
+/// Follow a chunked body through `bytes`: the bytes after what it consumed, and whether
+/// the body ended; `None` when the chunk syntax cannot be followed.
+fn chunked<'a>(chunk: &mut Chunk, mut bytes: &'a [u8]) -> Option<(&'a [u8], bool)> {
+    while let Some((&byte, rest)) = bytes.split_first() {
+        match chunk {
+            Chunk::Size { len, size, digits } => {
+                bytes = rest;
+                *len += 1;
+                if *len > MAX_LINE {
+                    return None;
+                }
+                match byte {
+                    b'\n' => {
+                        *chunk = match *size {
+                            0 => Chunk::Trailer { len: 0 },
+                            left => Chunk::Data { left },
+                        };
+                    }
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if *digits => {
+                        let digit = (byte as char).to_digit(16)? as u64;
+                        *size = size.checked_mul(16)?.checked_add(digit)?;
+                    }
+                    _ => *digits = false,
+                }
+            }
+            Chunk::Data { left } => {
+                let taken = (*left).min(bytes.len() as u64);
+                *left -= taken;
+                bytes = &bytes[taken as usize..];
+                if *left == 0 {
+                    *chunk = Chunk::DataEnd;
+                }
+            }
+            Chunk::DataEnd => {
+                bytes = rest;
+                if byte == b'\n' {
+                    *chunk = Chunk::Size {
+                        len: 0,
+                        size: 0,
+                        digits: true,
+                    };
+                }
+            }
+            Chunk::Trailer { len } => {
+                bytes = rest;
+                match byte {
+                    b'\n' if *len == 0 => return Some((bytes, true)),
+                    b'\n' => *len = 0,
+                    b'\r' if *len == 0 => {}
+                    _ => {
+                        *len += 1;
+                        if *len > MAX_LINE {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some((bytes, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = b"{\"a\":1}";
+
+    fn request(extra: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!("POST /validate HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    }
+
+    #[test]
+    fn a_pipelined_partial_head_is_timed_from_its_first_byte() {
+        let mut f = Framing::default();
+        let mut raw = request("Content-Length: 7\r\n", BODY);
+        raw.extend_from_slice(b"POST /validate HTTP/1.1\r\nHost: lo");
+        f.feed(&raw, 10);
+        assert_eq!(f.take_complete(), Some(10));
+        assert_eq!(
+            f.head_since(),
+            Some(10),
+            "the second head, in the same read"
+        );
+        f.feed(b"\r\nContent-Length: 0\r\n\r\n", 50);
+        assert_eq!(f.head_since(), None);
+        assert_eq!(f.take_complete(), Some(10));
+        assert_eq!(f.take_complete(), None);
+    }
+
+    #[test]
+    fn a_body_split_across_reads_is_not_a_head() {
+        let mut f = Framing::default();
+        let raw = request("Content-Length: 7\r\n", BODY);
+        for (i, byte) in raw.iter().enumerate() {
+            f.feed(std::slice::from_ref(byte), i as u64);
+        }
+        assert_eq!(f.head_since(), None);
+        assert_eq!(f.take_complete(), Some(0));
+        f.feed(b"\r\n", 100); // a stray empty line between requests
+        assert_eq!(f.head_since(), None);
+        f.feed(b"G", 200);
+        assert_eq!(f.head_since(), Some(200));
+    }
+
+    #[test]
+    fn a_chunked_body_with_extensions_and_trailers_is_followed() {
+        let mut f = Framing::default();
+        let mut raw = request("Transfer-Encoding: chunked\r\n", b"");
+        raw.extend_from_slice(b"3;name=value\r\n{\"a\r\n4\r\n\":1}\r\n0\r\nX-Trailer: y\r\n\r\n");
+        raw.extend_from_slice(b"POST");
+        f.feed(&raw, 5);
+        assert_eq!(f.take_complete(), Some(5));
+        assert_eq!(
+            f.head_since(),
+            Some(5),
+            "the next head starts after the trailers"
+        );
+        let mut f = Framing::default();
+        let mut raw = request("Transfer-Encoding: gzip, chunked\r\n", b"");
+        raw.extend_from_slice(b"A\r\n0123456789\r\n0\r\n\r\n");
+        for byte in &raw {
+            f.feed(std::slice::from_ref(byte), 1);
+        }
+        assert_eq!(f.head_since(), None);
+        assert!(matches!(f.state, State::Between), "{:?}", f.state);
+    }
+
+    #[test]
+    fn http2_upgrades_and_garbage_stop_the_following() {
+        let mut f = Framing::default();
+        f.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x08\x06", 1);
+        assert!(f.is_http2());
+        assert_eq!(f.head_since(), None);
+        assert_eq!(f.take_complete(), None);
+        for raw in [
+            request("Upgrade: websocket\r\nConnection: upgrade\r\n", b""),
+            b"\x16\x03\x01 not http at all\r\n\r\n".to_vec(),
+            request("Content-Length: 1\r\nContent-Length: 2\r\n", b""),
+        ] {
+            let mut f = Framing::default();
+            f.feed(&raw, 1);
+            f.feed(b"POST", 2);
+            assert!(matches!(f.state, State::Lost), "{:?}", f.state);
+            assert_eq!(f.head_since(), None);
+        }
+        // A head that never ends stops being followed past its bound, not before.
+        let mut f = Framing::default();
+        f.feed(b"POST / HTTP/1.1\r\n", 1);
+        f.feed(&vec![b'a'; MAX_HEAD], 2);
+        assert!(matches!(f.state, State::Lost));
+    }
+}
