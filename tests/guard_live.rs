@@ -144,23 +144,36 @@ async fn scan_finds_every_owner_across_types_generations_and_pages() {
     assert_eq!(decision.owners[0].by_kind["ConfigMap"], 7);
 
     // One read per type, whatever the number of label generations: no selector (the
-    // owners are read from the labels), a page limit, and a first page per type.
+    // owners are read from the labels), a page limit. A type with more than a page
+    // (configmaps: 7 in pages of 2; services: 3) gets the rest by selector, one per label
+    // generation, paged too; the others are read once.
     let requests = replay.requests();
     let lists: Vec<&String> = requests
         .iter()
         .filter(|r| r.contains("/namespaces/wallet/"))
         .collect();
-    assert!(!lists.is_empty());
+    assert!(lists.iter().all(|r| r.contains("limit=2")), "{lists:?}");
+    let unselected: Vec<&&String> = lists
+        .iter()
+        .filter(|r| !r.contains("labelSelector="))
+        .collect();
+    assert_eq!(unselected.len(), scan.resource_types, "{unselected:?}");
+    assert!(unselected.iter().all(|r| !r.contains("continue=")));
+    let selected: Vec<&&String> = lists
+        .iter()
+        .filter(|r| r.contains("labelSelector="))
+        .collect();
+    for r in &selected {
+        assert!(
+            r.starts_with("/api/v1/namespaces/wallet/configmaps?")
+                || r.starts_with("/api/v1/namespaces/wallet/services?"),
+            "{r}"
+        );
+    }
+    let first_selected = selected.iter().filter(|r| !r.contains("continue=")).count();
+    assert_eq!(first_selected, 2 * 3, "{selected:?}");
     assert!(
-        lists
-            .iter()
-            .all(|r| !r.contains("labelSelector=") && r.contains("limit=2")),
-        "{lists:?}"
-    );
-    let first_pages = lists.iter().filter(|r| !r.contains("continue=")).count();
-    assert_eq!(first_pages, scan.resource_types, "{lists:?}");
-    assert!(
-        lists.iter().any(|r| r.contains("continue=")),
+        selected.iter().any(|r| r.contains("continue=")),
         "pagination never used"
     );
     // A consistent read: never `resourceVersion=0`, which may answer from a stale cache.

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::LiveCluster;
 use super::calls::{CallError, LookupError};
 use super::discovery::{ResourceType, still_served};
-use super::lists::{Progress, Seen};
+use super::lists::{Pages, Progress, Seen};
 use super::volumes::{claim_of, reclaim_policy_of};
 use crate::audit::{Inventory, LabelledObject, NamespaceMeta, UnownedObject};
 
@@ -87,12 +87,7 @@ impl LiveCluster {
 
         // Across all namespaces, a selector per label generation: an unselected read would
         // bring every object of the cluster.
-        let selectors: Vec<Option<String>> = self
-            .scheme
-            .generations()
-            .iter()
-            .map(|keys| Some(format!("{},{}", keys.app_name, keys.env)))
-            .collect();
+        let selectors = self.generation_selectors();
         let seen = Seen::across_groups(&discovered.types);
         let shared = Mutex::new(inventory);
         let keep = |rt: &ResourceType, _, meta: ObjectMeta| {
@@ -290,7 +285,15 @@ impl LiveCluster {
                 };
                 progress.start(&rt.id);
                 let result = self
-                    .list_matching(Some(namespace), rt, None, deadline, progress, &each)
+                    .list_matching(
+                        Some(namespace),
+                        rt,
+                        None,
+                        Pages::All,
+                        deadline,
+                        progress,
+                        &each,
+                    )
                     .await;
                 progress.finish(&rt.id);
                 result.err().map(|err| (namespace, rt, err))

@@ -76,6 +76,20 @@ impl Seen {
     }
 }
 
+/// How much of a list to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pages {
+    All,
+    First,
+}
+
+/// Whether a list had more pages than were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum More {
+    Yes,
+    No,
+}
+
 /// Whether `labels` match `selector` (`key1,key2`: each key present, as the API server
 /// reads an existence selector).
 fn matches(selector: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
@@ -107,33 +121,71 @@ impl LiveCluster {
             .flat_map(|t| (0..selectors.len()).map(move |s| (t, s)))
             .collect();
         progress.total.fetch_add(jobs.len(), Ordering::Relaxed);
+        let generations = self.generation_selectors();
+        let generations = &generations;
         let mut results = stream::iter(jobs)
             .map(|(t, s)| async move {
                 let rt = &types[t];
-                let earlier = &selectors[..s];
-                let owned = |meta: ObjectMeta| {
-                    let Some(labels) = meta.labels.as_ref() else {
-                        return;
-                    };
-                    let Some(owner) = self.scheme.owner(labels) else {
-                        return;
-                    };
-                    let listed_before = earlier.iter().flatten().any(|e| matches(e, labels));
-                    if !listed_before && seen.first(rt, meta.uid.as_deref()) {
-                        keep(rt, owner, meta);
+                let owned = |earlier| self.taking(rt, earlier, seen, keep);
+                progress.start(&rt.id);
+                let result = match &selectors[s] {
+                    // Unselected, in a namespace: one read when the type's objects fit in
+                    // a page (nearly always). Past a page, the rest comes by selector,
+                    // one per label generation: thousands of unlabelled objects of one
+                    // type would otherwise all be sent and decoded (see
+                    // docs/performance.md for both, measured).
+                    None if namespace.is_some() => {
+                        let first = self
+                            .list_matching(
+                                namespace,
+                                rt,
+                                None,
+                                Pages::First,
+                                deadline,
+                                progress,
+                                &owned(&[]),
+                            )
+                            .await;
+                        match first {
+                            Ok(More::No) => Ok(More::No),
+                            Ok(More::Yes) => {
+                                let mut result = Ok(More::No);
+                                for g in 0..generations.len() {
+                                    let selector = generations[g].as_deref();
+                                    let each = owned(&generations[..g]);
+                                    result = self
+                                        .list_matching(
+                                            namespace,
+                                            rt,
+                                            selector,
+                                            Pages::All,
+                                            deadline,
+                                            progress,
+                                            &each,
+                                        )
+                                        .await;
+                                    if result.is_err() {
+                                        break;
+                                    }
+                                }
+                                result
+                            }
+                            Err(err) => Err(err),
+                        }
+                    }
+                    selector => {
+                        self.list_matching(
+                            namespace,
+                            rt,
+                            selector.as_deref(),
+                            Pages::All,
+                            deadline,
+                            progress,
+                            &owned(&selectors[..s]),
+                        )
+                        .await
                     }
                 };
-                progress.start(&rt.id);
-                let result = self
-                    .list_matching(
-                        namespace,
-                        rt,
-                        selectors[s].as_deref(),
-                        deadline,
-                        progress,
-                        &owned,
-                    )
-                    .await;
                 progress.finish(&rt.id);
                 (rt, result)
             })
@@ -147,20 +199,55 @@ impl LiveCluster {
         failed.into_iter().collect()
     }
 
+    /// What `each` of a list of `rt` does: hands every object with an owner that no
+    /// `earlier` selector's list brought (nor `seen` already took) to `keep`.
+    fn taking<'a, 't: 'a>(
+        &'a self,
+        rt: &'t ResourceType,
+        earlier: &'a [Option<String>],
+        seen: &'a Seen,
+        keep: &'a (dyn Fn(&'t ResourceType, Owner, ObjectMeta) + Sync),
+    ) -> impl Fn(ObjectMeta) + Sync + 'a {
+        move |meta: ObjectMeta| {
+            let Some(labels) = meta.labels.as_ref() else {
+                return;
+            };
+            let Some(owner) = self.scheme.owner(labels) else {
+                return;
+            };
+            let listed_before = earlier.iter().flatten().any(|e| matches(e, labels));
+            if !listed_before && seen.first(rt, meta.uid.as_deref()) {
+                keep(rt, owner, meta);
+            }
+        }
+    }
+
+    /// One existence selector per label generation (`app-name-key,env-key`).
+    pub(super) fn generation_selectors(&self) -> Vec<Option<String>> {
+        self.scheme
+            .generations()
+            .iter()
+            .map(|keys| Some(format!("{},{}", keys.app_name, keys.env)))
+            .collect()
+    }
+
     /// Every `rt` object matching `selector` (every object without one), in `namespace`
-    /// or in all namespaces, handed to `each` page by page as it arrives, without its
+    /// or in all namespaces (the first page only, with [`Pages::First`]: then whether
+    /// there were more), handed to `each` page by page as it arrives, without its
     /// managed fields and unread annotations (KiBs per object, never read). A consistent
     /// read: no `resourceVersion`, so the API server answers from etcd, never from its
     /// cache.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn list_matching(
         &self,
         namespace: Option<&str>,
         rt: &ResourceType,
         selector: Option<&str>,
+        pages: Pages,
         deadline: Instant,
         progress: &Progress,
         each: &(dyn Fn(ObjectMeta) + Sync),
-    ) -> Result<(), CallError> {
+    ) -> Result<More, CallError> {
         let api: Api<DynamicObject> = match namespace {
             Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &rt.resource),
             None => Api::all_with(self.client.clone(), &rt.resource),
@@ -184,8 +271,9 @@ impl LiveCluster {
                 });
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(_) if pages == Pages::First => return Ok(More::Yes),
                 Some(token) => params.continue_token = Some(token),
-                None => return Ok(()),
+                None => return Ok(More::No),
             }
         }
     }
