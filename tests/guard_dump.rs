@@ -608,14 +608,7 @@ async fn audit_policy_reports_follow_the_crd_schema_and_kubectl_reads_them() {
     assert_eq!(at_risk["resources"][0]["kind"], "PersistentVolumeClaim");
     assert_eq!(at_risk["properties"]["volume"], "pv-orders");
 
-    let replay = common::replay::Replay::start().await;
-    replay.add_group(
-        "wgpolicyk8s.io",
-        "v1alpha2",
-        &[("policyreports", "PolicyReport")],
-    );
-    let read =
-        common::replay::kubectl_reads(&replay, &String::from_utf8_lossy(&out.stdout), &[]).await;
+    let read = kubectl_reads_policy_reports(&out.stdout).await;
     assert_eq!(read.len(), 2);
     for (read, written) in read.iter().zip(reports) {
         assert_eq!(read["kind"], "PolicyReport");
@@ -695,16 +688,21 @@ async fn a_namespace_with_10000_findings_gets_a_report_under_1_mib() {
     // The shared-namespace result names 51 stacks; its long texts are cut, and say so.
     assert!(results[0]["message"].as_str().unwrap().len() < 2200);
 
+    let read = kubectl_reads_policy_reports(&out.stdout).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0]["results"], report["results"]);
+}
+
+/// What kubectl reads of `yaml` (`create --dry-run=client`), against an API server that
+/// serves the PolicyReport CRD.
+async fn kubectl_reads_policy_reports(yaml: &[u8]) -> Vec<serde_json::Value> {
     let replay = common::replay::Replay::start().await;
     replay.add_group(
         "wgpolicyk8s.io",
         "v1alpha2",
         &[("policyreports", "PolicyReport")],
     );
-    let read =
-        common::replay::kubectl_reads(&replay, &String::from_utf8_lossy(&out.stdout), &[]).await;
-    assert_eq!(read.len(), 1);
-    assert_eq!(read[0]["results"], report["results"]);
+    common::replay::kubectl_reads(&replay, &String::from_utf8_lossy(yaml), &[]).await
 }
 
 /// The checker above refuses what the API server would: a missing required field, a value

@@ -386,10 +386,7 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
     let replay = Replay::start().await;
     two_stacks_in_the_recorded_namespace(&replay);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--lookup-timeout", "800ms"])
-        .start();
+    let server = live_server(&replay, &dir, &["--lookup-timeout", "800ms"]);
     let client = server.client();
     let denied_for_two_stacks = || async {
         let resp = review(
@@ -769,6 +766,15 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
         rbac.contains(&format!("{key}: \"{value}\"")),
         "{key}={value}"
     );
+}
+
+/// `nsguard serve` with `args`, against the replayed API server through a kubeconfig in
+/// `dir`.
+fn live_server(replay: &Replay, dir: &tempfile::TempDir, args: &[&str]) -> Server {
+    Server::builder()
+        .cluster(Cluster::Kubeconfig(kubeconfig(dir, replay)))
+        .args(args)
+        .start()
 }
 
 /// A kubeconfig in `dir` whose current context is the replayed API server.
@@ -1228,10 +1234,11 @@ async fn the_background_audit_writes_policy_reports_and_removes_stale_ones() {
     replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
     replay.add("billing", "services", "billing", &LEGACY_B);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--audit-interval", "300ms", "--write-policy-reports"])
-        .start();
+    let server = live_server(
+        &replay,
+        &dir,
+        &["--audit-interval", "300ms", "--write-policy-reports"],
+    );
     let line = server.wait_for_log(
         "some PolicyReports could not be written",
         Duration::from_secs(10),
@@ -1517,10 +1524,11 @@ async fn a_hung_background_audit_does_not_delay_the_guard() {
     );
     replay.fault("persistentvolumes", Fault::Hang);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--audit-interval", "1h", "--audit-timeout", "60s"])
-        .start();
+    let server = live_server(
+        &replay,
+        &dir,
+        &["--audit-interval", "1h", "--audit-timeout", "60s"],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !replay.was_requested("/api/v1/persistentvolumes") {
         assert!(
@@ -1682,10 +1690,11 @@ async fn reports_mean_the_same_every_run_and_unchanged_ones_are_not_rewritten() 
     replay.add("wallet-preview", "configmaps", "kube-root-ca.crt", &[]);
     two_stacks_in_the_recorded_namespace(&replay);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--audit-interval", "200ms", "--write-policy-reports"])
-        .start();
+    let server = live_server(
+        &replay,
+        &dir,
+        &["--audit-interval", "200ms", "--write-policy-reports"],
+    );
     let writes = || replay.state.lock().unwrap().policy_report_writes.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     while writes().len() < 2 {
@@ -1788,9 +1797,10 @@ fn lease_time(lease: &serde_json::Value, field: &str) -> f64 {
 /// `nsguard serve` with the background audit and PolicyReports, electing its auditor on
 /// the Lease `nsguard-system/nsguard-audit` (3 s) as `identity`.
 fn replica(replay: &Replay, dir: &tempfile::TempDir, identity: &str) -> Server {
-    Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(dir, replay)))
-        .args(&[
+    live_server(
+        replay,
+        dir,
+        &[
             "--audit-interval",
             "300ms",
             "--write-policy-reports",
@@ -1800,8 +1810,8 @@ fn replica(replay: &Replay, dir: &tempfile::TempDir, identity: &str) -> Server {
             identity,
             "--lease-duration",
             "3s",
-        ])
-        .start()
+        ],
+    )
 }
 
 /// Two replicas, one auditor: exactly one holds the Lease, audits and writes; both serve
@@ -1995,10 +2005,7 @@ async fn without_a_lease_namespace_the_audit_runs_alone_and_says_so() {
     let replay = Replay::start().await;
     two_stacks_in_the_recorded_namespace(&replay);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--audit-interval", "300ms"])
-        .start();
+    let server = live_server(&replay, &dir, &["--audit-interval", "300ms"]);
     server.wait_for_log("background audit without a lease", Duration::from_secs(10));
     server.wait_for_log("background audit done", Duration::from_secs(10));
     assert_eq!(
