@@ -1148,29 +1148,32 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     assert!(json["resourceTypes"].as_u64().unwrap() > 20, "{json}");
 
     // Captured with `nsguard dump`, then audited offline: the same findings.
-    let file = dir.path().join("cluster.json");
-    let (config_for_dump, file_for_dump) = (config.clone(), file.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        common::nsguard_cli(["dump", "--kubeconfig"])
-            .arg(&config_for_dump)
-            .arg("-o")
-            .arg(&file_for_dump)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .args(["audit", "-o", "json", "--cluster-dump"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    // `nsguard dump` of `namespaces` into a file, then `nsguard audit` of that file.
+    let dump_and_audit = |namespaces: &'static [&'static str]| {
+        let (config, file) = (config.clone(), dir.path().join("cluster.json"));
+        tokio::task::spawn_blocking(move || {
+            let only: Vec<&str> = namespaces.iter().flat_map(|ns| ["-n", *ns]).collect();
+            let out = common::nsguard_cli(["dump", "--kubeconfig"])
+                .arg(&config)
+                .args(&only)
+                .arg("-o")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            common::nsguard_cli(["audit", "-o", "json", "--cluster-dump"])
+                .arg(&file)
+                .args(&only)
+                .output()
+                .unwrap()
+        })
+    };
+    let offline = dump_and_audit(&[]).await.unwrap();
     assert_eq!(offline.status.code(), Some(1));
     let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert_eq!(
@@ -1188,23 +1191,7 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
     let misplaced = &live["findings"][1];
     assert_eq!(misplaced["type"], "Misplaced", "{live}");
     assert_eq!(misplaced["targetExists"], true, "{live}");
-    let (config_for_dump, file_for_dump) = (config.clone(), file.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        common::nsguard_cli(["dump", "-n", "wallet", "--kubeconfig"])
-            .arg(&config_for_dump)
-            .arg("-o")
-            .arg(&file_for_dump)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let offline = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .args(["audit", "-o", "json", "-n", "wallet", "--cluster-dump"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let offline = dump_and_audit(&["wallet"]).await.unwrap();
     let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert_eq!(
         offline["findings"], live["findings"],
