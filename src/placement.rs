@@ -86,8 +86,11 @@ impl Misplacement {
         format!(
             "nsguard: {kind} {name:?} is in the wrong namespace: {self}. \
              Fix: deploy the stack with simple-container 2026.5.8 or later, which creates {target:?}, \
-             or run `nsguard rewrite -f <manifests>` before applying them.",
-            target = self.target
+             or run `nsguard rewrite -f <manifests>` before applying them. If the stack already \
+             runs with PersistentVolumeClaims outside {target:?}, that redeploy replaces them, and \
+             a volume with reclaim policy Delete is deleted with its old claim: keep it first \
+             (`nsguard audit` lists each as MoveDestroysData, with the command).",
+            target = self.target,
         )
     }
 

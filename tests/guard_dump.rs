@@ -693,6 +693,60 @@ async fn a_namespace_with_10000_findings_gets_a_report_under_1_mib() {
     assert_eq!(read[0]["results"], report["results"]);
 }
 
+/// A misplaced sub-env claim on a Delete volume: `MoveDestroysData` in JSON and as a
+/// PolicyReport result the CRD's schema accepts (policy nsguard-move-destroys-data); a
+/// claim of the same sub-env on a Retain volume gets none.
+#[test]
+fn a_move_that_deletes_a_volume_is_reported_as_its_own_finding() {
+    let home = tempfile::tempdir().unwrap();
+    let tenant = "{simple-container-com/app-name: shop-tenant-a, simple-container-com/env: tenant-a, simple-container-com/parent-env: production}";
+    let dump = format!(
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - {{apiVersion: v1, kind: Namespace, metadata: {{name: shop}}}}\n\
+         - {{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {{name: data, namespace: shop, labels: {tenant}}}, spec: {{volumeName: pv-data}}, status: {{phase: Bound}}}}\n\
+         - {{apiVersion: v1, kind: PersistentVolumeClaim, metadata: {{name: cache, namespace: shop, labels: {tenant}}}, spec: {{volumeName: pv-cache}}, status: {{phase: Bound}}}}\n\
+         - {{apiVersion: v1, kind: PersistentVolume, metadata: {{name: pv-data}}, spec: {{persistentVolumeReclaimPolicy: Delete}}}}\n\
+         - {{apiVersion: v1, kind: PersistentVolume, metadata: {{name: pv-cache}}, spec: {{persistentVolumeReclaimPolicy: Retain}}}}\n"
+    );
+    let path = home.path().join("dump.yaml");
+    std::fs::write(&path, dump).unwrap();
+    let run = |format: &str| {
+        nsguard(home.path(), &["audit", "-o", format, "--cluster-dump"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = run("json");
+    assert_exit(&out, 1);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let moves: Vec<&serde_json::Value> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == "MoveDestroysData")
+        .collect();
+    assert_eq!(moves.len(), 1, "{json:#}");
+    assert_eq!(moves[0]["claim"], "data");
+    let out = run("policyreport");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &list["items"][0];
+    let crd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/crds/policyreport-v1alpha2.json")).unwrap(),
+    )
+    .unwrap();
+    let violations = common::schema::violations(&crd["openAPIV3Schema"], report);
+    assert!(violations.is_empty(), "{violations:?}");
+    let result = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["policy"] == "nsguard-move-destroys-data")
+        .unwrap();
+    assert_eq!(result["severity"], "high");
+    assert_eq!(result["resources"][0]["name"], "data");
+    assert_eq!(result["properties"]["target"], "shop-tenant-a");
+}
+
 /// What kubectl reads of `yaml` (`create --dry-run=client`), against an API server that
 /// serves the PolicyReport CRD.
 async fn kubectl_reads_policy_reports(yaml: &[u8]) -> Vec<serde_json::Value> {

@@ -225,6 +225,10 @@ pub enum Finding {
     SharedNamespace {
         namespace: String,
         owners: Vec<OwnerCount>,
+        /// Claims of sub-envs here whose move would delete their volume
+        /// ([`Finding::MoveDestroysData`]): moving the sub-envs out must keep them first.
+        #[serde(skip_serializing_if = "is_zero")]
+        volumes_to_keep: usize,
     },
     /// A sub-env object outside its own namespace.
     Misplaced {
@@ -236,6 +240,10 @@ pub enum Finding {
         target: String,
         /// Whether the target namespace exists; `None` when the source does not say.
         target_exists: Option<bool>,
+        /// Claims of the same sub-env here whose move would delete their volume
+        /// ([`Finding::MoveDestroysData`]): the redeploy that moves this object moves them.
+        #[serde(skip_serializing_if = "is_zero")]
+        volumes_to_keep: usize,
     },
     /// A claim in a shared namespace bound to a volume that is deleted with it.
     DataAtRisk {
@@ -243,6 +251,18 @@ pub enum Finding {
         claim: String,
         volume: String,
         reclaim_policy: String,
+    },
+    /// A misplaced sub-env's claim Bound to a volume with reclaim policy `Delete`:
+    /// redeploying the sub-env into its namespace makes Pulumi replace the claim (a claim
+    /// cannot move between namespaces), and deleting the old claim deletes the volume and
+    /// its data, unless the volume is kept first (simple-container PR #230's caveat).
+    MoveDestroysData {
+        namespace: String,
+        claim: String,
+        volume: String,
+        reclaim_policy: String,
+        owner: StackRef,
+        target: String,
     },
     /// A namespace simple-container created that holds nothing of any stack any more,
     /// only what Kubernetes puts in every namespace: safe to delete, and the guard allows
@@ -262,11 +282,12 @@ pub enum Finding {
 
 impl Finding {
     /// Every finding type, as JSON and the metrics name them.
-    pub const TYPES: [&'static str; 4] = [
+    pub const TYPES: [&'static str; 5] = [
         "SharedNamespace",
         "Misplaced",
         "DataAtRisk",
         "LingeringNamespace",
+        "MoveDestroysData",
     ];
 
     /// The finding's type, as JSON names it (`type`).
@@ -276,6 +297,7 @@ impl Finding {
             Finding::Misplaced { .. } => Self::TYPES[1],
             Finding::DataAtRisk { .. } => Self::TYPES[2],
             Finding::LingeringNamespace { .. } => Self::TYPES[3],
+            Finding::MoveDestroysData { .. } => Self::TYPES[4],
         }
     }
 
@@ -284,6 +306,7 @@ impl Finding {
             Finding::SharedNamespace { namespace, .. }
             | Finding::Misplaced { namespace, .. }
             | Finding::DataAtRisk { namespace, .. }
+            | Finding::MoveDestroysData { namespace, .. }
             | Finding::LingeringNamespace { namespace, .. } => namespace,
         }
     }
@@ -315,6 +338,15 @@ impl Finding {
             Finding::DataAtRisk { claim, .. } => {
                 format!("PersistentVolumeClaim {claim:?}: its data dies with the namespace")
             }
+            Finding::MoveDestroysData {
+                claim,
+                volume,
+                owner,
+                ..
+            } => format!(
+                "PersistentVolumeClaim {claim:?} of sub-env {}/{}: moving the sub-env deletes volume {volume:?} and its data",
+                owner.app_name, owner.env
+            ),
             Finding::LingeringNamespace {
                 owner,
                 empty_since,
@@ -351,20 +383,33 @@ impl Finding {
     /// What a person should do about it.
     pub fn advice(&self) -> String {
         match self {
-            Finding::SharedNamespace { owners, .. } => format!(
-                "{} stacks share it: a delete would destroy them all; move each sub-env to its own namespace (redeploy with simple-container 2026.5.8 or later) before deleting any",
-                owners.len()
+            Finding::SharedNamespace {
+                owners,
+                volumes_to_keep,
+                ..
+            } => format!(
+                "{} stacks share it: a delete would destroy them all; move each sub-env to its own namespace (redeploy with simple-container 2026.5.8 or later) before deleting any{}",
+                owners.len(),
+                keep_first(*volumes_to_keep)
             ),
             Finding::Misplaced {
                 target,
                 target_exists,
+                volumes_to_keep,
                 ..
             } => match target_exists {
                 Some(false) => format!(
-                    "belongs in {target:?}, which does not exist yet: redeploy the stack to create it and move the object"
+                    "belongs in {target:?}, which does not exist yet: redeploy the stack to create it and move the object{}",
+                    keep_first(*volumes_to_keep)
                 ),
-                _ => format!("belongs in {target:?}: redeploy the stack there"),
+                _ => format!(
+                    "belongs in {target:?}: redeploy the stack there{}",
+                    keep_first(*volumes_to_keep)
+                ),
             },
+            Finding::MoveDestroysData { volume, target, .. } => format!(
+                "the redeploy into {target:?} replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; before redeploying keep it: `kubectl patch pv {volume} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'`; after the redeploy the volume is Released: bind it to the new claim (clear its spec.claimRef, point the new claim's spec.volumeName at it) before the new claim's own empty volume takes its place"
+            ),
             Finding::DataAtRisk { volume, .. } => format!(
                 "volume {volume:?} has reclaim policy Delete: deleting the namespace destroys its data for good; set the PersistentVolume's persistentVolumeReclaimPolicy to Retain first"
             ),
@@ -373,6 +418,24 @@ impl Finding {
             ),
         }
     }
+}
+
+/// The caveat on advice that says to redeploy, when `volumes` claims of the sub-envs it
+/// moves sit on volumes the move deletes.
+fn keep_first(volumes: usize) -> String {
+    match volumes {
+        0 => String::new(),
+        n => format!(
+            "; but first keep the {n} volume{} that the move would delete with {} claim{} (reclaim policy Delete: see MoveDestroysData)",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "its" } else { "their" },
+            if n == 1 { "" } else { "s" },
+        ),
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The audit's answer.
@@ -412,6 +475,27 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     if let Some(existing) = &inventory.namespaces {
         namespaces.extend(existing.iter().map(String::as_str).filter(|ns| wanted(ns)));
     }
+    let mut misplaced: Vec<&MisplacedObject> = inventory
+        .misplaced
+        .iter()
+        .filter(|m| wanted(&m.namespace))
+        .collect();
+    misplaced
+        .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    let moves = moves_destroying_data(&misplaced, inventory);
+    let keep_in = |namespace: &str, owner: Option<&StackRef>| {
+        moves
+            .iter()
+            .filter(|f| match f {
+                Finding::MoveDestroysData {
+                    namespace: ns,
+                    owner: o,
+                    ..
+                } => ns == namespace && owner.is_none_or(|owner| o == owner),
+                _ => false,
+            })
+            .count()
+    };
     let mut findings = Vec::new();
     let mut shared = BTreeSet::new();
     for (namespace, tally) in &occupied {
@@ -431,17 +515,11 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
                         objects: o.total,
                     })
                     .collect(),
+                volumes_to_keep: keep_in(namespace, None),
             });
         }
     }
-    let mut misplaced: Vec<&MisplacedObject> = inventory
-        .misplaced
-        .iter()
-        .filter(|m| wanted(&m.namespace))
-        .collect();
-    misplaced
-        .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
-    findings.extend(misplaced.into_iter().map(|m| {
+    findings.extend(misplaced.iter().map(|m| {
         Finding::Misplaced {
             namespace: m.namespace.clone(),
             api_version: m.api_version.clone(),
@@ -453,6 +531,7 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
                 .namespaces
                 .as_ref()
                 .map(|ns| ns.contains(&m.target)),
+            volumes_to_keep: keep_in(&m.namespace, Some(&m.owner)),
         }
     }));
     let claims = inventory
@@ -467,6 +546,7 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
             reclaim_policy: risk.reclaim_policy,
         });
     }
+    findings.extend(moves);
     // What could not be read might be in any namespace: only a complete read can call a
     // namespace empty.
     if inventory.unverified.is_empty() {
@@ -484,6 +564,39 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
         unverified: inventory.unverified.clone(),
         findings,
     }
+}
+
+/// The claims among `misplaced` (sub-env objects outside their namespace) that are Bound
+/// to a volume with reclaim policy `Delete`: the redeploy that moves them deletes the
+/// volume with the old claim.
+fn moves_destroying_data(misplaced: &[&MisplacedObject], inventory: &Inventory) -> Vec<Finding> {
+    let claims: BTreeMap<(&str, &str), &Claim> = inventory
+        .claims
+        .iter()
+        .map(|c| ((c.namespace.as_str(), c.name.as_str()), c))
+        .collect();
+    let moved: Vec<(&MisplacedObject, &Claim)> = misplaced
+        .iter()
+        .filter(|m| m.api_version == "v1" && m.kind == "PersistentVolumeClaim")
+        .filter_map(|m| Some((*m, *claims.get(&(m.namespace.as_str(), m.name.as_str()))?)))
+        .collect();
+    let at_risk = data_at_risk::at_risk(moved.iter().map(|(_, c)| *c), &inventory.volumes);
+    at_risk
+        .into_iter()
+        .filter_map(|risk| {
+            let (object, _) = moved
+                .iter()
+                .find(|(m, _)| m.namespace == risk.namespace && m.name == risk.claim)?;
+            Some(Finding::MoveDestroysData {
+                namespace: risk.namespace,
+                claim: risk.claim,
+                volume: risk.volume,
+                reclaim_policy: risk.reclaim_policy,
+                owner: object.owner.clone(),
+                target: object.target.clone(),
+            })
+        })
+        .collect()
 }
 
 /// `namespace` (which holds no labelled object) as a lingering namespace: its Namespace
@@ -619,7 +732,13 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            ["SharedNamespace", "Misplaced", "Misplaced", "DataAtRisk"]
+            [
+                "SharedNamespace",
+                "Misplaced",
+                "Misplaced",
+                "DataAtRisk",
+                "MoveDestroysData"
+            ]
         );
         let Finding::Misplaced {
             target,
@@ -645,6 +764,85 @@ mod tests {
         let only = audit(&inventory, &LabelScheme::default(), &["clean".to_owned()]);
         assert!(only.findings.is_empty());
         assert_eq!(only.namespaces, 1);
+    }
+
+    /// A sub-env with two claims in the shared namespace, one on a Delete volume and one
+    /// on a Retain volume: only the first is lost by the redeploy that moves the sub-env,
+    /// gets a finding of its own, and every piece of advice to redeploy says to keep it
+    /// first; without such a claim the advice says nothing of volumes.
+    #[test]
+    fn a_move_that_deletes_a_volume_is_a_finding_and_the_redeploy_advice_says_so() {
+        let inventory = with_objects(vec![
+            object("shop", "Service", "shop", &PARENT),
+            object("shop", "ConfigMap", "settings", &TENANT),
+            object("shop", "PersistentVolumeClaim", "data", &TENANT),
+            object("shop", "PersistentVolumeClaim", "cache", &TENANT),
+        ]);
+        let claim = |name: &str, volume: &str| Claim {
+            namespace: "shop".into(),
+            name: name.into(),
+            volume: Some(volume.into()),
+        };
+        let inventory = Inventory {
+            claims: vec![claim("data", "pv-data"), claim("cache", "pv-cache")],
+            volumes: [
+                ("pv-data".to_owned(), "Delete".to_owned()),
+                ("pv-cache".to_owned(), "Retain".to_owned()),
+            ]
+            .into(),
+            ..inventory
+        };
+        let report = audit(&inventory, &LabelScheme::default(), &[]);
+        let moves: Vec<&Finding> = report
+            .findings
+            .iter()
+            .filter(|f| f.kind() == "MoveDestroysData")
+            .collect();
+        assert_eq!(moves.len(), 1, "{:#?}", report.findings);
+        let json = serde_json::to_value(moves[0]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "MoveDestroysData", "namespace": "shop", "claim": "data",
+                "volume": "pv-data", "reclaimPolicy": "Delete", "target": "shop-tenant-a",
+                "owner": {"appName": "shop-tenant-a", "env": "tenant-a", "parentEnv": "production"}})
+        );
+        let advice = moves[0].advice();
+        assert!(
+            advice.contains(r#"kubectl patch pv pv-data -p '{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}'"#),
+            "{advice}"
+        );
+        for finding in &report.findings {
+            let advice = finding.advice();
+            if advice.contains("redeploy") && finding.kind() != "MoveDestroysData" {
+                assert!(
+                    advice.contains("first keep the 1 volume that the move would delete"),
+                    "{}: {advice}",
+                    finding.kind()
+                );
+                assert_eq!(serde_json::to_value(finding).unwrap()["volumesToKeep"], 1);
+            }
+        }
+        // The Retain claim is moved too, but loses nothing: no step, no caveat of its own.
+        assert!(!report.findings.iter().any(|f| {
+            matches!(f, Finding::MoveDestroysData { claim, .. } | Finding::DataAtRisk { claim, .. } if claim == "cache")
+        }));
+
+        let mut kept = inventory.clone();
+        kept.volumes.insert("pv-data".into(), "Retain".into());
+        let report = audit(&kept, &LabelScheme::default(), &[]);
+        for finding in &report.findings {
+            assert!(
+                !finding.advice().contains("first keep"),
+                "{}",
+                finding.advice()
+            );
+            assert!(
+                serde_json::to_value(finding)
+                    .unwrap()
+                    .get("volumesToKeep")
+                    .is_none()
+            );
+        }
     }
 
     #[test]

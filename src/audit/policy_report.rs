@@ -36,6 +36,7 @@ fn policy(finding: &Finding) -> (&'static str, &'static str, &'static str) {
         Finding::SharedNamespace { .. } => ("nsguard-shared-namespace", "fail", "high"),
         Finding::Misplaced { .. } => ("nsguard-placement", "fail", "medium"),
         Finding::DataAtRisk { .. } => ("nsguard-data-at-risk", "fail", "high"),
+        Finding::MoveDestroysData { .. } => ("nsguard-move-destroys-data", "fail", "high"),
         Finding::LingeringNamespace { .. } => ("nsguard-lingering-namespace", "warn", "low"),
     }
 }
@@ -55,6 +56,9 @@ fn resource(finding: &Finding) -> Value {
             ..
         } => json!({"apiVersion": api_version, "kind": kind, "name": name, "namespace": namespace}),
         Finding::DataAtRisk {
+            namespace, claim, ..
+        }
+        | Finding::MoveDestroysData {
             namespace, claim, ..
         } => {
             json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "namespace": namespace})
@@ -100,6 +104,21 @@ fn properties(finding: &Finding) -> BTreeMap<&'static str, String> {
         } => [
             ("volume", volume.clone()),
             ("reclaimPolicy", reclaim_policy.clone()),
+        ]
+        .into(),
+        Finding::MoveDestroysData {
+            volume,
+            reclaim_policy,
+            owner,
+            target,
+            ..
+        } => [
+            ("volume", volume.clone()),
+            ("reclaimPolicy", reclaim_policy.clone()),
+            ("appName", owner.app_name.clone()),
+            ("env", owner.env.clone()),
+            ("parentEnv", owner.parent_env.clone()),
+            ("target", target.clone()),
         ]
         .into(),
         Finding::LingeringNamespace {
