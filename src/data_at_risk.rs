@@ -16,6 +16,9 @@ pub struct Claim {
     /// `spec.volumeName` while still `Pending` (made for that volume, or pre-bound) has
     /// no data on it yet: `None`.
     pub volume: Option<String>,
+    /// Whether it carries a stack's labels. One that does not may belong to any stack of
+    /// its namespace, a sub-env that moves out included.
+    pub owned: bool,
 }
 
 /// A claim whose volume is deleted with it.
@@ -102,6 +105,7 @@ mod tests {
             namespace: "shop".into(),
             name: name.into(),
             volume: volume.map(Into::into),
+            owned: true,
         }
     }
 

@@ -255,14 +255,18 @@ pub enum Finding {
     /// A misplaced sub-env's claim Bound to a volume with reclaim policy `Delete`:
     /// redeploying the sub-env into its namespace makes Pulumi replace the claim (a claim
     /// cannot move between namespaces), and deleting the old claim deletes the volume and
-    /// its data, unless the volume is kept first (simple-container PR #230's caveat).
+    /// its data, unless the volume is kept first (simple-container PR #230's caveat). Also
+    /// a claim without stack labels on such a volume in a namespace that sub-envs move out
+    /// of: it may be one of theirs (`owner` and `target` unknown).
     MoveDestroysData {
         namespace: String,
         claim: String,
         volume: String,
         reclaim_policy: String,
-        owner: StackRef,
-        target: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner: Option<StackRef>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
     },
     /// A namespace simple-container created that holds nothing of any stack any more,
     /// only what Kubernetes puts in every namespace: safe to delete, and the guard allows
@@ -341,11 +345,19 @@ impl Finding {
             Finding::MoveDestroysData {
                 claim,
                 volume,
-                owner,
+                owner: Some(owner),
                 ..
             } => format!(
                 "PersistentVolumeClaim {claim:?} of sub-env {}/{}: moving the sub-env deletes volume {volume:?} and its data",
                 owner.app_name, owner.env
+            ),
+            Finding::MoveDestroysData {
+                claim,
+                volume,
+                owner: None,
+                ..
+            } => format!(
+                "PersistentVolumeClaim {claim:?} carries no stack labels, in a namespace sub-envs move out of: if it is one of theirs, the move deletes volume {volume:?} and its data"
             ),
             Finding::LingeringNamespace {
                 owner,
@@ -408,7 +420,12 @@ impl Finding {
                 ),
             },
             Finding::MoveDestroysData { volume, target, .. } => format!(
-                "the redeploy into {target:?} replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; before redeploying keep it: `kubectl patch pv {volume} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'`; after the redeploy the volume is Released: bind it to the new claim (clear its spec.claimRef, point the new claim's spec.volumeName at it) before the new claim's own empty volume takes its place"
+                "{} replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; before redeploying keep it: `kubectl patch pv {volume} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'`; after the redeploy the volume is Released with its data, and binding it to the new claim is a step by hand (simple-container PR #230: clear its spec.claimRef, then give the new claim spec.volumeName)",
+                match target {
+                    Some(target) => format!("the redeploy into {target:?}"),
+                    None => "if a sub-env that moves out of this namespace uses it, its redeploy"
+                        .to_owned(),
+                }
             ),
             Finding::DataAtRisk { volume, .. } => format!(
                 "volume {volume:?} has reclaim policy Delete: deleting the namespace destroys its data for good; set the PersistentVolume's persistentVolumeReclaimPolicy to Retain first"
@@ -487,11 +504,15 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
         moves
             .iter()
             .filter(|f| match f {
+                // A claim whose stack is unknown may move with any sub-env here.
                 Finding::MoveDestroysData {
                     namespace: ns,
                     owner: o,
                     ..
-                } => ns == namespace && owner.is_none_or(|owner| o == owner),
+                } => {
+                    ns == namespace
+                        && owner.is_none_or(|owner| o.as_ref().is_none_or(|o| o == owner))
+                }
                 _ => false,
             })
             .count()
@@ -566,35 +587,33 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     }
 }
 
-/// The claims among `misplaced` (sub-env objects outside their namespace) that are Bound
-/// to a volume with reclaim policy `Delete`: the redeploy that moves them deletes the
-/// volume with the old claim.
+/// The claims Bound to a volume with reclaim policy `Delete` that the redeploy moving a
+/// sub-env out would delete: the misplaced sub-envs' own claims (among `misplaced`), and
+/// the claims without stack labels in the namespaces they move out of, which may be
+/// theirs.
 fn moves_destroying_data(misplaced: &[&MisplacedObject], inventory: &Inventory) -> Vec<Finding> {
-    let claims: BTreeMap<(&str, &str), &Claim> = inventory
-        .claims
-        .iter()
-        .map(|c| ((c.namespace.as_str(), c.name.as_str()), c))
-        .collect();
-    let moved: Vec<(&MisplacedObject, &Claim)> = misplaced
+    let moving: BTreeMap<(&str, &str), &MisplacedObject> = misplaced
         .iter()
         .filter(|m| m.api_version == "v1" && m.kind == "PersistentVolumeClaim")
-        .filter_map(|m| Some((*m, *claims.get(&(m.namespace.as_str(), m.name.as_str()))?)))
+        .map(|m| ((m.namespace.as_str(), m.name.as_str()), *m))
         .collect();
-    let at_risk = data_at_risk::at_risk(moved.iter().map(|(_, c)| *c), &inventory.volumes);
-    at_risk
+    let left: BTreeSet<&str> = misplaced.iter().map(|m| m.namespace.as_str()).collect();
+    let moved = inventory.claims.iter().filter(|c| {
+        moving.contains_key(&(c.namespace.as_str(), c.name.as_str()))
+            || (!c.owned && left.contains(c.namespace.as_str()))
+    });
+    data_at_risk::at_risk(moved, &inventory.volumes)
         .into_iter()
-        .filter_map(|risk| {
-            let (object, _) = moved
-                .iter()
-                .find(|(m, _)| m.namespace == risk.namespace && m.name == risk.claim)?;
-            Some(Finding::MoveDestroysData {
+        .map(|risk| {
+            let mover = moving.get(&(risk.namespace.as_str(), risk.claim.as_str()));
+            Finding::MoveDestroysData {
+                owner: mover.map(|m| m.owner.clone()),
+                target: mover.map(|m| m.target.clone()),
                 namespace: risk.namespace,
                 claim: risk.claim,
                 volume: risk.volume,
                 reclaim_policy: risk.reclaim_policy,
-                owner: object.owner.clone(),
-                target: object.target.clone(),
-            })
+            }
         })
         .collect()
 }
@@ -713,6 +732,7 @@ mod tests {
                 namespace: "shop".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
+                owned: true,
             }],
             volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
             ..inventory
@@ -779,6 +799,7 @@ mod tests {
             object("shop", "PersistentVolumeClaim", "cache", &TENANT),
         ]);
         let claim = |name: &str, volume: &str| Claim {
+            owned: true,
             namespace: "shop".into(),
             name: name.into(),
             volume: Some(volume.into()),
@@ -826,6 +847,45 @@ mod tests {
         assert!(!report.findings.iter().any(|f| {
             matches!(f, Finding::MoveDestroysData { claim, .. } | Finding::DataAtRisk { claim, .. } if claim == "cache")
         }));
+
+        // A claim without stack labels, in the namespace the sub-env moves out of, on a
+        // Delete volume: it may be the sub-env's, so it is a finding too (stack unknown),
+        // and the sub-env's advice counts it.
+        let mut unlabelled = inventory.clone();
+        unlabelled.claims.push(Claim {
+            namespace: "shop".into(),
+            name: "scratch".into(),
+            volume: Some("pv-scratch".into()),
+            owned: false,
+        });
+        unlabelled
+            .volumes
+            .insert("pv-scratch".into(), "Delete".into());
+        let report = audit(&unlabelled, &LabelScheme::default(), &[]);
+        let unknown = report
+            .findings
+            .iter()
+            .find(|f| matches!(f, Finding::MoveDestroysData { claim, .. } if claim == "scratch"))
+            .unwrap();
+        let json = serde_json::to_value(unknown).unwrap();
+        assert!(
+            json.get("owner").is_none() && json.get("target").is_none(),
+            "{json}"
+        );
+        assert!(unknown.advice().contains("kubectl patch pv pv-scratch"));
+        assert!(unknown.summary(None).contains("carries no stack labels"));
+        let configmap = report
+            .findings
+            .iter()
+            .find(|f| matches!(f, Finding::Misplaced { name, .. } if name == "settings"))
+            .unwrap();
+        assert!(
+            configmap
+                .advice()
+                .contains("first keep the 2 volumes that the move would delete"),
+            "{}",
+            configmap.advice()
+        );
 
         let mut kept = inventory.clone();
         kept.volumes.insert("pv-data".into(), "Retain".into());
@@ -930,6 +990,7 @@ mod tests {
                 namespace: "solo".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
+                owned: false,
             }],
             volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
             ..with_objects(vec![object("solo", "Service", "s", &PARENT)])

@@ -112,15 +112,21 @@ fn properties(finding: &Finding) -> BTreeMap<&'static str, String> {
             owner,
             target,
             ..
-        } => [
-            ("volume", volume.clone()),
-            ("reclaimPolicy", reclaim_policy.clone()),
-            ("appName", owner.app_name.clone()),
-            ("env", owner.env.clone()),
-            ("parentEnv", owner.parent_env.clone()),
-            ("target", target.clone()),
-        ]
-        .into(),
+        } => {
+            let mut properties = BTreeMap::from([
+                ("volume", volume.clone()),
+                ("reclaimPolicy", reclaim_policy.clone()),
+            ]);
+            if let Some(owner) = owner {
+                properties.insert("appName", owner.app_name.clone());
+                properties.insert("env", owner.env.clone());
+                properties.insert("parentEnv", owner.parent_env.clone());
+            }
+            if let Some(target) = target {
+                properties.insert("target", target.clone());
+            }
+            properties
+        }
         Finding::LingeringNamespace {
             owner, empty_since, ..
         } => {

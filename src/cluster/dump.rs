@@ -81,6 +81,7 @@ impl ClusterDump {
         };
         if core && head.kind == "PersistentVolumeClaim" {
             self.inventory.claims.push(Claim {
+                owned: scheme.owner(&head.metadata.labels).is_some(),
                 namespace: namespace.clone(),
                 name: head.metadata.name.clone(),
                 // Bound only: a claim that names a volume while still Pending holds no data.

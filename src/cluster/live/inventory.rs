@@ -160,7 +160,7 @@ impl LiveCluster {
                     let claims = claims.clone();
                     async move { claims.list(&params).await }
                 },
-                |pvc| found.extend(claim_of(pvc)),
+                |pvc| found.extend(claim_of(pvc, &self.scheme)),
             )
             .await
         {

@@ -35,7 +35,11 @@ impl LiveCluster {
             .call(deadline, calls, || claims.list(&all))
             .await
             .map_err(read("listing the PersistentVolumeClaims"))?;
-        let claims: Vec<Claim> = listed.items.into_iter().filter_map(claim_of).collect();
+        let claims: Vec<Claim> = listed
+            .items
+            .into_iter()
+            .filter_map(|pvc| claim_of(pvc, &self.scheme))
+            .collect();
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         // Owned names: a borrowing iterator adaptor would make the future not `Send`.
         let names: Vec<String> = claims.iter().filter_map(|c| c.volume.clone()).collect();
@@ -58,8 +62,12 @@ impl LiveCluster {
     }
 }
 
-/// A claim as the guard and the audit read it: where it is, and the volume it is bound to.
-pub(super) fn claim_of(pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Claim> {
+/// A claim as the guard and the audit read it: where it is, the volume it is bound to, and
+/// whether `scheme` finds a stack in its labels.
+pub(super) fn claim_of(
+    pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim,
+    scheme: &crate::labels::LabelScheme,
+) -> Option<Claim> {
     // `spec.volumeName` alone is not a binding: a claim made for a volume (or pre-bound
     // by an admin) names it while both are still Pending, and no data is on it yet.
     let bound = pvc
@@ -67,7 +75,13 @@ pub(super) fn claim_of(pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim) -
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|phase| phase == "Bound");
+    let owned = pvc
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| scheme.owner(l).is_some());
     Some(Claim {
+        owned,
         namespace: pvc.metadata.namespace?,
         name: pvc.metadata.name?,
         volume: pvc.spec.and_then(|s| s.volume_name).filter(|_| bound),
