@@ -298,15 +298,6 @@ impl OwnerTally {
         }
     }
 
-    /// Owners counted.
-    pub fn len(&self) -> usize {
-        self.owners.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
-    }
-
     /// Objects counted, every owner's.
     pub fn objects(&self) -> usize {
         self.owners.values().map(|c| c.total).sum()

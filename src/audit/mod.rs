@@ -500,22 +500,31 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     misplaced
         .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
     let moves = moves_destroying_data(&misplaced, inventory);
-    let keep_in = |namespace: &str, owner: Option<&StackRef>| {
-        moves
-            .iter()
-            .filter(|f| match f {
-                // A claim whose stack is unknown may move with any sub-env here.
-                Finding::MoveDestroysData {
-                    namespace: ns,
-                    owner: o,
-                    ..
-                } => {
-                    ns == namespace
-                        && owner.is_none_or(|owner| o.as_ref().is_none_or(|o| o == owner))
-                }
-                _ => false,
-            })
-            .count()
+    // How many of those claims each namespace, and each sub-env in it, must keep before
+    // moving out: counted once, not per finding (a legacy namespace can hold 100,000
+    // misplaced objects). A claim whose stack is unknown (`None`) may move with any
+    // sub-env of its namespace.
+    let mut in_namespace: BTreeMap<&str, usize> = BTreeMap::new();
+    // (namespace, (app-name, env) of the sub-env, or None for a claim of no known stack)
+    let mut of_stack: BTreeMap<StackKey, usize> = BTreeMap::new();
+    for finding in &moves {
+        if let Finding::MoveDestroysData {
+            namespace, owner, ..
+        } = finding
+        {
+            let owner = owner
+                .as_ref()
+                .map(|o| (o.app_name.as_str(), o.env.as_str()));
+            *in_namespace.entry(namespace).or_default() += 1;
+            *of_stack.entry((namespace, owner)).or_default() += 1;
+        }
+    }
+    let keep_in = |namespace: &str, owner: Option<&StackRef>| -> usize {
+        let of = |owner| of_stack.get(&(namespace, owner)).copied().unwrap_or(0);
+        match owner {
+            None => in_namespace.get(namespace).copied().unwrap_or(0),
+            Some(o) => of(Some((o.app_name.as_str(), o.env.as_str()))) + of(None),
+        }
     };
     let mut findings = Vec::new();
     let mut shared = BTreeSet::new();
@@ -586,6 +595,9 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
         findings,
     }
 }
+
+/// A namespace and the (app-name, env) of a stack in it, `None` when unknown.
+type StackKey<'a> = (&'a str, Option<(&'a str, &'a str)>);
 
 /// The claims Bound to a volume with reclaim policy `Delete` that the redeploy moving a
 /// sub-env out would delete: the misplaced sub-envs' own claims (among `misplaced`), and
