@@ -23,6 +23,9 @@ use serde_json::json;
 #[allow(dead_code)]
 #[path = "../tests/common/replay.rs"]
 mod replay;
+#[allow(dead_code)]
+#[path = "../tests/common/volume_api.rs"]
+mod volume_api;
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)

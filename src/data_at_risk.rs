@@ -19,7 +19,36 @@ pub struct Claim {
     /// Whether it carries a stack's labels. One that does not may belong to any stack of
     /// its namespace, a sub-env that moves out included.
     pub owned: bool,
+    /// `deletionTimestamp`: deleted, and held by `kubernetes.io/pvc-protection` until no
+    /// pod mounts it.
+    pub deleted_at: Option<String>,
 }
+
+/// A PersistentVolume as the audit and a migration read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volume {
+    /// `spec.persistentVolumeReclaimPolicy`: `Delete` goes with its claim.
+    pub reclaim_policy: String,
+    /// `status.phase`: Available, Bound, Released, Failed (or not reported yet).
+    pub phase: Option<String>,
+    /// The claim it is bound to, or reserved for when `uid` is absent.
+    pub claim_ref: Option<ClaimRef>,
+    /// nsguard's migration record (`nsguard.dev/migrate-*` annotations), and nothing
+    /// else of its annotations.
+    pub migration: BTreeMap<String, String>,
+}
+
+/// `spec.claimRef` of a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub namespace: String,
+    pub name: String,
+    /// Set once bound; a reference without it reserves the volume for that claim name.
+    pub uid: Option<String>,
+}
+
+/// The prefix of the annotations a migration plan writes on the volumes it hands over.
+pub const MIGRATION_ANNOTATIONS: &str = "nsguard.dev/migrate-";
 
 /// A claim whose volume is deleted with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,18 +63,21 @@ pub struct VolumeAtRisk {
 /// The reclaim policy that deletes a volume (and its data) with its claim.
 const DELETE: &str = "Delete";
 
-/// The claims of `claims` bound to a volume of `volumes` (name -> reclaim policy) that is
-/// deleted with its claim, in claim order. Unbound claims and volumes not found are not
+/// The claims of `claims` bound to a volume of `volumes` (by name) that is deleted with
+/// its claim, in claim order. Unbound claims and volumes not found are not
 /// at risk from the delete (there is no data, or it is not deleted through the claim).
 pub fn at_risk<'a>(
     claims: impl IntoIterator<Item = &'a Claim>,
-    volumes: &BTreeMap<String, String>,
+    volumes: &BTreeMap<String, Volume>,
 ) -> Vec<VolumeAtRisk> {
     claims
         .into_iter()
         .filter_map(|claim| {
             let volume = claim.volume.as_ref()?;
-            let policy = volumes.get(volume).filter(|p| *p == DELETE)?;
+            let policy = volumes
+                .get(volume)
+                .map(|v| &v.reclaim_policy)
+                .filter(|p| *p == DELETE)?;
             Some(VolumeAtRisk {
                 namespace: claim.namespace.clone(),
                 claim: claim.name.clone(),
@@ -54,6 +86,28 @@ pub fn at_risk<'a>(
             })
         })
         .collect()
+}
+
+impl Volume {
+    /// A volume known only by its reclaim policy.
+    pub fn with_policy(policy: &str) -> Volume {
+        Volume {
+            reclaim_policy: policy.to_owned(),
+            ..Volume::default()
+        }
+    }
+
+    /// Whether its reclaim policy deletes it with its claim.
+    pub fn deleted_with_claim(&self) -> bool {
+        self.reclaim_policy == DELETE
+    }
+
+    /// Whether it is reserved for (or bound to) the claim `namespace/name`.
+    pub fn claimed_by(&self, namespace: &str, name: &str) -> bool {
+        self.claim_ref
+            .as_ref()
+            .is_some_and(|r| r.namespace == namespace && r.name == name)
+    }
 }
 
 /// What the guard found out about the volumes a delete would destroy.
@@ -106,17 +160,18 @@ mod tests {
             name: name.into(),
             volume: volume.map(Into::into),
             owned: true,
+            deleted_at: None,
         }
     }
 
     #[test]
     fn only_bound_claims_on_delete_volumes_are_at_risk() {
-        let volumes: BTreeMap<String, String> = [
+        let volumes: BTreeMap<String, Volume> = [
             ("pv-delete", "Delete"),
             ("pv-retain", "Retain"),
             ("pv-recycle", "Recycle"),
         ]
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .map(|(a, b)| (a.to_owned(), Volume::with_policy(b)))
         .into();
         let claims = [
             claim("data", Some("pv-delete")),

@@ -19,6 +19,7 @@ pub mod guard;
 pub mod labels;
 pub mod manifests;
 pub mod metrics;
+pub mod migration;
 pub mod naming;
 pub mod outcome;
 pub mod placement;

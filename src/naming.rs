@@ -167,6 +167,23 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// A DNS-1123 label: what the API server requires of a namespace name (and shell-safe).
+pub fn is_dns1123_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=MAX_NAME_LEN).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A DNS-1123 subdomain: what the API server requires of a claim's, a volume's or a
+/// Deployment's name (labels joined by dots; shell-safe).
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,8 +88,10 @@ impl Misplacement {
              Fix: deploy the stack with simple-container 2026.5.8 or later, which creates {target:?}, \
              or run `nsguard rewrite -f <manifests>` before applying them. If the stack already \
              runs with PersistentVolumeClaims outside {target:?}, that redeploy replaces them, and \
-             a volume with reclaim policy Delete is deleted with its old claim: keep it first \
-             (`nsguard audit` lists each as MoveDestroysData, with the command).",
+             a volume with reclaim policy Delete is deleted with its old claim: hand the volumes \
+             over first (`nsguard migrate plan --stack {app}/{env}` writes the checked steps).",
+            app = self.owner.app_name,
+            env = self.owner.env,
             target = self.target,
         )
     }

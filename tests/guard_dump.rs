@@ -984,3 +984,194 @@ fn the_example_audit_shows_a_lingering_namespace() {
     assert_eq!(lingering, ["scratch"]);
     assert_exit(&can_delete("scratch", EXAMPLE, &[]), 0);
 }
+
+const MIGRATION: &str = "tests/data/dumps/migration.yaml";
+
+/// Run `tool` (a shell or shellcheck) over `script` on its standard input.
+fn script_passes(tool: &str, args: &[&str], script: &[u8]) {
+    use std::io::Write as _;
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool} on the PATH (.ci/run installs it): {e}"));
+    child.stdin.take().unwrap().write_all(script).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `nsguard migrate check` over a dump with a sub-env at each point of a migration: the
+/// dump carries what the check reads (claims' deletionTimestamp, volumes' phase, claimRef
+/// and the plan's annotations), and `nsguard dump` of it reads back the same. Exit 1: not
+/// all done.
+#[test]
+fn migrate_check_reads_where_each_sub_env_stands_from_a_dump() {
+    let home = tempfile::tempdir().unwrap();
+    let check = |dump: &str| {
+        let out = nsguard(
+            home.path(),
+            &["migrate", "check", "--cluster-dump", dump, "-o", "json"],
+        )
+        .output()
+        .unwrap();
+        assert_exit(&out, 1);
+        let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let claims: Vec<String> = s["claims"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            c["name"].as_str().unwrap(),
+                            c["stage"].as_str().unwrap()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} {}: {}",
+                    s["stack"].as_str().unwrap(),
+                    s["state"].as_str().unwrap(),
+                    claims.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let found = check(MIGRATION);
+    assert_eq!(
+        found,
+        [
+            "shop/tenant-a not-started: tenant-a-cache kept, tenant-a-data not-started",
+            "shop/tenant-b handed-over: tenant-b-data reserved, tenant-b-logs releasing",
+            "shop/tenant-c done: tenant-c-data done",
+            "shop/tenant-d stuck: tenant-d-data stuck",
+        ]
+    );
+    // What `nsguard dump` writes of it, read again, says the same.
+    let written = home.path().join("again.json");
+    let out = nsguard(
+        home.path(),
+        &[
+            "dump",
+            "--cluster-dump",
+            MIGRATION,
+            "-o",
+            written.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(check(written.to_str().unwrap()), found);
+    // Only shop's: the volumes handed over from it come along, though their claims are gone.
+    let out = nsguard(
+        home.path(),
+        &[
+            "dump",
+            "--cluster-dump",
+            MIGRATION,
+            "-n",
+            "shop",
+            "-o",
+            written.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 0);
+    let only_shop = check(written.to_str().unwrap());
+    assert!(only_shop.contains(&found[1]), "{only_shop:?}");
+}
+
+/// `nsguard migrate plan` over the same dump: a script that parses and that shellcheck
+/// passes, dry run and apply-ready alike, planning each sub-env from where it stands (the
+/// not-started one from keeping its Delete volume, the handed-over one from reserving the
+/// volume its held claim frees) and none for the stuck one, which is named on stderr (exit
+/// 1). `--stack` picks one sub-env.
+#[test]
+fn migrate_plan_writes_a_script_from_where_each_sub_env_stands() {
+    let home = tempfile::tempdir().unwrap();
+    for extra in [&[][..], &["--apply-ready", "--restore-reclaim-policy"][..]] {
+        let mut args = vec!["migrate", "plan", "--cluster-dump", MIGRATION];
+        args.extend_from_slice(extra);
+        let out = nsguard(home.path(), &args).output().unwrap();
+        assert_exit(&out, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("nsguard: not planned: shop/tenant-d (shop -> shop-tenant-d): claim tenant-d-data: claims shop/tenant-d-data and shop-tenant-d/tenant-d-data both exist"),
+            "{stderr}"
+        );
+        script_passes("sh", &["-n"], &out.stdout);
+        script_passes("shellcheck", &["-s", "sh", "-"], &out.stdout);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let commands: Vec<&str> = text
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with("kubectl"))
+            .collect();
+        let with = |needle: &str| commands.iter().filter(|c| c.contains(needle)).count();
+        // tenant-a: kept (its Delete volume only), stopped, released, reserved.
+        assert_eq!(
+            with(
+                "kubectl patch pv 'pv-a-data' --type=merge -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}'"
+            ),
+            1
+        );
+        assert_eq!(with("kubectl patch pv 'pv-a-cache' --type=merge"), 0);
+        assert_eq!(with("kubectl delete pvc 'tenant-a-data' -n 'shop'"), 1);
+        // tenant-b: its held claim's workload stopped again, the freed volume reserved;
+        // the volume reserved already is left alone.
+        assert_eq!(
+            with("kubectl scale 'deployment/tenant-b-web' -n 'shop' --replicas=0"),
+            1
+        );
+        assert_eq!(with("kubectl delete pvc 'tenant-b-logs'"), 0);
+        assert_eq!(with("kubectl patch pv 'pv-b-logs' --type=json"), 1);
+        assert_eq!(with("kubectl patch pv 'pv-b-data' --type=json"), 0);
+        assert_eq!(
+            with(
+                "kubectl patch pv 'pv-b-data' --type=merge -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}'"
+            ),
+            0
+        );
+        // tenant-c: done; tenant-d: nothing.
+        assert_eq!(with("tenant-d"), 0, "{text}");
+        assert_eq!(
+            with(
+                "kubectl patch pv 'pv-c-data' --type=merge -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Delete\"}}'"
+            ),
+            usize::from(!extra.is_empty())
+        );
+    }
+    let out = nsguard(
+        home.path(),
+        &[
+            "migrate",
+            "plan",
+            "--cluster-dump",
+            MIGRATION,
+            "--stack",
+            "shop/tenant-a",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("tenant-a") && !text.contains("tenant-b"),
+        "{text}"
+    );
+}

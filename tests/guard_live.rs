@@ -2004,3 +2004,268 @@ async fn without_a_lease_namespace_the_audit_runs_alone_and_says_so() {
     );
     assert!(replay.state.lock().unwrap().lease_calls.is_empty());
 }
+
+/// Run `command` off the async runtime (the replay answers on it meanwhile).
+async fn run(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A sub-env's volumes follow it into its namespace, with the plan run by real kubectl
+/// against an API server that binds claims as Kubernetes does (tests/common/volume_api.rs):
+/// the dry run changes nothing; `before` keeps the Delete volume, stops the workload,
+/// deletes the old claims and reserves both volumes for the new namespace; `after` stops
+/// until the redeploy has made the new claims, then sees them bound to the old volumes and
+/// puts the reclaim policy back. `nsguard migrate check` follows every state. The parent's
+/// own claim is never touched; the unlabelled one is kept, not handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_plan_hands_the_volumes_over_through_kubectl() {
+    use common::volume_api::create_claim;
+    let replay = Replay::start().await;
+    replay.add("wallet", "deployments", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    let labels = |pairs: &[(&str, &str)]| -> serde_json::Value {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect()
+    };
+    for (claim, volume, policy, owner) in [
+        ("data", "pv-data", "Delete", &TENANT_A[..]),
+        ("cache", "pv-cache", "Retain", &TENANT_A[..]),
+        ("wallet-db", "pv-wallet-db", "Delete", &CURRENT[..]),
+        ("ledger", "pv-ledger", "Delete", &[][..]),
+    ] {
+        if !owner.is_empty() {
+            replay.add("wallet", "persistentvolumeclaims", claim, owner);
+        }
+        replay.add_typed(
+            "persistentvolumeclaims",
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": "wallet", "uid": format!("uid-{claim}"),
+                    "labels": labels(owner)},
+                "spec": {"volumeName": volume}, "status": {"phase": "Bound"}}),
+        );
+        replay.add_typed(
+            "persistentvolumes",
+            serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {"persistentVolumeReclaimPolicy": policy, "claimRef": {"kind": "PersistentVolumeClaim",
+                    "namespace": "wallet", "name": claim, "uid": format!("uid-{claim}")}},
+                "status": {"phase": "Bound"}}),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(&dir, &replay);
+    let nsguard = |args: &[&str]| {
+        let mut command = common::nsguard_cli(["migrate"]);
+        command.args(args).arg("--kubeconfig").arg(&config);
+        command
+    };
+    let check = || async {
+        let out = run(nsguard(&["check", "-o", "json"])).await;
+        let statuses: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let status = &statuses.as_array().unwrap()[0];
+        let stages: Vec<String> = status["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["name"].as_str().unwrap(),
+                    c["stage"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (
+            out.status.code(),
+            status["state"].as_str().unwrap().to_owned(),
+            stages,
+            status.clone(),
+        )
+    };
+    let volume = |name: &str| {
+        replay.state.lock().unwrap().typed["persistentvolumes"]
+            .iter()
+            .find(|v| v["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let (code, state, stages, status) = check().await;
+    assert_eq!((code, state.as_str()), (Some(1), "not-started"), "{status}");
+    assert_eq!(stages, ["cache kept", "data not-started"]);
+    let target = status["to"].as_str().unwrap().to_owned();
+    assert!(
+        status["next"]
+            .as_str()
+            .unwrap()
+            .contains("nsguard migrate plan --stack wallet-tenant-a/tenant-a")
+    );
+
+    let script = |args: &[&str], name: &str| {
+        let path = dir.path().join(name);
+        let mut command = nsguard(&["plan"]);
+        command.args(args);
+        (command, path)
+    };
+    let sh = |path: &std::path::Path, stage: &str| {
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg(path)
+            .arg(stage)
+            .env("KUBECONFIG", &config)
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        command
+    };
+    // The dry run: every line goes to the API server, nothing changes.
+    let (plan, dry) = script(&[], "dry.sh");
+    let out = run(plan).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&dry, &out.stdout).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("# claim wallet/ledger carries no stack labels"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wallet-db"),
+        "the parent's claim is not the plan's: {text}"
+    );
+    let out = run(sh(&dry, "before")).await;
+    assert!(
+        out.status.success(),
+        "{} {:?}",
+        String::from_utf8_lossy(&out.stderr),
+        replay.requests()
+    );
+    let before = replay.requests().len();
+    assert_eq!(
+        volume("pv-data")["spec"]["persistentVolumeReclaimPolicy"],
+        "Delete"
+    );
+    assert_eq!(volume("pv-data")["status"]["phase"], "Bound");
+    let writes: Vec<String> = replay
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PATCH") || r.starts_with("DELETE") || r.contains("/scale"))
+        .collect();
+    assert!(
+        writes
+            .iter()
+            .any(|w| w == "DELETE /api/v1/namespaces/wallet/persistentvolumeclaims/data"),
+        "{writes:?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.contains("deployments/wallet-tenant-a/scale in wallet (dry run)")),
+        "{writes:?}"
+    );
+    assert!(
+        !writes.iter().any(|w| w.contains("deployments/wallet/")),
+        "{writes:?}"
+    );
+
+    // Applied: `after` first, which stops (nothing to find yet), then `before`.
+    let (plan, ready) = script(&["--apply-ready", "--restore-reclaim-policy"], "ready.sh");
+    let out = run(plan).await;
+    std::fs::write(&ready, &out.stdout).unwrap();
+    let out = run(sh(&ready, "after")).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "claim {target}/cache (the redeploy creates it) does not exist yet"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(replay.requests().len() > before);
+    let out = run(sh(&ready, "before")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["pv-data", "pv-cache"] {
+        let pv = volume(name);
+        assert_eq!(
+            pv["spec"]["persistentVolumeReclaimPolicy"], "Retain",
+            "{pv}"
+        );
+        assert_eq!(pv["status"]["phase"], "Available", "{pv}");
+        assert_eq!(pv["spec"]["claimRef"]["namespace"], target.as_str(), "{pv}");
+        assert!(pv["spec"]["claimRef"]["uid"].is_null(), "{pv}");
+        assert_eq!(
+            pv["metadata"]["annotations"]["nsguard.dev/migrate-to"],
+            format!("{target}/{}", &name[3..])
+        );
+    }
+    assert_eq!(
+        volume("pv-data")["metadata"]["annotations"]["nsguard.dev/migrate-reclaim-policy"],
+        "Delete"
+    );
+    // The unlabelled claim is kept where it is; the parent's is untouched.
+    assert_eq!(
+        volume("pv-ledger")["spec"]["persistentVolumeReclaimPolicy"],
+        "Retain"
+    );
+    assert_eq!(volume("pv-ledger")["status"]["phase"], "Bound");
+    assert_eq!(
+        volume("pv-wallet-db")["spec"]["persistentVolumeReclaimPolicy"],
+        "Delete"
+    );
+    assert_eq!(volume("pv-wallet-db")["status"]["phase"], "Bound");
+    let (code, state, stages, status) = check().await;
+    assert_eq!((code, state.as_str()), (Some(1), "handed-over"), "{status}");
+    assert_eq!(stages, ["cache reserved", "data reserved"]);
+    assert!(
+        status["next"]
+            .as_str()
+            .unwrap()
+            .contains("redeploy wallet-tenant-a/tenant-a"),
+        "{status}"
+    );
+
+    // The redeploy: the new claims in the sub-env's namespace, the Deployment moved.
+    for claim in ["data", "cache"] {
+        create_claim(&replay.state, &target, claim, labels(&TENANT_A));
+        replay.add(&target, "persistentvolumeclaims", claim, &TENANT_A);
+    }
+    replay
+        .state
+        .lock()
+        .unwrap()
+        .objects
+        .get_mut(&("wallet".to_owned(), "deployments".to_owned()))
+        .unwrap()
+        .retain(|o| o["name"] != "wallet-tenant-a");
+    replay.add(&target, "deployments", "wallet-tenant-a", &TENANT_A);
+    let out = run(sh(&ready, "after")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        volume("pv-data")["spec"]["persistentVolumeReclaimPolicy"],
+        "Delete"
+    );
+    assert_eq!(
+        volume("pv-cache")["spec"]["persistentVolumeReclaimPolicy"],
+        "Retain"
+    );
+    for name in ["pv-data", "pv-cache"] {
+        assert_eq!(volume(name)["status"]["phase"], "Bound");
+    }
+    let (code, state, stages, status) = check().await;
+    assert_eq!((code, state.as_str()), (Some(0), "done"), "{status}");
+    assert_eq!(stages, ["cache done", "data done"]);
+}

@@ -141,8 +141,8 @@ pub struct Inventory {
     /// only those namespaces' from a live cluster. Secrets and Events are not read live.
     pub unowned: BTreeMap<String, Vec<UnownedObject>>,
     pub claims: Vec<Claim>,
-    /// PersistentVolume name -> `spec.persistentVolumeReclaimPolicy`.
-    pub volumes: BTreeMap<String, String>,
+    /// PersistentVolumes by name (a cluster holds few: each is a disk).
+    pub volumes: BTreeMap<String, crate::data_at_risk::Volume>,
     /// Resource types that could not be read: their objects are unknown.
     pub unverified: Vec<Unverified>,
     pub resource_types: usize,
@@ -396,37 +396,53 @@ impl Finding {
     pub fn advice(&self) -> String {
         match self {
             Finding::SharedNamespace {
+                namespace,
                 owners,
                 volumes_to_keep,
-                ..
             } => format!(
                 "{} stacks share it: a delete would destroy them all; move each sub-env to its own namespace (redeploy with simple-container 2026.5.8 or later) before deleting any{}",
                 owners.len(),
-                keep_first(*volumes_to_keep)
+                keep_first(*volumes_to_keep, &format!("-n {namespace}"))
             ),
             Finding::Misplaced {
                 target,
                 target_exists,
                 volumes_to_keep,
+                owner,
                 ..
-            } => match target_exists {
-                Some(false) => format!(
-                    "belongs in {target:?}, which does not exist yet: redeploy the stack to create it and move the object{}",
-                    keep_first(*volumes_to_keep)
-                ),
-                _ => format!(
-                    "belongs in {target:?}: redeploy the stack there{}",
-                    keep_first(*volumes_to_keep)
-                ),
-            },
-            Finding::MoveDestroysData { volume, target, .. } => format!(
-                "{} replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; before redeploying keep it: `kubectl patch pv {volume} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'`; after the redeploy the volume is Released with its data, and binding it to the new claim is a step by hand (simple-container PR #230: clear its spec.claimRef, then give the new claim spec.volumeName)",
-                match target {
-                    Some(target) => format!("the redeploy into {target:?}"),
-                    None => "if a sub-env that moves out of this namespace uses it, its redeploy"
-                        .to_owned(),
+            } => {
+                let stack = format!("--stack {}/{}", owner.app_name, owner.env);
+                match target_exists {
+                    Some(false) => format!(
+                        "belongs in {target:?}, which does not exist yet: redeploy the stack to create it and move the object{}",
+                        keep_first(*volumes_to_keep, &stack)
+                    ),
+                    _ => format!(
+                        "belongs in {target:?}: redeploy the stack there{}",
+                        keep_first(*volumes_to_keep, &stack)
+                    ),
                 }
-            ),
+            }
+            Finding::MoveDestroysData {
+                namespace,
+                volume,
+                target,
+                owner,
+                ..
+            } => {
+                let keep = format!(
+                    "`kubectl patch pv {volume} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'`"
+                );
+                match (target, owner) {
+                    (Some(target), Some(owner)) => format!(
+                        "the redeploy into {target:?} replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; hand it over before the redeploy: `nsguard migrate plan --stack {}/{}` writes the checked steps (keep it, stop the sub-env, release the claim, reserve the volume for the claim the redeploy creates); at the least keep it now: {keep}",
+                        owner.app_name, owner.env
+                    ),
+                    _ => format!(
+                        "if a sub-env that moves out of this namespace uses it, its redeploy deletes it with volume {volume:?} (reclaim policy Delete); keep it now: {keep} (`nsguard migrate plan -n {namespace}` does, but hands over only claims labelled with the sub-env's stack)"
+                    ),
+                }
+            }
             Finding::DataAtRisk { volume, .. } => format!(
                 "volume {volume:?} has reclaim policy Delete: deleting the namespace destroys its data for good; set the PersistentVolume's persistentVolumeReclaimPolicy to Retain first"
             ),
@@ -438,15 +454,16 @@ impl Finding {
 }
 
 /// The caveat on advice that says to redeploy, when `volumes` claims of the sub-envs it
-/// moves sit on volumes the move deletes.
-fn keep_first(volumes: usize) -> String {
+/// moves sit on volumes the move deletes; `select` picks them for `nsguard migrate plan`.
+fn keep_first(volumes: usize, select: &str) -> String {
     match volumes {
         0 => String::new(),
         n => format!(
-            "; but first keep the {n} volume{} that the move would delete with {} claim{} (reclaim policy Delete: see MoveDestroysData)",
+            "; but first keep the {n} volume{} that the move would delete with {} claim{} (reclaim policy Delete: see MoveDestroysData) and hand {} over: `nsguard migrate plan {select}`",
             if n == 1 { "" } else { "s" },
             if n == 1 { "its" } else { "their" },
             if n == 1 { "" } else { "s" },
+            if n == 1 { "it" } else { "them" },
         ),
     }
 }
@@ -695,6 +712,7 @@ fn misplaced(object: &LabelledObject, scheme: &LabelScheme) -> Option<MisplacedO
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data_at_risk::Volume;
 
     fn object(namespace: &str, kind: &str, name: &str, labels: &[(&str, &str)]) -> LabelledObject {
         LabelledObject {
@@ -741,12 +759,13 @@ mod tests {
         let inventory = Inventory {
             namespaces: Some(["shop", "clean"].map(String::from).into()),
             claims: vec![Claim {
+                deleted_at: None,
                 namespace: "shop".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
                 owned: true,
             }],
-            volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
+            volumes: [("pv-1".to_owned(), Volume::with_policy("Delete"))].into(),
             ..inventory
         };
         let report = audit(&inventory, &LabelScheme::default(), &[]);
@@ -811,6 +830,7 @@ mod tests {
             object("shop", "PersistentVolumeClaim", "cache", &TENANT),
         ]);
         let claim = |name: &str, volume: &str| Claim {
+            deleted_at: None,
             owned: true,
             namespace: "shop".into(),
             name: name.into(),
@@ -819,8 +839,8 @@ mod tests {
         let inventory = Inventory {
             claims: vec![claim("data", "pv-data"), claim("cache", "pv-cache")],
             volumes: [
-                ("pv-data".to_owned(), "Delete".to_owned()),
-                ("pv-cache".to_owned(), "Retain".to_owned()),
+                ("pv-data".to_owned(), Volume::with_policy("Delete")),
+                ("pv-cache".to_owned(), Volume::with_policy("Retain")),
             ]
             .into(),
             ..inventory
@@ -841,14 +861,16 @@ mod tests {
         );
         let advice = moves[0].advice();
         assert!(
-            advice.contains(r#"kubectl patch pv pv-data -p '{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}'"#),
+            advice.contains(r#"kubectl patch pv pv-data -p '{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}'"#)
+                && advice.contains("`nsguard migrate plan --stack shop-tenant-a/tenant-a`"),
             "{advice}"
         );
         for finding in &report.findings {
             let advice = finding.advice();
             if advice.contains("redeploy") && finding.kind() != "MoveDestroysData" {
                 assert!(
-                    advice.contains("first keep the 1 volume that the move would delete"),
+                    advice.contains("first keep the 1 volume that the move would delete")
+                        && advice.contains("hand it over: `nsguard migrate plan "),
                     "{}: {advice}",
                     finding.kind()
                 );
@@ -865,6 +887,7 @@ mod tests {
         // and the sub-env's advice counts it.
         let mut unlabelled = inventory.clone();
         unlabelled.claims.push(Claim {
+            deleted_at: None,
             namespace: "shop".into(),
             name: "scratch".into(),
             volume: Some("pv-scratch".into()),
@@ -872,7 +895,7 @@ mod tests {
         });
         unlabelled
             .volumes
-            .insert("pv-scratch".into(), "Delete".into());
+            .insert("pv-scratch".into(), Volume::with_policy("Delete"));
         let report = audit(&unlabelled, &LabelScheme::default(), &[]);
         let unknown = report
             .findings
@@ -900,7 +923,8 @@ mod tests {
         );
 
         let mut kept = inventory.clone();
-        kept.volumes.insert("pv-data".into(), "Retain".into());
+        kept.volumes
+            .insert("pv-data".into(), Volume::with_policy("Retain"));
         let report = audit(&kept, &LabelScheme::default(), &[]);
         for finding in &report.findings {
             assert!(
@@ -999,12 +1023,13 @@ mod tests {
     fn a_retained_volume_and_a_single_owner_are_not_at_risk() {
         let inventory = Inventory {
             claims: vec![Claim {
+                deleted_at: None,
                 namespace: "solo".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
                 owned: false,
             }],
-            volumes: [("pv-1".to_owned(), "Delete".to_owned())].into(),
+            volumes: [("pv-1".to_owned(), Volume::with_policy("Delete"))].into(),
             ..with_objects(vec![object("solo", "Service", "s", &PARENT)])
         };
         assert!(

@@ -118,7 +118,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 /// `timeout`).
 /// `into` is empty for the audit, which keeps counts, or [`audit::Inventory::keeping_objects`]
 /// for a dump, which writes every object.
-fn read_inventory(
+pub(super) fn read_inventory(
     labels: &LabelArgs,
     cluster: &ClusterArgs,
     timeout: std::time::Duration,
@@ -183,7 +183,7 @@ fn cleanup_script(report: &Report, apply_ready: bool) -> String {
                 safe(since)
             );
         }
-        if !is_namespace_name(namespace) {
+        if !crate::naming::is_dns1123_label(namespace) {
             let _ = writeln!(
                 out,
                 "\n# skipped: {} is not a valid namespace name",
@@ -198,17 +198,6 @@ fn cleanup_script(report: &Report, apply_ready: bool) -> String {
         );
     }
     out
-}
-
-/// A DNS-1123 label, what the API server requires of a namespace name (and shell-safe).
-fn is_namespace_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (1..=crate::naming::MAX_NAME_LEN).contains(&bytes.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// The report for a person at a terminal: grouped by namespace, each finding with what

@@ -8,6 +8,7 @@ mod audit;
 mod can_delete;
 mod certs;
 mod guard_args;
+mod migrate;
 mod naming;
 mod placement;
 mod serve;
@@ -76,6 +77,9 @@ enum Command {
     /// Write what the guard and the audit read from the cluster (labelled objects'
     /// metadata, namespaces, claims and volumes) in the --cluster-dump format.
     Dump(Box<audit::DumpArgs>),
+    /// Move misplaced sub-envs into their own namespaces without losing a volume: a
+    /// reviewed plan (`plan`) and where it stands (`check`).
+    Migrate(migrate::MigrateArgs),
     /// Print manifests with misplaced sub-env objects moved to their namespace, changing
     /// nothing else. Reads standard input without -f (a Helm post-renderer).
     Rewrite(placement::RewriteArgs),
@@ -160,6 +164,7 @@ impl Cli {
             Command::Rewrite(args) => placement::rewrite(args),
             Command::Audit(args) => audit::audit(*args),
             Command::Dump(args) => audit::dump(*args),
+            Command::Migrate(args) => migrate::migrate(args),
         };
         match result {
             Ok(code) => code,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::audit::{
     Claim, Inventory, LabelledObject, NamespaceMeta, UnownedObject, read_annotations,
 };
+use crate::data_at_risk::{ClaimRef, MIGRATION_ANNOTATIONS, Volume};
 use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
 use crate::labels::LabelScheme;
@@ -56,9 +57,28 @@ impl ClusterDump {
         let core = head.group().is_empty();
         if core && head.kind == "PersistentVolume" {
             if let Some(policy) = value["spec"]["persistentVolumeReclaimPolicy"].as_str() {
-                self.inventory
-                    .volumes
-                    .insert(head.metadata.name.clone(), policy.to_owned());
+                let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+                let claim = &value["spec"]["claimRef"];
+                let claim_ref =
+                    text(&claim["namespace"])
+                        .zip(text(&claim["name"]))
+                        .map(|(namespace, name)| ClaimRef {
+                            namespace,
+                            name,
+                            uid: text(&claim["uid"]).filter(|uid| !uid.is_empty()),
+                        });
+                let volume = Volume {
+                    reclaim_policy: policy.to_owned(),
+                    phase: text(&value["status"]["phase"]),
+                    claim_ref,
+                    migration: head
+                        .metadata
+                        .annotations
+                        .into_iter()
+                        .filter(|(key, _)| key.starts_with(MIGRATION_ANNOTATIONS))
+                        .collect(),
+                };
+                self.inventory.volumes.insert(head.metadata.name, volume);
             }
             return;
         }
@@ -82,6 +102,9 @@ impl ClusterDump {
         if core && head.kind == "PersistentVolumeClaim" {
             self.inventory.claims.push(Claim {
                 owned: scheme.owner(&head.metadata.labels).is_some(),
+                deleted_at: value["metadata"]["deletionTimestamp"]
+                    .as_str()
+                    .map(str::to_owned),
                 namespace: namespace.clone(),
                 name: head.metadata.name.clone(),
                 // Bound only: a claim that names a volume while still Pending holds no data.
@@ -212,13 +235,17 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         .map(|c| ((c.namespace.as_str(), c.name.as_str()), c))
         .collect();
     let mut volumes = std::collections::BTreeSet::new();
-    // A claim's volume, and that it is bound to it (what the loader reads back).
+    // A claim's volume, that it is bound to it, and that it is being deleted (what the
+    // loader reads back).
     let mut claim_fields = |item: &mut serde_json::Value, claim: &Claim| {
         item["spec"] = json!({});
         if let Some(volume) = &claim.volume {
             item["spec"]["volumeName"] = volume.clone().into();
             item["status"] = json!({"phase": "Bound"});
             volumes.insert(volume.clone());
+        }
+        if let Some(deleted_at) = &claim.deleted_at {
+            item["metadata"]["deletionTimestamp"] = deleted_at.clone().into();
         }
     };
     for object in inventory
@@ -267,11 +294,38 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         claim_fields(&mut item, claim);
         items.push(item);
     }
-    for (name, policy) in &inventory.volumes {
-        if only.is_empty() || volumes.contains(name) {
-            items.push(json!({"apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": name}, "spec": {"persistentVolumeReclaimPolicy": policy}}));
+    for (name, volume) in &inventory.volumes {
+        // A volume of the namespaces asked for: bound to one of their claims, or reserved
+        // for one or handed over from one by a migration, whose claims may be gone.
+        let theirs = volumes.contains(name)
+            || volume
+                .claim_ref
+                .as_ref()
+                .is_some_and(|r| wanted(&r.namespace))
+            || volume.migration.values().any(|v| {
+                v.split_once('/')
+                    .is_some_and(|(namespace, _)| wanted(namespace))
+            });
+        if !(only.is_empty() || theirs) {
+            continue;
         }
+        let mut item = json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {"persistentVolumeReclaimPolicy": volume.reclaim_policy}});
+        if !volume.migration.is_empty() {
+            item["metadata"]["annotations"] = json!(volume.migration);
+        }
+        if let Some(claim) = &volume.claim_ref {
+            item["spec"]["claimRef"] = json!({"kind": "PersistentVolumeClaim",
+                "namespace": claim.namespace, "name": claim.name});
+            if let Some(uid) = &claim.uid {
+                item["spec"]["claimRef"]["uid"] = uid.clone().into();
+            }
+        }
+        if let Some(phase) = &volume.phase {
+            item["status"] = json!({"phase": phase});
+        }
+        items.push(item);
     }
     json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})
 }

@@ -4,6 +4,7 @@
 
 pub mod replay;
 pub mod schema;
+pub mod volume_api;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -446,6 +446,11 @@ async fn serve(
     {
         return response;
     }
+    if let Some(response) =
+        super::volume_api::serve(&state, &method, &path, &query, &headers, &body)
+    {
+        return response;
+    }
     let metadata_only = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -1095,7 +1100,7 @@ fn page_response((items, next): (Vec<Value>, Option<String>)) -> Response {
         .into_response()
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
     (
         code,

@@ -16,7 +16,7 @@ use super::LiveCluster;
 use super::calls::{CallError, LookupError};
 use super::discovery::{ResourceType, still_served};
 use super::lists::{Pages, Progress, Seen};
-use super::volumes::{claim_of, reclaim_policy_of};
+use super::volumes::{claim_of, volume_of};
 use crate::audit::{Inventory, LabelledObject, NamespaceMeta, UnownedObject};
 
 impl LiveCluster {
@@ -179,7 +179,7 @@ impl LiveCluster {
                     let volumes = volumes.clone();
                     async move { volumes.list(&params).await }
                 },
-                |pv| found.extend(reclaim_policy_of(pv)),
+                |pv| found.extend(volume_of(pv)),
             )
             .await
         {

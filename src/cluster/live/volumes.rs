@@ -48,14 +48,14 @@ impl LiveCluster {
             let found = self
                 .call(deadline, calls, || volumes.get_opt(&name))
                 .await?;
-            Ok::<_, CallError>(found.and_then(reclaim_policy_of))
+            Ok::<_, CallError>(found.and_then(volume_of))
         });
         let mut policies = std::collections::BTreeMap::new();
         let mut answers = stream::iter(gets).buffer_unordered(self.options.concurrency.max(1));
         while let Some(answer) = answers.next().await {
             // A volume that is gone (404) holds no data the delete could destroy.
-            if let Some((name, policy)) = answer.map_err(read("reading a PersistentVolume"))? {
-                policies.insert(name, policy);
+            if let Some((name, volume)) = answer.map_err(read("reading a PersistentVolume"))? {
+                policies.insert(name, volume);
             }
         }
         Ok(data_at_risk::at_risk(&claims, &policies))
@@ -82,18 +82,40 @@ pub(super) fn claim_of(
         .is_some_and(|l| scheme.owner(l).is_some());
     Some(Claim {
         owned,
+        deleted_at: pvc.metadata.deletion_timestamp.map(|t| t.0.to_string()),
         namespace: pvc.metadata.namespace?,
         name: pvc.metadata.name?,
         volume: pvc.spec.and_then(|s| s.volume_name).filter(|_| bound),
     })
 }
 
-/// A volume's name and reclaim policy, when it has both.
-pub(super) fn reclaim_policy_of(
+/// A volume by name, when it has a name and a reclaim policy: its phase, its claim and
+/// nsguard's migration annotations (no other annotation is kept).
+pub(super) fn volume_of(
     pv: k8s_openapi::api::core::v1::PersistentVolume,
-) -> Option<(String, String)> {
+) -> Option<(String, data_at_risk::Volume)> {
+    let spec = pv.spec?;
+    let migration = pv
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(data_at_risk::MIGRATION_ANNOTATIONS))
+        .collect();
+    let claim_ref = spec.claim_ref.and_then(|r| {
+        Some(data_at_risk::ClaimRef {
+            namespace: r.namespace?,
+            name: r.name?,
+            uid: r.uid.filter(|uid| !uid.is_empty()),
+        })
+    });
     Some((
         pv.metadata.name?,
-        pv.spec?.persistent_volume_reclaim_policy?,
+        data_at_risk::Volume {
+            reclaim_policy: spec.persistent_volume_reclaim_policy?,
+            phase: pv.status.and_then(|s| s.phase),
+            claim_ref,
+            migration,
+        },
     ))
 }
