@@ -1028,18 +1028,7 @@ fn migrate_check_reads_where_each_sub_env_stands_from_a_dump() {
             .unwrap()
             .iter()
             .map(|s| {
-                let claims: Vec<String> = s["claims"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {}",
-                            c["name"].as_str().unwrap(),
-                            c["stage"].as_str().unwrap()
-                        )
-                    })
-                    .collect();
+                let claims = common::claim_stages(s);
                 format!(
                     "{} {}: {}",
                     s["stack"].as_str().unwrap(),

@@ -2068,18 +2068,7 @@ async fn a_migration_plan_hands_the_volumes_over_through_kubectl() {
         let statuses: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         let status = &statuses.as_array().unwrap()[0];
-        let stages: Vec<String> = status["claims"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {}",
-                    c["name"].as_str().unwrap(),
-                    c["stage"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let stages = common::claim_stages(status);
         (
             out.status.code(),
             status["state"].as_str().unwrap().to_owned(),

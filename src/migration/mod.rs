@@ -42,7 +42,7 @@ pub struct SubEnv {
     pub to: String,
     /// Its claims (labelled with it in `from`, or handed over by a plan), by name.
     pub claims: Vec<ClaimMove>,
-    /// Its Deployments and StatefulSets in `from` (`kind/name`): what mounts the claims.
+    /// Its Deployments and StatefulSets in `from` (`Kind/name`): what mounts the claims.
     pub workloads: Vec<String>,
     /// Its other objects in `from` (`Kind/name`): they move with the redeploy, no step.
     pub others: Vec<String>,
@@ -120,11 +120,9 @@ pub fn sub_envs(
                         .push(format!("{}/{}", object.kind, object.name)),
                 }
             }
-            ("apps/v1", "Deployment" | "StatefulSet") => {
-                sub_env
-                    .workloads
-                    .push(format!("{}/{}", object.kind.to_lowercase(), object.name))
-            }
+            ("apps/v1", "Deployment" | "StatefulSet") => sub_env
+                .workloads
+                .push(format!("{}/{}", object.kind, object.name)),
             _ => sub_env
                 .others
                 .push(format!("{}/{}", object.kind, object.name)),
@@ -490,7 +488,7 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
             format!("review `{plan}`, then run `sh migrate.sh before`")
         }
         State::VolumesKept => format!(
-            "the plan's before stage goes on: stop the workloads and hand the volumes over (`{plan}`; `sh migrate.sh before` starts from where it is)"
+            "stop the workloads and hand the volumes over: a new plan starts from here (`{plan}`, then `sh migrate.sh before`)"
         ),
         State::HandedOver => {
             if let Some(c) = claims
@@ -502,7 +500,10 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
                     sub_env.from, c.name, c.name, sub_env.from
                 )
             } else if claims.iter().any(|c| c.stage == Stage::Released) {
-                "reserve the released volumes: `sh migrate.sh before` does it".to_owned()
+                format!(
+                    "reserve the released volumes for {}: a new plan starts from here (`{plan}`, then `sh migrate.sh before`)",
+                    sub_env.to
+                )
             } else {
                 format!(
                     "redeploy {stack} with simple-container 2026.5.8 or later (`sc deploy`), then run `sh migrate.sh after`"

@@ -133,8 +133,17 @@ impl Writer {
         }
     }
 
+    /// Reclaim policy `Retain` on `volume`, then (applied) seen so.
+    fn keep(&mut self, volume: &str) {
+        let _ = writeln!(
+            self.before,
+            "  kubectl patch pv '{volume}' --type=merge -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'{}",
+            self.dry()
+        );
+        self.applied(&retained(volume));
+    }
+
     fn unlabelled(&mut self, claims: &[UnlabelledClaim]) {
-        let dry = self.dry();
         for claim in claims {
             let (namespace, name, volume) = (&claim.namespace, &claim.claim, &claim.volume);
             if !(is_dns1123_label(namespace)
@@ -151,13 +160,11 @@ impl Writer {
                 self.summary,
                 "# claim {namespace}/{name} carries no stack labels: it may be a sub-env's, and the redeploy\n#   would delete its volume {volume} (reclaim policy Delete); kept, not handed over, not restored"
             );
-            let _ = write!(
+            let _ = writeln!(
                 self.before,
-                "  # keep volume {volume} of claim {namespace}/{name} (no stack labels: whose it is is not known)\n  expect 'claim {namespace}/{name}' 'Bound {volume}' kubectl get pvc '{name}' -n '{namespace}' -o 'jsonpath={{.status.phase}} {{.spec.volumeName}}'\n  kubectl patch pv '{volume}' --type=merge -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'{dry}\n"
+                "  # keep volume {volume} of claim {namespace}/{name} (no stack labels: whose it is is not known)\n  expect 'claim {namespace}/{name}' 'Bound {volume}' kubectl get pvc '{name}' -n '{namespace}' -o 'jsonpath={{.status.phase}} {{.spec.volumeName}}'"
             );
-            self.applied(&format!(
-                "expect 'volume {volume} reclaim policy' Retain kubectl get pv '{volume}' -o 'jsonpath={{.spec.persistentVolumeReclaimPolicy}}'"
-            ));
+            self.keep(volume);
         }
     }
 
@@ -170,11 +177,30 @@ impl Writer {
             format!(" (parent-env {})", comment(&sub_env.owner.parent_env))
         };
         let _ = writeln!(self.summary, "#\n# sub-env {stack}{parent}: {from} -> {to}");
-        if !sub_env.others.is_empty() {
+        // Without volumes, its workloads move with the redeploy like everything else; with
+        // them, the plan stops them first.
+        let moving: Vec<String> = if sub_env.claims.is_empty() {
+            sub_env
+                .workloads
+                .iter()
+                .chain(&sub_env.others)
+                .cloned()
+                .collect()
+        } else {
+            sub_env.others.clone()
+        };
+        if !moving.is_empty() {
             let _ = writeln!(
                 self.summary,
                 "#   moves with the redeploy, no step: {}",
-                comment(&list(&sub_env.others))
+                comment(&list(&moving))
+            );
+        }
+        if !sub_env.claims.is_empty() && !sub_env.workloads.is_empty() {
+            let _ = writeln!(
+                self.summary,
+                "#   stopped before the hand-over, recreated by the redeploy: {}",
+                comment(&list(&sub_env.workloads))
             );
         }
         for (claim, stage) in sub_env.claims.iter().zip(stages) {
@@ -223,16 +249,17 @@ impl Writer {
             if *stage == Stage::NotStarted {
                 let _ = writeln!(
                     self.before,
-                    "  # keep volume {volume}: with reclaim policy Delete, deleting claim {from}/{name} would delete it\n  kubectl patch pv '{volume}' --type=merge -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}'{dry}"
+                    "  # keep volume {volume}: with reclaim policy Delete, deleting claim {from}/{name} would delete it"
                 );
+                self.keep(volume);
+            } else {
+                // Kept already: seen so again right before its claim is deleted.
+                let _ = writeln!(self.before, "  {}", retained(volume));
             }
             let _ = writeln!(
                 self.before,
                 "  kubectl annotate pv '{volume}' --overwrite '{STACK_ANNOTATION}={stack}' '{FROM_ANNOTATION}={from}/{name}' '{TO_ANNOTATION}={to}/{name}' '{POLICY_ANNOTATION}={before_policy}'{dry}"
             );
-            self.applied(&format!(
-                "expect 'volume {volume} reclaim policy' Retain kubectl get pv '{volume}' -o 'jsonpath={{.spec.persistentVolumeReclaimPolicy}}'"
-            ));
         }
         // 3. Stop what mounts the claims (again, when a claim is still held), then delete
         // the old claims (their volumes stay).
@@ -252,9 +279,11 @@ impl Writer {
                 );
             }
             for workload in &sub_env.workloads {
+                // `deployment/web`: kubectl's resource/name (the name is lowercase already).
                 let _ = writeln!(
                     self.before,
-                    "  kubectl scale '{workload}' -n '{from}' --replicas=0{dry}"
+                    "  kubectl scale '{}' -n '{from}' --replicas=0{dry}",
+                    workload.to_lowercase()
                 );
             }
             for (claim, stage) in sub_env.claims.iter().zip(stages) {
@@ -407,6 +436,13 @@ esac
         );
         out
     }
+}
+
+/// The check that `volume` has reclaim policy Retain.
+fn retained(volume: &str) -> String {
+    format!(
+        "expect 'volume {volume} reclaim policy' Retain kubectl get pv '{volume}' -o 'jsonpath={{.spec.persistentVolumeReclaimPolicy}}'"
+    )
 }
 
 /// Up to ten names, then how many more.

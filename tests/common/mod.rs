@@ -640,3 +640,19 @@ pub async fn sustained_load(
     }
     total
 }
+
+/// `name stage` of each claim of one sub-env in `nsguard migrate check -o json`.
+pub fn claim_stages(status: &serde_json::Value) -> Vec<String> {
+    status["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["name"].as_str().unwrap(),
+                c["stage"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
