@@ -135,6 +135,18 @@ impl Verdict {
         )
     }
 
+    /// Every [`Self::code`], for metrics that start each series at zero.
+    pub const CODES: [&'static str; 8] = [
+        "break-glass",
+        "exempt-user",
+        "exempt-group",
+        "safe",
+        "multiple-owners",
+        "owned-objects-remain",
+        "lookup-failed",
+        "incomplete",
+    ];
+
     /// A short, fixed name for logs and metrics.
     pub fn code(&self) -> &'static str {
         match self {

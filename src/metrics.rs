@@ -40,6 +40,16 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
 /// Latency buckets from 100 µs to 10 s: webhooks answer in well under a millisecond,
 /// the guard's cluster lookup can take seconds.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -53,6 +63,31 @@ const LATENCY_BUCKETS: [f64; 15] = [
 const API_CALL_BUCKETS: [f64; 10] = [
     10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0,
 ];
+
+/// Every reason a request or connection is refused before a decision
+/// (`nsguard_http_rejections_total{reason}`).
+pub const REJECTION_REASONS: [&str; 15] = [
+    "bad_review",
+    "body_read_error",
+    "idle_timeout",
+    "method_not_allowed",
+    "no_request",
+    "not_found",
+    "over_budget",
+    "payload_too_large",
+    "plain_http",
+    "reclaimed_idle_connection",
+    "request_timeout",
+    "tls_handshake",
+    "tls_handshake_timeout",
+    "too_many_connections",
+    "unsupported_media_type",
+];
+
+/// Every reason a namespace-delete lookup fails (`nsguard_lookup_errors_total{reason}`):
+/// [`crate::cluster::LookupError::reason`]'s, and types that could not be read.
+pub const LOOKUP_ERROR_REASONS: [&str; 5] =
+    ["deadline", "discovery", "read", "busy", "unverified_types"];
 
 /// Every metric nsguard exports.
 pub struct Metrics {
@@ -69,6 +104,10 @@ pub struct Metrics {
     stale_discoveries: Counter,
     unlistable_types: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
+    not_before: Family<CertificateLabels, Gauge>,
+    not_after: Family<CertificateLabels, Gauge>,
+    ready: Gauge,
+    verdicts: Family<VerdictLabels, Counter>,
     audit: AuditMetrics,
 }
 
@@ -81,6 +120,7 @@ struct AuditMetrics {
     runs: Family<ResultLabels, Counter>,
     report_writes: Family<ResultLabels, Counter>,
     leader: Gauge,
+    interval: Gauge,
 }
 
 impl AuditMetrics {
@@ -93,7 +133,13 @@ impl AuditMetrics {
             runs: Family::default(),
             leader: Gauge::default(),
             report_writes: Family::default(),
+            interval: Gauge::default(),
         };
+        registry.register(
+            "audit_interval_seconds",
+            "The background audit's interval (--audit-interval), 0 when it is off: the staleness alert compares the last success with it",
+            audit.interval.clone(),
+        );
         registry.register(
             "audit_findings",
             "Findings of the last background audit that read the cluster, by type (a partial one counts what it read)",
@@ -202,10 +248,52 @@ impl Metrics {
             "Attempts to load a changed serving certificate, by result",
             tls_reloads.clone(),
         );
+        let not_before = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_not_before_seconds",
+            "Unix time from which a certificate is valid: the serving certificate (updated on every reload), and the client CA with --client-ca (the one that expires first)",
+            not_before.clone(),
+        );
+        let not_after = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_not_after_seconds",
+            "Unix time a certificate expires: the serving certificate (updated on every reload), and the client CA with --client-ca (the one that expires first)",
+            not_after.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (serving, and the cluster source has answered), else 0",
+            ready.clone(),
+        );
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "namespace_delete_verdicts",
+            "Namespace deletes decided by the guard, by verdict (why a delete was allowed or denied)",
+            verdicts.clone(),
+        );
+        for verdict in crate::guard::Verdict::CODES {
+            let _ = verdicts.get_or_create(&VerdictLabels { verdict });
+        }
+        // Known series exist from the start, at zero: an alert or a dashboard naming one
+        // finds it before the first event.
+        for reason in REJECTION_REASONS {
+            let _ = rejections.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in LOOKUP_ERROR_REASONS {
+            let _ = lookup_errors.get_or_create(&ReasonLabels { reason });
+        }
+        for result in ["success", "error"] {
+            let _ = tls_reloads.get_or_create(&ResultLabels { result });
+        }
         let audit = AuditMetrics::register(&mut registry);
         Self {
             registry,
             audit,
+            not_before,
+            not_after,
+            ready,
+            verdicts,
             reviews: Endpoint::ALL.map(|endpoint| {
                 Decision::ALL.map(|decision| {
                     reviews
@@ -270,6 +358,33 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// The validity of a certificate nsguard serves (`serving`) or trusts (`client_ca`),
+    /// as Unix seconds.
+    pub fn certificate(&self, certificate: &'static str, not_before: i64, not_after: i64) {
+        let labels = CertificateLabels { certificate };
+        self.not_before.get_or_create(&labels).set(not_before);
+        self.not_after.get_or_create(&labels).set(not_after);
+    }
+
+    /// Whether `/readyz` answers 200, as of the last scrape.
+    pub fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// One namespace delete decided by the guard.
+    pub fn namespace_delete_verdict(&self, verdict: &'static str) {
+        self.verdicts
+            .get_or_create(&VerdictLabels { verdict })
+            .inc();
+    }
+
+    /// The background audit's interval (`None`: off).
+    pub fn audit_interval(&self, interval: Option<Duration>) {
+        self.audit
+            .interval
+            .set(interval.map_or(0, |i| i.as_secs() as i64));
     }
 
     /// One background audit finished reading the cluster: its findings by type, how many
@@ -378,6 +493,54 @@ mod tests {
         }
         for (i, decision) in Decision::ALL.into_iter().enumerate() {
             assert_eq!(decision as usize, i);
+        }
+    }
+
+    /// Every reason the code counts is one of the series that start at zero: the alerts
+    /// and the dashboard find them all.
+    #[test]
+    fn every_reason_counted_is_known_from_the_start() {
+        let counted = regex::Regex::new(
+            r#"(?:reject\([^,()]+, |rejection\()"([a-z_]+)"\)|lookup_error\("([a-z_]+)"\)"#,
+        )
+        .unwrap();
+        let mut found = std::collections::BTreeSet::new();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for c in counted.captures_iter(&text) {
+                        if let Some(m) = c.get(1).or(c.get(2)) {
+                            found.insert(m.as_str().to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found.contains("plain_http") && found.contains("unverified_types"));
+        for reason in &found {
+            assert!(
+                REJECTION_REASONS.contains(&reason.as_str())
+                    || LOOKUP_ERROR_REASONS.contains(&reason.as_str()),
+                "{reason} is counted but not known from the start"
+            );
+        }
+        let text = Metrics::new().encode();
+        for reason in REJECTION_REASONS {
+            assert!(
+                text.contains(&format!(
+                    "nsguard_http_rejections_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{reason}"
+            );
+        }
+        for reason in crate::cluster::LookupError::REASONS {
+            assert!(LOOKUP_ERROR_REASONS.contains(&reason), "{reason}");
         }
     }
 }

@@ -443,3 +443,435 @@ fn markdown_tables_are_whole() {
         }
     }
 }
+
+/// `kubectl kustomize` of an overlay, as users' kubectl renders it.
+fn rendered(overlay: &str) -> Vec<Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo_path(overlay))
+        .output()
+        .expect("kubectl on the PATH (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nsguard::documents::parse(&String::from_utf8(out.stdout).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+/// Run a tool (promtool) and return its output; it must be on the PATH (.ci/run installs
+/// Debian's prometheus package).
+fn run_tool(tool: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} on the PATH (.ci/run installs it): {e}"))
+}
+
+/// The monitoring overlay renders; its ServiceMonitor and PrometheusRule validate against
+/// the published CRD schemas (tests/data/crds); the ServiceMonitor selects the Service's
+/// metrics port; every alert has a severity and a runbook_url whose section exists in
+/// docs/runbook.md, and every section there is an alert's; the dashboard ConfigMap is
+/// labelled for the Grafana sidecar and holds docs/grafana-dashboard.json.
+#[test]
+fn the_monitoring_overlay_validates_and_every_alert_has_its_runbook() {
+    let objects = rendered("manifests/overlays/monitoring");
+    for (kind, schema) in [
+        ("ServiceMonitor", "tests/data/crds/servicemonitor-v1.json"),
+        ("PrometheusRule", "tests/data/crds/prometheusrule-v1.json"),
+    ] {
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(repo_path(schema)).unwrap()).unwrap();
+        let object = of_kind(&objects, kind);
+        let violations = common::schema::violations(&schema["openAPIV3Schema"], object);
+        assert!(violations.is_empty(), "{kind}: {violations:?}");
+        assert_eq!(object["metadata"]["namespace"], "nsguard-system");
+    }
+    // The checker can fail: a rule without expr, a ServiceMonitor with an unknown scheme.
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/crds/prometheusrule-v1.json")).unwrap(),
+    )
+    .unwrap();
+    let mut broken = of_kind(&objects, "PrometheusRule").clone();
+    broken["spec"]["groups"][0]["rules"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("expr");
+    broken["spec"]["groups"][0]["rules"][1]["for"] = "15 minutes".into();
+    assert_eq!(
+        common::schema::violations(&schema["openAPIV3Schema"], &broken).len(),
+        2
+    );
+
+    let service = of_kind(&objects, "Service");
+    let monitor = of_kind(&objects, "ServiceMonitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{service}");
+    }
+    let port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port && p["port"] == 9090),
+        "{service}"
+    );
+
+    let runbook = std::fs::read_to_string(repo_path("docs/runbook.md")).unwrap();
+    let sections: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let rules = &of_kind(&objects, "PrometheusRule")["spec"]["groups"][0]["rules"];
+    let mut alerts = BTreeSet::new();
+    for rule in rules.as_array().unwrap() {
+        let alert = rule["alert"].as_str().unwrap();
+        alerts.insert(alert.to_lowercase());
+        assert!(
+            ["critical", "warning", "info"].contains(&rule["labels"]["severity"].as_str().unwrap()),
+            "{rule}"
+        );
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap();
+        assert_eq!(url, format!("docs/runbook.md#{}", alert.to_lowercase()));
+        assert!(rule["annotations"]["summary"].is_string(), "{rule}");
+    }
+    assert_eq!(alerts, sections, "alerts and runbook sections differ");
+    assert_eq!(alerts.len(), 12);
+
+    let dashboard = of_kind(&objects, "ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped = std::fs::read_to_string(repo_path("docs/grafana-dashboard.json")).unwrap();
+    assert_eq!(dashboard["data"]["nsguard.json"].as_str().unwrap(), shipped);
+    let json: Value = serde_json::from_str(&shipped).unwrap();
+    assert_eq!(json["uid"], "nsguard");
+}
+
+/// The PrometheusRule's spec, as a Prometheus rules file.
+fn rules_file(dir: &std::path::Path) {
+    let objects = rendered("manifests/overlays/monitoring");
+    let spec = &of_kind(&objects, "PrometheusRule")["spec"];
+    std::fs::write(dir.join("rules.json"), spec.to_string()).unwrap();
+}
+
+/// promtool accepts the rules, and its unit tests (tests/data/monitoring/alerts.test.yaml)
+/// fire and do not fire each alert; every alert has a test where it fires. A rule that
+/// does not parse, and an expectation that does not hold, make promtool fail.
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    rules_file(dir.path());
+    let tests =
+        std::fs::read_to_string(repo_path("tests/data/monitoring/alerts.test.yaml")).unwrap();
+    std::fs::write(dir.path().join("alerts.test.yaml"), &tests).unwrap();
+    let out = run_tool("promtool", &["check", "rules", "rules.json"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 12 rules found"));
+    let out = run_tool(
+        "promtool",
+        &["test", "rules", "alerts.test.yaml"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every alert fires in some test.
+    let unit: Value = nsguard::documents::parse(&tests).unwrap().remove(0).value;
+    let rules: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("rules.json")).unwrap())
+            .unwrap();
+    for rule in rules["groups"][0]["rules"].as_array().unwrap() {
+        let alert = &rule["alert"];
+        let fires = unit["tests"].as_array().unwrap().iter().any(|t| {
+            t["alert_rule_test"].as_array().unwrap().iter().any(|a| {
+                &a["alertname"] == alert && !a["exp_alerts"].as_array().unwrap().is_empty()
+            })
+        });
+        assert!(fires, "no test where {alert} fires");
+    }
+    // promtool can fail: a wrong expectation, and a rule that does not parse.
+    std::fs::write(
+        dir.path().join("alerts.test.yaml"),
+        tests.replace("'Only 1 nsguard replica(s)", "'Only 2 nsguard replica(s)"),
+    )
+    .unwrap();
+    let out = run_tool(
+        "promtool",
+        &["test", "rules", "alerts.test.yaml"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    std::fs::write(
+        dir.path().join("rules.json"),
+        r#"{"groups":[{"name":"x","rules":[{"alert":"X","expr":"sum(("}]}]}"#,
+    )
+    .unwrap();
+    let out = run_tool("promtool", &["check", "rules", "rules.json"], dir.path());
+    assert!(!out.status.success());
+}
+
+/// Each expression of the dashboard, Grafana's variables replaced as Grafana would.
+pub fn dashboard_expressions() -> Vec<String> {
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("docs/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    json["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$job", "nsguard")
+        })
+        .collect()
+}
+
+/// Every dashboard expression parses (promtool, as recording rules) and names only
+/// metrics nsguard exports (the families a running server exposes, with their `_total`,
+/// `_bucket` series).
+#[test]
+fn the_dashboard_expressions_parse_and_name_only_nsguard_metrics() {
+    let expressions = dashboard_expressions();
+    assert!(expressions.len() >= 12);
+    let rules: Vec<Value> = expressions
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:panel_{i}"), "expr": e}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dashboard.json"),
+        serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let out = run_tool(
+        "promtool",
+        &["check", "rules", "dashboard.json"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = exported_series();
+    let names = regex::Regex::new(r"\b(nsguard_[a-z_]+)").unwrap();
+    for expression in &expressions {
+        for name in names.captures_iter(expression) {
+            assert!(
+                exported.contains(&name[1]),
+                "{} in {expression} is not exported",
+                &name[1]
+            );
+        }
+    }
+}
+
+/// The series names a running `nsguard serve` exports, from its `# TYPE` lines.
+fn exported_series() -> BTreeSet<String> {
+    let server = common::Server::start();
+    let text = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(server.metrics());
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        match kind {
+            "counter" => names.insert(format!("{name}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+                true
+            }
+            _ => names.insert(name.to_owned()),
+        };
+    }
+    names
+}
+
+/// A Prometheus server process, stopped when dropped.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path?query=expr` of Prometheus' HTTP API on `port`, as JSON.
+fn prometheus_api(port: u16, path: &str, expr: Option<&str>) -> Value {
+    use std::io::{Read as _, Write as _};
+    let mut target = path.to_owned();
+    if let Some(expr) = expr {
+        target.push_str("?query=");
+        for byte in expr.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                target.push(byte as char);
+            } else {
+                target.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(tcp, "GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+/// The real Prometheus server scrapes a running nsguard (its OpenMetrics exposition),
+/// loads the alert rules, and evaluates every alert and dashboard expression through its
+/// query API without error; every series they name exists, and every rule's evaluation
+/// is healthy. (`promtool check metrics` reads only the classic text format; this is the
+/// consumer that counts.)
+#[test]
+fn prometheus_scrapes_nsguard_and_evaluates_every_alert_and_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    rules_file(dir.path());
+    let server = common::Server::builder()
+        .args(&["--audit-interval", "2s"])
+        .start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [rules.json]\n\
+             scrape_configs:\n- job_name: nsguard\n  static_configs:\n  - targets: ['{}']\n",
+            server.metrics_addr
+        ),
+    )
+    .unwrap();
+    let _prometheus = Prometheus(
+        std::process::Command::new("prometheus")
+            .current_dir(dir.path())
+            .args([
+                "--config.file=prometheus.yml",
+                "--storage.tsdb.path=data",
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus on the PATH (.ci/run installs Debian's prometheus package)"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()
+            .then(|| prometheus_api(port, "/api/v1/query", Some(r#"up{job="nsguard"} == 1"#)));
+        if up.is_some_and(|up| {
+            up["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never scraped nsguard"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // Scraped as OpenMetrics, every sample taken.
+    let targets = prometheus_api(port, "/api/v1/targets", None);
+    let target = &targets["data"]["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{target}");
+    assert_eq!(target["lastError"], "", "{target}");
+
+    let rules: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("rules.json")).unwrap())
+            .unwrap();
+    let mut expressions: Vec<String> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_owned())
+        .collect();
+    expressions.extend(dashboard_expressions());
+    let names = regex::Regex::new(r"\b(nsguard_[a-z_]+|up)\{").unwrap();
+    let mut named = BTreeSet::new();
+    for expression in &expressions {
+        let answer = prometheus_api(port, "/api/v1/query", Some(expression));
+        assert_eq!(answer["status"], "success", "{expression}: {answer}");
+        for name in names.captures_iter(expression) {
+            named.insert(name[1].to_owned());
+        }
+    }
+    assert!(named.len() >= 15, "{named:?}");
+    for name in &named {
+        let answer = prometheus_api(
+            port,
+            "/api/v1/query",
+            Some(&format!(r#"count({name}{{job="nsguard"}})"#)),
+        );
+        assert!(
+            answer["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()),
+            "no series {name} scraped from nsguard: {answer}"
+        );
+    }
+    // Every rule evaluated, without error.
+    loop {
+        let answer = prometheus_api(port, "/api/v1/rules", None);
+        let rules = answer["data"]["groups"][0]["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let evaluated = rules.len() == 12
+            && rules.iter().all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            });
+        if evaluated {
+            for rule in &rules {
+                assert_eq!(rule["health"], "ok", "{rule}");
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

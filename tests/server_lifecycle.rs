@@ -238,3 +238,86 @@ async fn sigterm_under_sustained_load_fails_no_request_while_endpoints_update() 
     load.await.unwrap().assert_clean(100);
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+/// The serving certificate's validity is a metric from the start and after each reload,
+/// and the client CA's with --client-ca; a certificate with less than 14 days left is a
+/// warning in the log (once a day), and the one that replaces it resets that.
+#[tokio::test]
+async fn certificate_expiry_is_exported_and_a_short_one_is_logged() {
+    let mount = tempfile::tempdir().unwrap();
+    let short = nsguard::certs::generate(&CertRequest {
+        days: 5,
+        client_name: Some("kube-apiserver".to_owned()),
+        ..CertRequest::default()
+    })
+    .unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    std::fs::write(ca.path().join("ca.crt"), &short.ca_cert).unwrap();
+    mount_secret(mount.path(), "v1", &short.tls_cert, &short.tls_key);
+    let server = Server::builder()
+        .args(&["--tls-reload-interval", "100ms", "--client-ca"])
+        .arg(ca.path().join("ca.crt").to_str().unwrap())
+        .tls_files(
+            mount.path().join("tls.crt"),
+            mount.path().join("tls.key"),
+            short.clone(),
+        )
+        .start();
+    let gauge = |metrics: &str, series: &str| -> i64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series} not in:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400;
+    let metrics = server.metrics().await;
+    let serving = gauge(
+        &metrics,
+        r#"nsguard_tls_certificate_not_after_seconds{certificate="serving"}"#,
+    );
+    assert!(
+        (serving - (now + 5 * day)).abs() < 300,
+        "{serving} vs {now}"
+    );
+    let before = gauge(
+        &metrics,
+        r#"nsguard_tls_certificate_not_before_seconds{certificate="serving"}"#,
+    );
+    assert!(before <= now && before > now - 2 * day, "{before}");
+    // The CA lives twice as long as the certificates it signs.
+    let ca = gauge(
+        &metrics,
+        r#"nsguard_tls_certificate_not_after_seconds{certificate="client_ca"}"#,
+    );
+    assert!((ca - (now + 10 * day)).abs() < 300, "{ca}");
+    let warning = server.wait_for_log("the serving certificate expires in", Duration::from_secs(5));
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+    // The CA has 10 days left: a warning of its own.
+    server.wait_for_log(
+        "the client_ca certificate expires in",
+        Duration::from_secs(5),
+    );
+
+    // A year-long replacement: the gauge follows, and no new warning.
+    let long = nsguard::certs::generate(&CertRequest::default()).unwrap();
+    mount_secret(mount.path(), "v2", &long.tls_cert, &long.tls_key);
+    server.wait_for_log("reloaded TLS certificate", Duration::from_secs(5));
+    let metrics = server.metrics().await;
+    let serving = gauge(
+        &metrics,
+        r#"nsguard_tls_certificate_not_after_seconds{certificate="serving"}"#,
+    );
+    assert!((serving - (now + 365 * day)).abs() < 300, "{serving}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let warnings = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("the serving certificate expires in"))
+        .count();
+    assert_eq!(warnings, 1, "{:?}", server.logs());
+}

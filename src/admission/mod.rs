@@ -347,6 +347,8 @@ impl Webhook {
             None => {}
         }
         audit(request, &delete, &decision, started.elapsed());
+        self.metrics
+            .namespace_delete_verdict(decision.verdict.code());
         if decision.allowed() {
             // The delete goes ahead; say what it destroys for good, where kubectl shows it.
             Response {

@@ -238,6 +238,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ClusterSource::Dump(_) => Arc::new(ClusterHealth::ready()),
     };
     let mut election = None;
+    webhook.metrics.audit_interval(args.audit_interval);
     if let Some(interval) = args.audit_interval {
         if args.write_policy_reports && matches!(webhook.cluster, ClusterSource::Dump(_)) {
             bail!(

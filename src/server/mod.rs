@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod connections;
+pub mod expiry;
 pub mod framing;
 pub mod routes;
 pub mod tls;
@@ -96,7 +97,8 @@ impl BoundServer {
         webhook: Arc<Webhook>,
         health: Arc<ClusterHealth>,
     ) -> anyhow::Result<Self> {
-        let tls = Tls::load(options.tls.clone(), options.client_ca.as_deref())?;
+        let mut tls = Tls::load(options.tls.clone(), options.client_ca.as_deref())?;
+        tls.publish(&webhook.metrics);
         let listener = TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("binding the webhook port {}", options.listen))?;

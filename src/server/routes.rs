@@ -63,6 +63,8 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
     let metrics = &state.metrics;
+    // What /readyz would answer now, for the replicas alert.
+    metrics.ready(state.ready.load(Ordering::Relaxed) && state.health.status().is_ok());
     (
         [(
             header::CONTENT_TYPE,

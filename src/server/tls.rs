@@ -19,6 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+use super::expiry::{Validity, Watched};
 use crate::metrics::Metrics;
 
 /// The crypto provider used everywhere (ring: no C toolchain beyond `cc` needed).
@@ -87,6 +88,8 @@ pub struct Tls {
     resolver: Arc<ReloadingResolver>,
     files: KeyPairFiles,
     loaded: (Vec<u8>, Vec<u8>),
+    /// The serving certificate's validity, and the client CA's (with `--client-ca`).
+    watched: Vec<Watched>,
 }
 
 impl Tls {
@@ -104,6 +107,19 @@ impl Tls {
         let resolver = Arc::new(ReloadingResolver {
             current: RwLock::new(Arc::new(key)),
         });
+        let mut watched = Vec::new();
+        // A pair rustls accepted parses as X.509; a certificate without a readable
+        // validity is served, just not watched.
+        if let Some(validity) = Validity::of_pem(&loaded.0, false) {
+            watched.push(Watched::new("serving", validity));
+        }
+        if let Some(path) = client_ca
+            && let Some(validity) = std::fs::read(path)
+                .ok()
+                .and_then(|pem| Validity::of_pem(&pem, true))
+        {
+            watched.push(Watched::new("client_ca", validity));
+        }
         let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .context("TLS 1.2 and 1.3 with the ring provider")?;
@@ -118,7 +134,23 @@ impl Tls {
             resolver,
             files,
             loaded,
+            watched,
         })
+    }
+
+    /// Export the certificates' validity, and warn in the log if one is short.
+    pub fn publish(&mut self, metrics: &Metrics) {
+        for watched in &self.watched {
+            watched.publish(metrics);
+        }
+        self.warn_if_expiring();
+    }
+
+    fn warn_if_expiring(&mut self) {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        for watched in &mut self.watched {
+            watched.warn_if_expiring(now, std::time::Instant::now());
+        }
     }
 
     /// Re-read the files; swap the certificate when they changed and form a valid pair.
@@ -142,6 +174,16 @@ impl Tls {
         match result {
             Ok(key) => {
                 self.resolver.swap(key);
+                if let Some(validity) = Validity::of_pem(&self.loaded.0, false) {
+                    match self.watched.iter_mut().find(|w| w.name == "serving") {
+                        Some(serving) => serving.replace(validity, metrics),
+                        None => {
+                            let serving = Watched::new("serving", validity);
+                            serving.publish(metrics);
+                            self.watched.push(serving);
+                        }
+                    }
+                }
                 tracing::info!(cert = %self.files.cert.display(), "reloaded TLS certificate");
                 metrics.tls_reload("success");
                 true
@@ -167,6 +209,7 @@ impl Tls {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.reload_if_changed(&metrics);
+                    self.warn_if_expiring();
                 }
                 () = stop.cancelled() => return,
             }

@@ -1,7 +1,8 @@
 //! A CustomResourceDefinition's structural schema, applied as the API server applies it
 //! under strict field validation (what `kubectl apply` asks for): types, enums, required
 //! fields, int32 ranges, and every field declared (the API server prunes or, strictly,
-//! refuses the others). `metadata` is checked as the ObjectMeta fields nsguard writes.
+//! refuses the others), patterns, minimum lengths and int-or-string fields. `metadata` is
+//! checked as the ObjectMeta fields nsguard writes.
 
 use serde_json::Value;
 
@@ -15,6 +16,14 @@ pub fn violations(schema: &Value, value: &Value) -> Vec<String> {
 fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
     if path == ".metadata" {
         return metadata(value, out);
+    }
+    if schema["x-kubernetes-int-or-string"] == true {
+        if !(value.is_i64() || value.is_string()) {
+            out.push(format!(
+                "{path}: expected an integer or a string, got {value}"
+            ));
+        }
+        return;
     }
     let ok = match schema["type"].as_str() {
         Some("object") => value.is_object(),
@@ -32,6 +41,16 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
         && !allowed.contains(value)
     {
         out.push(format!("{path}: {value} is not one of {allowed:?}"));
+    }
+    if let (Some(pattern), Some(text)) = (schema["pattern"].as_str(), value.as_str())
+        && !regex::Regex::new(pattern).unwrap().is_match(text)
+    {
+        out.push(format!("{path}: {value} does not match {pattern}"));
+    }
+    if let (Some(min), Some(text)) = (schema["minLength"].as_u64(), value.as_str())
+        && (text.chars().count() as u64) < min
+    {
+        out.push(format!("{path}: {value} is shorter than {min}"));
     }
     if schema["format"] == "int32" && i32::try_from(value.as_i64().unwrap()).is_err() {
         out.push(format!("{path}: {value} is out of int32 range"));

@@ -103,6 +103,9 @@ pub enum LookupError {
 }
 
 impl LookupError {
+    /// Every [`Self::reason`].
+    pub const REASONS: [&'static str; 4] = ["deadline", "discovery", "read", "busy"];
+
     /// A short, fixed name for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
