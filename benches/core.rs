@@ -58,6 +58,7 @@ fn webhook(dump: &str, placement: PlacementMode) -> Webhook {
         lookup_timeout: Duration::from_secs(5),
         placement,
         metrics: Arc::new(Metrics::new()),
+        events: None,
     }
 }
 

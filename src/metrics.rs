@@ -108,6 +108,7 @@ pub struct Metrics {
     not_after: Family<CertificateLabels, Gauge>,
     ready: Gauge,
     verdicts: Family<VerdictLabels, Counter>,
+    events: Family<ResultLabels, Counter>,
     audit: AuditMetrics,
 }
 
@@ -272,6 +273,15 @@ impl Metrics {
             "Namespace deletes decided by the guard, by verdict (why a delete was allowed or denied)",
             verdicts.clone(),
         );
+        let events = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Kubernetes Events for refused namespace deletes, by result (created, updated: a repeat counted in its series, failed, dropped: the writer was behind)",
+            events.clone(),
+        );
+        for result in ["created", "updated", "failed", "dropped"] {
+            let _ = events.get_or_create(&ResultLabels { result });
+        }
         for verdict in crate::guard::Verdict::CODES {
             let _ = verdicts.get_or_create(&VerdictLabels { verdict });
         }
@@ -294,6 +304,7 @@ impl Metrics {
             not_after,
             ready,
             verdicts,
+            events,
             reviews: Endpoint::ALL.map(|endpoint| {
                 Decision::ALL.map(|decision| {
                     reviews
@@ -378,6 +389,11 @@ impl Metrics {
         self.verdicts
             .get_or_create(&VerdictLabels { verdict })
             .inc();
+    }
+
+    /// One write (or drop) of an Event for a refused namespace delete.
+    pub fn event_write(&self, result: &'static str) {
+        self.events.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The background audit's interval (`None`: off).

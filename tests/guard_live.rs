@@ -2258,3 +2258,112 @@ async fn a_migration_plan_hands_the_volumes_over_through_kubectl() {
     assert_eq!((code, state.as_str()), (Some(0), "done"), "{status}");
     assert_eq!(stages, ["cache done", "data done"]);
 }
+
+/// A refused (non-dry-run) namespace delete is a Warning Event `DeleteDenied` on the
+/// Namespace (in `default`, where kubectl describe finds a cluster-scoped object's), naming
+/// who asked and the owners; a burst of refusals is one Event whose series counts them
+/// (one create, a patch every few seconds), a dry run records nothing, and the Event is
+/// valid under Kubernetes' own schema (kubernetes-validate, strict). An Event the API
+/// server refuses is counted and logged; the answers do not change or wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_namespace_deletes_are_one_event_with_a_count() {
+    let replay = Replay::start().await;
+    two_stacks_in_the_recorded_namespace(&replay);
+    let dir = tempfile::tempdir().unwrap();
+    let server = live_server(&replay, &dir, &[]);
+    let client = server.client();
+    let refuse = |body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            let resp = review(&client, server.addr, "/validate", body).await;
+            assert_eq!(resp["response"]["allowed"], false, "{resp}");
+        }
+    };
+    refuse(fixture("namespace-delete-dryrun.json")).await;
+    for _ in 0..20 {
+        refuse(fixture("namespace-delete.json")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let counted = {
+            let state = replay.state.lock().unwrap();
+            state
+                .events
+                .first()
+                .filter(|e| e["series"]["count"] == 20)
+                .cloned()
+        };
+        if let Some(event) = counted {
+            break event;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            replay.state.lock().unwrap().events
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let writes = replay.state.lock().unwrap().event_writes.clone();
+    assert_eq!(
+        writes.iter().filter(|w| w.starts_with("POST")).count(),
+        1,
+        "{writes:?}"
+    );
+    assert!(writes.len() <= 4, "{writes:?}");
+    assert!(
+        writes[0].starts_with("POST default/pay-space-wallet."),
+        "{writes:?}"
+    );
+    assert_eq!(event["reason"], "DeleteDenied");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["action"], "Delete");
+    assert_eq!(event["reportingController"], "nsguard.dev/namespace-guard");
+    assert_eq!(
+        event["regarding"],
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "name": "pay-space-wallet",
+            "uid": "dd423ac0-c94a-458a-8e95-b942b8874aed"})
+    );
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("delete requested by admin refused: ")
+            && note.contains("holds objects of 2 stacks"),
+        "{note}"
+    );
+    // What the API server's schema says of it.
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, event.to_string()).unwrap();
+    let mut validate = std::process::Command::new("kubernetes-validate");
+    validate
+        .args(["--strict", "--kubernetes-version", "1.37"])
+        .arg(&file);
+    let validated = run(validate).await;
+    assert!(
+        validated.status.success(),
+        "kubernetes-validate (on the PATH: .ci/run installs it): {}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, r#"nsguard_events_total{result="created"}"#),
+        1.0
+    );
+    assert!(metric_value(&metrics, r#"nsguard_events_total{result="updated"}"#) >= 1.0);
+
+    // The API server refuses Events now: counted and logged, the answers unchanged.
+    replay.fault("events", Fault::Forbidden);
+    replay.add("billing", "deployments", "wallet", &CURRENT);
+    replay.add("billing", "deployments", "wallet-tenant-a", &TENANT_A);
+    let billing = String::from_utf8(fixture("namespace-delete.json"))
+        .unwrap()
+        .replace("\"pay-space-wallet\"", "\"billing\"");
+    let started = Instant::now();
+    refuse(billing.into_bytes()).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.wait_for_log("could not write the Event", Duration::from_secs(15));
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, r#"nsguard_events_total{result="failed"}"#),
+        1.0
+    );
+}

@@ -209,6 +209,36 @@ fn rbac_only_reads_and_leaves_secrets_out() {
             );
         }
     }
+    // Its writes are namespaced: its own Lease, and the Events of refused deletes (create
+    // and patch, in `default` only).
+    let writes: Vec<(String, String)> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role")
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+                o["metadata"]["namespace"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            (
+                "nsguard-audit-lease".to_owned(),
+                "nsguard-system".to_owned()
+            ),
+            ("nsguard-events".to_owned(), "default".to_owned())
+        ]
+    );
+    let events = objects
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "nsguard-events")
+        .unwrap();
+    assert_eq!(
+        events["rules"],
+        serde_json::json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+    );
     // The lookup role aggregates nsguard's own roles and the read-only roles operators
     // publish for `view` (which never include Secrets), so CRDs work without a new role.
     let lookup = objects
@@ -339,8 +369,9 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
         rbac[1]["subjects"],
         serde_json::json!([{"kind": "ServiceAccount", "name": "nsguard", "namespace": "nsguard-system"}])
     );
-    // The base grants no write cluster-wide: its only write is its own Lease, in a Role
-    // of its namespace, by name wherever the verb allows it.
+    // The base grants no write cluster-wide: its writes are its own Lease, in a Role of
+    // its namespace, by name wherever the verb allows it, and the Events of refused
+    // deletes in `default` (checked in rbac_only_reads_and_leaves_secrets_out).
     let base = load("manifests/base/rbac.yaml");
     for object in &base {
         if object["kind"] == "Role" {
@@ -370,7 +401,7 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
     let binding = base.iter().find(|o| o["kind"] == "RoleBinding").unwrap();
     assert_eq!(binding["roleRef"]["name"], "nsguard-audit-lease");
     assert_eq!(binding["metadata"]["namespace"], "nsguard-system");
-    assert_eq!(base.iter().filter(|o| o["kind"] == "Role").count(), 1);
+    assert_eq!(base.iter().filter(|o| o["kind"] == "Role").count(), 2);
     // The Lease lives in the pod's own namespace, named for the pod, from the downward API.
     for (name, field) in [
         ("NSGUARD_LEASE_NAMESPACE", "metadata.namespace"),

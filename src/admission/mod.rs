@@ -176,6 +176,9 @@ pub struct Webhook {
     pub lookup_timeout: Duration,
     pub placement: PlacementMode,
     pub metrics: Arc<Metrics>,
+    /// Where refused (non-dry-run) namespace deletes are recorded as Events; `None`: not
+    /// recorded (a dump, or `--events=false`).
+    pub events: Option<crate::cluster::events::EventSink>,
 }
 
 impl Webhook {
@@ -358,7 +361,23 @@ impl Webhook {
                 ..Response::allow(request)
             }
         } else {
-            Response::deny(request, decision.message())
+            let message = decision.message();
+            // A dry run asks "would this be refused?": nothing happened to record.
+            if let Some(events) = &self.events
+                && !request.dry_run
+            {
+                events.record(crate::cluster::events::Refusal {
+                    namespace: request.name.as_str().to_owned(),
+                    uid: request
+                        .old_object
+                        .as_ref()
+                        .and_then(|ns| ns.metadata.uid.as_ref())
+                        .map(|uid| uid.as_str().to_owned()),
+                    user: delete.username.to_owned(),
+                    message: message.clone(),
+                });
+            }
+            Response::deny(request, message)
         }
     }
 }

@@ -178,6 +178,9 @@ pub struct Object<'a> {
 pub struct Metadata<'a> {
     #[serde(default, borrow)]
     pub name: Option<Text<'a>>,
+    /// A refused namespace delete's Event names the Namespace by it.
+    #[serde(default, borrow)]
+    pub uid: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub namespace: Option<Text<'a>>,
     #[serde(default, borrow)]

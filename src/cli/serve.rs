@@ -135,6 +135,13 @@ pub struct ServeArgs {
     /// before its lease could expire. Whole seconds, at least 3s.
     #[arg(long, env = "NSGUARD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
+    /// Record each refused (non-dry-run) namespace delete as a Warning Event on the
+    /// Namespace (reason DeleteDenied, in the `default` namespace, repeats counted in one
+    /// Event), for `kubectl describe namespace` and event exporters. Off the answer's
+    /// path. Needs create and patch on events.k8s.io events in `default` (the manifests
+    /// grant it). A live cluster only.
+    #[arg(long, env = "NSGUARD_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    events: bool,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -213,15 +220,27 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
     };
     let scheme = args.inputs.labels.scheme();
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let cluster = args.inputs.source(&scheme).await?;
+    let events = match &cluster {
+        ClusterSource::Live(live) if args.events => Some(crate::cluster::events::spawn(
+            live.client().clone(),
+            pod_name(&args),
+            metrics.clone(),
+            stop.clone(),
+        )),
+        _ => None,
+    };
     let webhook = Arc::new(Webhook {
-        cluster: args.inputs.source(&scheme).await?,
+        cluster,
         scheme,
         guard: args.inputs.guard.config(),
         lookup_timeout: args.inputs.lookup.lookup_timeout,
         placement: args.placement_mode,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        events,
     });
-    let stop = CancellationToken::new();
     let health = match &webhook.cluster {
         ClusterSource::Live(_) => {
             let health = Arc::new(ClusterHealth::waiting());
@@ -295,6 +314,16 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The audit's Lease: in `--lease-namespace`, else the namespace of the pod nsguard runs
 /// in; `None` outside a cluster without the flag.
+/// This replica's name (the pod's, from --lease-identity or $HOSTNAME): the Lease holder
+/// and the Events' reportingInstance.
+fn pod_name(args: &ServeArgs) -> String {
+    args.lease_identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "nsguard".to_owned())
+}
+
 fn lease_config(args: &ServeArgs) -> anyhow::Result<Option<LeaseConfig>> {
     let seconds = args.lease_duration.as_secs();
     if seconds < 3 || args.lease_duration.subsec_nanos() != 0 {
@@ -312,12 +341,7 @@ fn lease_config(args: &ServeArgs) -> anyhow::Result<Option<LeaseConfig>> {
     let Some(namespace) = namespace else {
         return Ok(None);
     };
-    let name = args
-        .lease_identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "nsguard".to_owned());
+    let name = pod_name(args);
     Ok(Some(LeaseConfig {
         namespace,
         name: args.lease_name.clone(),

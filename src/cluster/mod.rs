@@ -2,6 +2,7 @@
 //! behind one interface.
 
 pub mod dump;
+pub mod events;
 pub mod health;
 pub mod live;
 pub mod report_writer;

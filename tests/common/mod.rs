@@ -73,6 +73,7 @@ pub fn example_webhook(placement: PlacementMode) -> Webhook {
         lookup_timeout: Duration::from_secs(1),
         placement,
         metrics: Arc::new(Metrics::new()),
+        events: None,
     }
 }
 

@@ -80,6 +80,10 @@ pub struct ReplayState {
     pub lease_write_faults: Vec<(String, Fault)>,
     /// Every Lease call: `METHOD name fieldManager`, for assertions.
     pub lease_calls: Vec<String>,
+    /// Events (`events.k8s.io/v1`) as written: created, then merge-patched.
+    pub events: Vec<Value>,
+    /// Every Event write: `METHOD namespace/name`.
+    pub event_writes: Vec<String>,
     /// A group to serve from the first request whose path starts with the prefix on:
     /// (prefix, group, version, plural, Kind). A CRD created in the middle of a read.
     pub group_on_request: Option<(String, String, String, String, String)>,
@@ -438,6 +442,12 @@ async fn serve(
     }
     if path.starts_with("/apis/wgpolicyk8s.io/v1alpha2/")
         && let Some(response) = policy_reports(&state, &method, &uri, &headers, &query, &body)
+    {
+        return response;
+    }
+    if path.starts_with("/apis/events.k8s.io/v1/namespaces/")
+        && method != axum::http::Method::GET
+        && let Some(response) = events(&state, &method, &path, &body).await
     {
         return response;
     }
@@ -957,6 +967,99 @@ async fn typed_read(
             ),
         },
         (None, None) => unreachable!("every pattern names a namespace or a name"),
+    })
+}
+
+/// Event writes, as the API server takes them: POST creates (409 if the name is taken),
+/// PATCH merges into an existing one (404 if none); `fault("events", ...)` answers instead.
+async fn events(
+    state: &Mutex<ReplayState>,
+    method: &axum::http::Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Response> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let (namespace, name) = match segments.as_slice() {
+        [
+            "",
+            "apis",
+            "events.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "events",
+        ] => (*ns, None),
+        [
+            "",
+            "apis",
+            "events.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "events",
+            name,
+        ] => (*ns, Some(*name)),
+        _ => return None,
+    };
+    let fault = {
+        let mut state = state.lock().unwrap();
+        state.requests.push(format!("{method} {path}"));
+        state.faults.get("events").cloned()
+    };
+    if let Some(fault) = fault
+        && let Some(response) = fault_response(fault).await
+    {
+        return Some(response);
+    }
+    let Ok(written) = serde_json::from_slice::<Value>(body) else {
+        return Some(status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON"));
+    };
+    let mut state = state.lock().unwrap();
+    let json = |code: StatusCode, body: &Value| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    Some(match (method.as_str(), name) {
+        ("POST", None) => {
+            let name = written["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if state
+                .events
+                .iter()
+                .any(|e| e["metadata"]["name"] == name.as_str())
+            {
+                return Some(status(StatusCode::CONFLICT, "AlreadyExists", "exists"));
+            }
+            let mut created = written.clone();
+            created["metadata"]["namespace"] = namespace.into();
+            state.event_writes.push(format!("POST {namespace}/{name}"));
+            state.events.push(created.clone());
+            json(StatusCode::CREATED, &created)
+        }
+        ("PATCH", Some(name)) => {
+            let Some(event) = state
+                .events
+                .iter_mut()
+                .find(|e| e["metadata"]["name"] == name)
+            else {
+                return Some(status(StatusCode::NOT_FOUND, "NotFound", "no such event"));
+            };
+            json_patch::merge(event, &written);
+            let patched = event.clone();
+            state.event_writes.push(format!("PATCH {namespace}/{name}"));
+            json(StatusCode::OK, &patched)
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not here",
+        ),
     })
 }
 
