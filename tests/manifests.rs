@@ -511,6 +511,18 @@ fn run_tool(tool: &str, args: &[&str], dir: &std::path::Path) -> std::process::O
         .unwrap_or_else(|e| panic!("{tool} on the PATH (.ci/run installs it): {e}"))
 }
 
+/// promtool with `args` in `dir`, which must succeed: its standard output.
+fn promtool(args: &[&str], dir: &std::path::Path) -> String {
+    let out = run_tool("promtool", args, dir);
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The monitoring overlay renders; its ServiceMonitor and PrometheusRule validate against
 /// the published CRD schemas (tests/data/crds); the ServiceMonitor selects the Service's
 /// metrics port; every alert has a severity and a runbook_url whose section exists in
@@ -611,24 +623,9 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     let tests =
         std::fs::read_to_string(repo_path("tests/data/monitoring/alerts.test.yaml")).unwrap();
     std::fs::write(dir.path().join("alerts.test.yaml"), &tests).unwrap();
-    let out = run_tool("promtool", &["check", "rules", "rules.json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 12 rules found"));
-    let out = run_tool(
-        "promtool",
-        &["test", "rules", "alerts.test.yaml"],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let checked = promtool(&["check", "rules", "rules.json"], dir.path());
+    assert!(checked.contains("SUCCESS: 12 rules found"), "{checked}");
+    promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
     // Every alert fires in some test.
     let unit: Value = nsguard::documents::parse(&tests).unwrap().remove(0).value;
     let rules: Value =
@@ -703,17 +700,7 @@ fn the_dashboard_expressions_parse_and_name_only_nsguard_metrics() {
         serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
     )
     .unwrap();
-    let out = run_tool(
-        "promtool",
-        &["check", "rules", "dashboard.json"],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool(&["check", "rules", "dashboard.json"], dir.path());
     let exported = exported_series();
     let names = regex::Regex::new(r"\b(nsguard_[a-z_]+)").unwrap();
     for expression in &expressions {

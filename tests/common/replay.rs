@@ -978,27 +978,10 @@ async fn events(
     path: &str,
     body: &[u8],
 ) -> Option<Response> {
-    let segments: Vec<&str> = path.split('/').collect();
-    let (namespace, name) = match segments.as_slice() {
-        [
-            "",
-            "apis",
-            "events.k8s.io",
-            "v1",
-            "namespaces",
-            ns,
-            "events",
-        ] => (*ns, None),
-        [
-            "",
-            "apis",
-            "events.k8s.io",
-            "v1",
-            "namespaces",
-            ns,
-            "events",
-            name,
-        ] => (*ns, Some(*name)),
+    let rest = path.strip_prefix("/apis/events.k8s.io/v1/namespaces/")?;
+    let (namespace, name) = match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [ns, "events"] => (ns.to_string(), None),
+        [ns, "events", name] => (ns.to_string(), Some(name.to_string())),
         _ => return None,
     };
     let fault = {
@@ -1037,7 +1020,7 @@ async fn events(
                 return Some(status(StatusCode::CONFLICT, "AlreadyExists", "exists"));
             }
             let mut created = written.clone();
-            created["metadata"]["namespace"] = namespace.into();
+            created["metadata"]["namespace"] = namespace.as_str().into();
             state.event_writes.push(format!("POST {namespace}/{name}"));
             state.events.push(created.clone());
             json(StatusCode::CREATED, &created)
