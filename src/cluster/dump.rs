@@ -302,10 +302,13 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
                 .claim_ref
                 .as_ref()
                 .is_some_and(|r| wanted(&r.namespace))
-            || volume.migration.values().any(|v| {
-                v.split_once('/')
-                    .is_some_and(|(namespace, _)| wanted(namespace))
-            });
+            || [
+                crate::migration::FROM_ANNOTATION,
+                crate::migration::TO_ANNOTATION,
+            ]
+            .iter()
+            .filter_map(|key| volume.migration.get(*key)?.split_once('/'))
+            .any(|(namespace, _)| wanted(namespace));
         if !(only.is_empty() || theirs) {
             continue;
         }
