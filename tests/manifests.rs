@@ -893,3 +893,61 @@ fn prometheus_scrapes_nsguard_and_evaluates_every_alert_and_panel() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// The monitoring overlay installs with `kubectl apply -k`: real kubectl, against an API
+/// server that serves the Prometheus Operator's group (as one with its CRDs does), maps
+/// every object and would create each (client-side dry run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitoring_overlay_installs_with_kubectl_apply_k() {
+    let replay = common::replay::Replay::start().await;
+    replay.add_group(
+        "monitoring.coreos.com",
+        "v1",
+        &[
+            ("servicemonitors", "ServiceMonitor"),
+            ("prometheusrules", "PrometheusRule"),
+        ],
+    );
+    // The base's PriorityClass: a group the recorded discovery documents do not hold.
+    replay.add_cluster_group(
+        "scheduling.k8s.io",
+        "v1",
+        &[("priorityclasses", "PriorityClass")],
+    );
+    let server = replay.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .args(["apply", "-k"])
+            .arg(repo_path("manifests/overlays/monitoring"))
+            .args([
+                "--dry-run=client",
+                "--validate=false",
+                "-o",
+                "name",
+                "--server",
+                &server,
+            ])
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .expect("kubectl on the PATH (.ci/run installs it)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "servicemonitor.monitoring.coreos.com/nsguard",
+        "prometheusrule.monitoring.coreos.com/nsguard",
+        "configmap/nsguard-dashboard",
+        "deployment.apps/nsguard",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == name),
+            "{name} not in:\n{stdout}"
+        );
+    }
+}

@@ -171,6 +171,13 @@ impl Replay {
         add_group_at(&mut discovery, group, versions);
     }
 
+    /// Serve a new API group of cluster-scoped kinds `(plural, Kind)` (one the recorded
+    /// discovery lacks, such as scheduling.k8s.io for PriorityClasses).
+    pub fn add_cluster_group(&self, group: &str, version: &str, kinds: &[(&str, &str)]) {
+        let mut discovery = self.discovery.lock().unwrap();
+        add_scoped_group_at(&mut discovery, group, &[(version, kinds)], false);
+    }
+
     /// Stop serving an API group, as when its CRD is deleted.
     pub fn remove_group(&self, group: &str) {
         remove_group(&mut self.discovery.lock().unwrap(), group);
@@ -376,6 +383,15 @@ fn add_group_at(
     group: &str,
     versions: &[(&str, &[(&str, &str)])],
 ) {
+    add_scoped_group_at(discovery, group, versions, true);
+}
+
+fn add_scoped_group_at(
+    discovery: &mut BTreeMap<String, Value>,
+    group: &str,
+    versions: &[(&str, &[(&str, &str)])],
+    namespaced: bool,
+) {
     let gvs: Vec<Value> = versions
         .iter()
         .map(|(version, _)| json!({"groupVersion": format!("{group}/{version}"), "version": version}))
@@ -388,7 +404,7 @@ fn add_group_at(
         let resources: Vec<Value> = kinds
             .iter()
             .map(|(plural, kind)| {
-                json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": true,
+                json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced,
                        "kind": kind, "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"]})
             })
             .collect();
