@@ -9,6 +9,8 @@
 //! refusals of one namespace within [`SERIES_TTL`] are one Event (`events.k8s.io/v1`) whose
 //! `series.count` grows, and the count is written at most every [`WRITE_EVERY`], so a loop
 //! of refused deletes costs the API server one create and a patch every few seconds.
+//! (kube-runtime's `events::Recorder` keys its series the same way but writes on every
+//! publish, a patch per repeat: a retry loop would be a write per refused delete.)
 //!
 //! A Namespace is cluster-scoped, so its Events live in the `default` namespace, where
 //! client-go puts the Events of cluster-scoped objects and `kubectl describe` finds them.
