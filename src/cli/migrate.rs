@@ -34,7 +34,8 @@ enum MigrateCommand {
 /// Which sub-envs, and where the cluster state comes from.
 #[derive(Debug, Args)]
 struct Selection {
-    /// Only this stack (`appName/env`, repeatable). Default: every misplaced sub-env.
+    /// Only this sub-env (`app-name/env` as its labels say, e.g. `shop-tenant-a/tenant-a`;
+    /// repeatable). Default: every misplaced sub-env.
     #[arg(long = "stack", value_name = "APP/ENV")]
     stacks: Vec<String>,
     /// Only the sub-envs leaving this namespace (repeatable).
@@ -55,8 +56,8 @@ struct Selection {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  nsguard migrate plan --stack shop/tenant-a > migrate.sh     # review it: dry runs
-  nsguard migrate plan --stack shop/tenant-a --apply-ready > migrate.sh
+  nsguard migrate plan --stack shop-tenant-a/tenant-a > migrate.sh     # review it: dry runs
+  nsguard migrate plan --stack shop-tenant-a/tenant-a --apply-ready > migrate.sh
   sh migrate.sh before      # keep, stop, release, reserve
   sc deploy -s shop -e tenant-a                               # the redeploy
   sh migrate.sh after       # the new claims bound to the old volumes
@@ -75,7 +76,7 @@ struct PlanArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   nsguard migrate check                        # every sub-env on the move
-  nsguard migrate check --stack shop/tenant-a -o json")]
+  nsguard migrate check --stack shop-tenant-a/tenant-a -o json")]
 struct CheckArgs {
     #[arg(long, short, value_enum, default_value = "text")]
     output: OutputFormat,

@@ -176,7 +176,12 @@ impl Writer {
         } else {
             format!(" (parent-env {})", comment(&sub_env.owner.parent_env))
         };
-        let _ = writeln!(self.summary, "#\n# sub-env {stack}{parent}: {from} -> {to}");
+        let _ = writeln!(
+            self.summary,
+            "#\n# sub-env {stack}{parent}: {from} -> {to}\n#   redeploy: its stack with stackEnv {}, simple-container 2026.5.8 or later (sc deploy -s STACK -e {})",
+            comment(&sub_env.owner.env),
+            comment(&sub_env.owner.env)
+        );
         // Without volumes, its workloads move with the redeploy like everything else; with
         // them, the plan stops them first.
         let moving: Vec<String> = if sub_env.claims.is_empty() {
