@@ -1038,6 +1038,28 @@ fn migrate_check_reads_where_each_sub_env_stands_from_a_dump() {
             })
             .collect::<Vec<_>>()
     };
+    // For a person: each sub-env, its claims, what is left behind and the next step.
+    let out = nsguard(
+        home.path(),
+        &["migrate", "check", "--cluster-dump", MIGRATION],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    for line in [
+        "sub-env shop/tenant-a (shop -> shop-tenant-a): not-started",
+        "  claim tenant-a-data (volume pv-a-data): not-started",
+        "  claim tenant-b-logs (volume pv-b-logs): releasing (deleted at 2026-12-02T10:00:00Z)",
+        "  next: claim shop/tenant-b-logs waits for the pods that mount it to stop",
+        "sub-env shop/tenant-c (shop -> shop-tenant-c): done",
+        "  claim tenant-d-data (volume pv-d-data): stuck: claims shop/tenant-d-data and shop-tenant-d/tenant-d-data both exist",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line:?} not in:\n{text}"
+        );
+    }
     let found = check(MIGRATION);
     assert_eq!(
         found,
