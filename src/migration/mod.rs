@@ -11,12 +11,12 @@
 
 pub mod script;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::audit::{Inventory, StackRef};
-use crate::data_at_risk::Volume;
+use crate::data_at_risk::{Claim, Volume};
 
 /// Annotations the plan writes on each volume it hands over, so that `nsguard migrate
 /// check` can follow a volume whose old claim is gone. All under
@@ -79,6 +79,30 @@ pub struct UnlabelledClaim {
     pub volume: String,
 }
 
+/// The claims and volumes of an inventory, claims by namespace and name: each sub-env's
+/// claims are looked up, never scanned for (a cluster may hold tens of thousands).
+pub struct Cluster<'a> {
+    claims: HashMap<(&'a str, &'a str), &'a Claim>,
+    volumes: &'a BTreeMap<String, Volume>,
+}
+
+impl<'a> Cluster<'a> {
+    pub fn of(inventory: &'a Inventory) -> Self {
+        Self {
+            claims: inventory
+                .claims
+                .iter()
+                .map(|c| ((c.namespace.as_str(), c.name.as_str()), c))
+                .collect(),
+            volumes: &inventory.volumes,
+        }
+    }
+
+    fn claim(&self, namespace: &str, name: &str) -> Option<&'a Claim> {
+        self.claims.get(&(namespace, name)).copied()
+    }
+}
+
 /// Every sub-env of `inventory` that is misplaced or that a plan handed volumes over for,
 /// limited to `stacks` (`appName/env`) and `namespaces` (the ones they leave) when not
 /// empty; and the unlabelled claims at risk in the namespaces they leave.
@@ -87,6 +111,7 @@ pub fn sub_envs(
     stacks: &[String],
     namespaces: &[String],
 ) -> (Vec<SubEnv>, Vec<UnlabelledClaim>) {
+    let cluster = Cluster::of(inventory);
     let mut found: BTreeMap<(String, String, String, String), SubEnv> = BTreeMap::new();
     for object in &inventory.misplaced {
         let key = (
@@ -105,10 +130,7 @@ pub fn sub_envs(
         });
         match (object.api_version.as_str(), object.kind.as_str()) {
             ("v1", "PersistentVolumeClaim") => {
-                let claim = inventory
-                    .claims
-                    .iter()
-                    .find(|c| c.namespace == object.namespace && c.name == object.name);
+                let claim = cluster.claim(&object.namespace, &object.name);
                 match claim.and_then(|c| c.volume.clone()) {
                     Some(volume) => sub_env.claims.push(ClaimMove {
                         name: object.name.clone(),
@@ -251,29 +273,19 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// Where `claim` of `sub_env` stands in `inventory`.
-    pub fn of(sub_env: &SubEnv, claim: &ClaimMove, inventory: &Inventory) -> Stage {
-        let find = |namespace: &str| {
-            inventory
-                .claims
-                .iter()
-                .find(|c| c.namespace == namespace && c.name == claim.name)
-        };
-        let (old, new) = (find(&sub_env.from), find(&sub_env.to));
+    /// Where `claim` of `sub_env` stands in `cluster`.
+    pub fn of(sub_env: &SubEnv, claim: &ClaimMove, cluster: &Cluster) -> Stage {
+        let (old, new) = (
+            cluster.claim(&sub_env.from, &claim.name),
+            cluster.claim(&sub_env.to, &claim.name),
+        );
         let volume_name = &claim.volume;
         let stuck = |problem: String| Stage::Stuck { problem };
-        let Some(volume) = inventory.volumes.get(volume_name) else {
+        let Some(volume) = cluster.volumes.get(volume_name) else {
             return stuck(format!(
                 "volume {volume_name} is gone: the data of claim {}/{} is lost unless a backup holds it",
                 sub_env.from, claim.name
             ));
-        };
-        let kept = if volume.deleted_with_claim() {
-            format!(
-                "its reclaim policy is Delete: keep it now (kubectl patch pv {volume_name} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}')"
-            )
-        } else {
-            format!("it is kept (reclaim policy {})", volume.reclaim_policy)
         };
         match (old, new) {
             (Some(_), Some(new)) => stuck(format!(
@@ -284,6 +296,13 @@ impl Stage {
                     .as_ref()
                     .map_or("not Bound".to_owned(), |v| format!("on volume {v}")),
                 name = claim.name,
+                kept = if volume.deleted_with_claim() {
+                    format!(
+                        "its reclaim policy is Delete: keep it now (kubectl patch pv {volume_name} -p '{{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}')"
+                    )
+                } else {
+                    format!("it is kept (reclaim policy {})", volume.reclaim_policy)
+                },
             )),
             (Some(old), None) => match &old.deleted_at {
                 Some(since) if !volume.deleted_with_claim() => Stage::Releasing {
@@ -352,6 +371,15 @@ impl Stage {
         }
     }
 
+    /// Whether the old claim is still there (being deleted or not): what mounts it must
+    /// stop before its volume can be handed over.
+    fn holds_old_claim(&self) -> bool {
+        matches!(
+            self,
+            Stage::NotStarted | Stage::Kept | Stage::Releasing { .. }
+        )
+    }
+
     /// Its place in the plan's order (stuck last).
     fn rank(&self) -> u8 {
         match self {
@@ -411,6 +439,7 @@ pub struct ClaimStatus {
 
 /// Where each sub-env of `sub_envs` stands in `inventory`.
 pub fn check(sub_envs: &[SubEnv], inventory: &Inventory) -> Vec<Status> {
+    let cluster = Cluster::of(inventory);
     sub_envs
         .iter()
         .map(|sub_env| {
@@ -420,19 +449,14 @@ pub fn check(sub_envs: &[SubEnv], inventory: &Inventory) -> Vec<Status> {
                 .map(|claim| ClaimStatus {
                     name: claim.name.clone(),
                     volume: claim.volume.clone(),
-                    stage: Stage::of(sub_env, claim, inventory),
+                    stage: Stage::of(sub_env, claim, &cluster),
                 })
                 .collect();
             let left_behind = sub_env.workloads.len()
                 + sub_env.others.len()
                 + claims
                     .iter()
-                    .filter(|c| {
-                        inventory
-                            .claims
-                            .iter()
-                            .any(|k| k.namespace == sub_env.from && k.name == c.name)
-                    })
+                    .filter(|c| cluster.claim(&sub_env.from, &c.name).is_some())
                     .count();
             let state = state(&claims, left_behind);
             Status {
@@ -548,7 +572,7 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
 mod tests {
     use super::*;
     use crate::audit::MisplacedObject;
-    use crate::data_at_risk::{Claim, ClaimRef};
+    use crate::data_at_risk::ClaimRef;
 
     const FROM: &str = "shop";
     const TO: &str = "shop-tenant-a";

@@ -37,6 +37,7 @@ pub fn render(
     inventory: &Inventory,
     options: Options,
 ) -> Script {
+    let cluster = super::Cluster::of(inventory);
     let mut writer = Writer {
         options,
         before: String::new(),
@@ -49,7 +50,7 @@ pub fn render(
         let stages: Vec<Stage> = sub_env
             .claims
             .iter()
-            .map(|c| Stage::of(sub_env, c, inventory))
+            .map(|c| Stage::of(sub_env, c, &cluster))
             .collect();
         if let Err(why) = valid(sub_env, &stages) {
             let line = format!(
@@ -268,11 +269,7 @@ impl Writer {
         }
         // 3. Stop what mounts the claims (again, when a claim is still held), then delete
         // the old claims (their volumes stay).
-        if at(Stage::Releasing {
-            since: String::new(),
-        }
-        .rank())
-        {
+        if stages.iter().any(Stage::holds_old_claim) {
             let _ = writeln!(
                 self.before,
                 "  # stop {stack} in {from}: a mounted claim is not released, and a volume is written by one\n  # sub-env at a time (downtime starts here; the redeploy ends it)"
@@ -304,10 +301,7 @@ impl Writer {
         // 4. Each claim gone and its volume Released, then reserved for the new claim.
         for (claim, stage) in sub_env.claims.iter().zip(stages) {
             let (name, volume) = (&claim.name, &claim.volume);
-            if matches!(
-                stage,
-                Stage::NotStarted | Stage::Kept | Stage::Releasing { .. }
-            ) {
+            if stage.holds_old_claim() {
                 self.applied(&format!(
                     "kubectl wait --for=delete 'pvc/{name}' -n '{from}' --timeout=10m"
                 ));
