@@ -664,13 +664,7 @@ fn policy_reports(
     }
     state.requests.push(uri.to_string());
     let segments: Vec<String> = uri.path().split('/').map(str::to_owned).collect();
-    let json = |body: Value| {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    };
+    let json = |body: Value| json_response(StatusCode::OK, &body);
     match (method.as_str(), segments.as_slice()) {
         ("PATCH" | "DELETE", [_, _, _, _, ns, namespace, plural, name])
             if ns == "namespaces" && plural == "policyreports" =>
@@ -957,13 +951,7 @@ async fn typed_read(
     {
         return Some(response);
     }
-    let json = |body: Value| {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    };
+    let json = |body: Value| json_response(StatusCode::OK, &body);
     Some(match (namespace, name) {
         (Some(ns), _) => {
             let items: Vec<Value> = items
@@ -1014,14 +1002,6 @@ async fn events(
         return Some(status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON"));
     };
     let mut state = state.lock().unwrap();
-    let json = |code: StatusCode, body: &Value| {
-        (
-            code,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    };
     Some(match (method.as_str(), name) {
         ("POST", None) => {
             let name = written["metadata"]["name"]
@@ -1039,7 +1019,7 @@ async fn events(
             created["metadata"]["namespace"] = namespace.as_str().into();
             state.event_writes.push(format!("POST {namespace}/{name}"));
             state.events.push(created.clone());
-            json(StatusCode::CREATED, &created)
+            json_response(StatusCode::CREATED, &created)
         }
         ("PATCH", Some(name)) => {
             let Some(event) = state
@@ -1052,7 +1032,7 @@ async fn events(
             json_patch::merge(event, &written);
             let patched = event.clone();
             state.event_writes.push(format!("PATCH {namespace}/{name}"));
-            json(StatusCode::OK, &patched)
+            json_response(StatusCode::OK, &patched)
         }
         _ => status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -1203,7 +1183,14 @@ fn page_response((items, next): (Vec<Value>, Option<String>)) -> Response {
 }
 
 pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
+    )
+}
+
+/// `body` as a JSON answer with `code`.
+pub fn json_response(code: StatusCode, body: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],

@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::replay::{ReplayState, status};
+use super::replay::{ReplayState, json_response, status};
 
 /// The answer to a claim, volume or scale call, or `None` for any other path.
 pub fn serve(
@@ -112,7 +112,7 @@ pub fn serve(
         };
         return Some(json_response(
             StatusCode::OK,
-            json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "4242"}, "items": items}),
+            &json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "4242"}, "items": items}),
         ));
     };
     let Some(index) = objects
@@ -127,7 +127,7 @@ pub fn serve(
     };
     let current = objects[index].clone();
     let answer = match *method {
-        Method::GET => return Some(json_response(StatusCode::OK, current)),
+        Method::GET => return Some(json_response(StatusCode::OK, &current)),
         Method::DELETE => {
             if !dry_run {
                 objects.remove(index);
@@ -183,7 +183,7 @@ pub fn serve(
     if !dry_run {
         settle(&mut state);
     }
-    Some(json_response(StatusCode::OK, answer))
+    Some(json_response(StatusCode::OK, &answer))
 }
 
 /// A Deployment or StatefulSet added with [`super::replay::Replay::add`], whole (GET), or
@@ -227,13 +227,13 @@ fn workload(
     if scale {
         return json_response(
             StatusCode::OK,
-            json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": metadata,
+            &json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": metadata,
                 "spec": {"replicas": 0}, "status": {"replicas": 0}}),
         );
     }
     json_response(
         StatusCode::OK,
-        json!({"kind": kind, "apiVersion": "apps/v1", "metadata": metadata,
+        &json!({"kind": kind, "apiVersion": "apps/v1", "metadata": metadata,
             "spec": {"replicas": 1}}),
     )
 }
@@ -327,13 +327,4 @@ pub fn create_claim(state: &Mutex<ReplayState>, namespace: &str, name: &str, lab
             "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"), "labels": labels},
             "spec": {}, "status": {"phase": "Pending"}}));
     settle(&mut state);
-}
-
-fn json_response(code: StatusCode, body: Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
