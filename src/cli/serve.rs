@@ -312,8 +312,6 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The audit's Lease: in `--lease-namespace`, else the namespace of the pod nsguard runs
-/// in; `None` outside a cluster without the flag.
 /// This replica's name (the pod's, from --lease-identity or $HOSTNAME): the Lease holder
 /// and the Events' reportingInstance.
 fn pod_name(args: &ServeArgs) -> String {
@@ -324,6 +322,8 @@ fn pod_name(args: &ServeArgs) -> String {
         .unwrap_or_else(|| "nsguard".to_owned())
 }
 
+/// The audit's Lease: in `--lease-namespace`, else the namespace of the pod nsguard runs
+/// in; `None` outside a cluster without the flag.
 fn lease_config(args: &ServeArgs) -> anyhow::Result<Option<LeaseConfig>> {
     let seconds = args.lease_duration.as_secs();
     if seconds < 3 || args.lease_duration.subsec_nanos() != 0 {

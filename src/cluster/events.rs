@@ -206,14 +206,17 @@ impl Writer {
                         open.last_written = now;
                     }
                 }
-                Ok(Err(err)) => {
-                    self.failed(&namespace, &err.to_string());
-                    // Not retried forever: the count is written with the next refusal.
+                failed => {
+                    let error = match failed {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    self.failed(&namespace, &error);
+                    // Tried again after WRITE_EVERY, not every tick.
                     if let Some(open) = self.open.get_mut(&namespace) {
                         open.last_written = now;
                     }
                 }
-                Err(_) => self.failed(&namespace, "timed out"),
             }
         }
         self.open
