@@ -2087,11 +2087,15 @@ async fn a_migration_plan_hands_the_volumes_over_through_kubectl() {
     assert_eq!((code, state.as_str()), (Some(1), "not-started"), "{status}");
     assert_eq!(stages, ["cache kept", "data not-started"]);
     let target = status["to"].as_str().unwrap().to_owned();
+    let next = status["next"].as_str().unwrap();
     assert!(
-        status["next"]
-            .as_str()
-            .unwrap()
-            .contains("nsguard migrate plan --stack wallet-tenant-a/tenant-a")
+        next.contains("nsguard migrate plan --stack wallet-tenant-a/tenant-a"),
+        "{next}"
+    );
+    // The unlabelled ledger may be the sub-env's: keep it before anything else.
+    assert!(
+        next.contains("but first keep claim(s) ledger (volume pv-ledger) in wallet"),
+        "{next}"
     );
 
     let script = |args: &[&str], name: &str| {
@@ -2215,6 +2219,10 @@ async fn a_migration_plan_hands_the_volumes_over_through_kubectl() {
     let (code, state, stages, status) = check().await;
     assert_eq!((code, state.as_str()), (Some(1), "handed-over"), "{status}");
     assert_eq!(stages, ["cache reserved", "data reserved"]);
+    assert!(
+        !status["next"].as_str().unwrap().contains("ledger"),
+        "{status}"
+    );
     assert!(
         status["next"]
             .as_str()

@@ -162,8 +162,9 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let selection = &args.selection;
     let inventory = selection.read()?;
-    let (sub_envs, _) = migration::sub_envs(&inventory, &selection.stacks, &selection.namespaces);
-    let statuses = migration::check(&sub_envs, &inventory);
+    let (sub_envs, unlabelled) =
+        migration::sub_envs(&inventory, &selection.stacks, &selection.namespaces);
+    let statuses = migration::check(&sub_envs, &unlabelled, &inventory);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
         OutputFormat::Json => {

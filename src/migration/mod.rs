@@ -437,8 +437,13 @@ pub struct ClaimStatus {
     pub stage: Stage,
 }
 
-/// Where each sub-env of `sub_envs` stands in `inventory`.
-pub fn check(sub_envs: &[SubEnv], inventory: &Inventory) -> Vec<Status> {
+/// Where each sub-env of `sub_envs` stands in `inventory`; `unlabelled` (from
+/// [`sub_envs`]) are the claims its redeploy may delete if they are its.
+pub fn check(
+    sub_envs: &[SubEnv],
+    unlabelled: &[UnlabelledClaim],
+    inventory: &Inventory,
+) -> Vec<Status> {
     let cluster = Cluster::of(inventory);
     sub_envs
         .iter()
@@ -463,7 +468,7 @@ pub fn check(sub_envs: &[SubEnv], inventory: &Inventory) -> Vec<Status> {
                 stack: sub_env.stack(),
                 from: sub_env.from.clone(),
                 to: sub_env.to.clone(),
-                next: next(sub_env, state, &claims),
+                next: next(sub_env, state, &claims) + &keep_unlabelled(sub_env, state, unlabelled),
                 state,
                 claims,
                 left_behind,
@@ -498,6 +503,29 @@ fn state(claims: &[ClaimStatus], left_behind: usize) -> State {
         _ if left_behind > 0 => State::Redeployed,
         _ => State::Done,
     }
+}
+
+/// Before the redeploy: the caveat for claims without stack labels on `Delete` volumes in
+/// the namespace the sub-env leaves, which its redeploy deletes if they are its.
+fn keep_unlabelled(sub_env: &SubEnv, state: State, unlabelled: &[UnlabelledClaim]) -> String {
+    let before_redeploy = matches!(
+        state,
+        State::NotStarted | State::VolumesKept | State::HandedOver
+    );
+    let at_risk: Vec<String> = unlabelled
+        .iter()
+        .filter(|c| before_redeploy && c.namespace == sub_env.from)
+        .map(|c| format!("{} (volume {})", c.claim, c.volume))
+        .collect();
+    if at_risk.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; but first keep claim(s) {} in {}: they carry no stack labels, may be this sub-env's, and their volumes have reclaim policy Delete (`nsguard migrate plan -n {}` keeps them)",
+        at_risk.join(", "),
+        sub_env.from,
+        sub_env.from
+    )
 }
 
 /// What a person half-way through does next.
@@ -572,7 +600,7 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
 mod tests {
     use super::*;
     use crate::audit::MisplacedObject;
-    use crate::data_at_risk::ClaimRef;
+    use crate::data_at_risk::{Claim, ClaimRef};
 
     const FROM: &str = "shop";
     const TO: &str = "shop-tenant-a";
@@ -643,9 +671,9 @@ mod tests {
     }
 
     fn status(inventory: &Inventory) -> Status {
-        let (sub_envs, _) = sub_envs(inventory, &[], &[]);
+        let (sub_envs, unlabelled) = sub_envs(inventory, &[], &[]);
         assert_eq!(sub_envs.len(), 1, "{sub_envs:?}");
-        check(&sub_envs, inventory).remove(0)
+        check(&sub_envs, &unlabelled, inventory).remove(0)
     }
 
     /// Every stage of docs/migration.md, from what the cluster shows: the claim phases, the
@@ -759,9 +787,49 @@ mod tests {
         let mut gone = cluster(&[], Some(("Retain", "Released", FROM, true, true)));
         let (sub_envs, _) = sub_envs(&gone, &[], &[]);
         gone.volumes.clear();
-        let status = check(&sub_envs, &gone).remove(0);
+        let status = check(&sub_envs, &[], &gone).remove(0);
         assert_eq!(status.state, State::Stuck);
         assert!(format!("{:?}", status.claims[0].stage).contains("volume pv-data is gone"));
+    }
+
+    /// A sub-env without claims of its own, in a namespace with an unlabelled claim on a
+    /// Delete volume: the advice to redeploy says to keep that claim first; once it is
+    /// kept (Retain), it no longer does.
+    #[test]
+    fn redeploy_advice_keeps_unlabelled_claims_first() {
+        let mut inventory = cluster(&[], None);
+        inventory.misplaced.push(MisplacedObject {
+            namespace: FROM.into(),
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            owner: owner(),
+            target: TO.into(),
+        });
+        inventory.claims.push(Claim {
+            namespace: FROM.into(),
+            name: "scratch".into(),
+            volume: Some("pv-scratch".into()),
+            owned: false,
+            deleted_at: None,
+        });
+        inventory
+            .volumes
+            .insert("pv-scratch".into(), Volume::with_policy("Delete"));
+        let before = status(&inventory);
+        assert_eq!(before.state, State::NotStarted);
+        assert!(
+            before.next.starts_with("no volume to keep: redeploy")
+                && before.next.contains(
+                    "but first keep claim(s) scratch (volume pv-scratch) in shop: they carry no stack labels"
+                ),
+            "{}",
+            before.next
+        );
+        inventory
+            .volumes
+            .insert("pv-scratch".into(), Volume::with_policy("Retain"));
+        assert!(!status(&inventory).next.contains("scratch"));
     }
 
     /// Two claims, one on Retain and one on Delete: both are handed over, only the Delete
