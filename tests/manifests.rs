@@ -1,5 +1,6 @@
-//! The install manifests agree with the code and with what a production webhook needs.
-//! (Schema validation of the rendered kustomizations runs in .ci/run.)
+//! The install manifests, as `kubectl kustomize` renders them for users, agree with the
+//! code and with what a production webhook needs. (Schema validation of the rendered
+//! kustomizations runs in .ci/run.)
 
 mod common;
 
@@ -9,17 +10,28 @@ use common::repo_path;
 use nsguard::labels::LabelScheme;
 use serde_json::Value;
 
-fn load(relative: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(repo_path(relative)).unwrap();
-    nsguard::documents::parse(&text)
-        .unwrap()
+/// Every kustomization users install: the base and each overlay.
+const KUSTOMIZATIONS: [&str; 5] = [
+    "manifests/base",
+    "manifests/overlays/cert-manager",
+    "manifests/overlays/monitoring",
+    "manifests/overlays/policy-reports",
+    "manifests/overlays/rewrite",
+];
+
+/// The objects of `kind` that `kubectl kustomize dir` renders: what is shipped is what
+/// kustomize makes of the files, not the files.
+fn load(dir: &str, kind: &str) -> Vec<Value> {
+    rendered(dir)
         .into_iter()
-        .map(|d| d.value)
+        .filter(|o| o["kind"] == kind)
         .collect()
 }
 
-fn webhooks(relative: &str) -> Vec<Value> {
-    load(relative)[0]["webhooks"].as_array().unwrap().clone()
+fn webhooks(dir: &str, kind: &str) -> Vec<Value> {
+    let configs = load(dir, kind);
+    assert_eq!(configs.len(), 1, "one {kind} in {dir}");
+    configs[0]["webhooks"].as_array().unwrap().clone()
 }
 
 const EXEMPT: [&str; 4] = [
@@ -68,7 +80,7 @@ fn parent_env_keys() -> BTreeSet<String> {
 
 #[test]
 fn validating_webhooks_guard_namespaces_fail_closed_and_place_sub_envs_fail_open() {
-    let hooks = webhooks("manifests/base/validatingwebhookconfiguration.yaml");
+    let hooks = webhooks("manifests/base", "ValidatingWebhookConfiguration");
     let guard = &hooks[0];
     assert_common(guard, "/validate");
     assert_eq!(guard["failurePolicy"], "Fail");
@@ -107,7 +119,7 @@ fn validating_webhooks_guard_namespaces_fail_closed_and_place_sub_envs_fail_open
 
 #[test]
 fn the_mutating_overlay_mirrors_the_placement_webhooks() {
-    let hooks = webhooks("manifests/overlays/rewrite/mutatingwebhookconfiguration.yaml");
+    let hooks = webhooks("manifests/overlays/rewrite", "MutatingWebhookConfiguration");
     let keys: BTreeSet<String> = hooks
         .iter()
         .map(|hook| {
@@ -125,13 +137,13 @@ fn the_mutating_overlay_mirrors_the_placement_webhooks() {
 
 #[test]
 fn the_deployment_is_highly_available_and_locked_down() {
-    let deployment = &load("manifests/base/deployment.yaml")[0];
+    let deployment = &load("manifests/base", "Deployment")[0];
     let spec = &deployment["spec"];
     assert!(spec["replicas"].as_u64().unwrap() >= 2);
     let pod = &spec["template"]["spec"];
     assert_eq!(
         pod["priorityClassName"],
-        load("manifests/base/priorityclass.yaml")[0]["metadata"]["name"]
+        load("manifests/base", "PriorityClass")[0]["metadata"]["name"]
     );
     assert!(pod["affinity"]["podAntiAffinity"].is_object());
     // Longer than serve's default --shutdown-delay + --shutdown-grace (3s + 20s).
@@ -177,14 +189,46 @@ fn the_deployment_is_highly_available_and_locked_down() {
     );
     assert_eq!(pod["volumes"][0]["secret"]["secretName"], "nsguard-tls");
 
-    let pdb = &load("manifests/base/poddisruptionbudget.yaml")[0];
+    let pdb = &load("manifests/base", "PodDisruptionBudget")[0];
     assert_eq!(pdb["spec"]["minAvailable"], 1);
 }
 
+/// The RBAC objects `kubectl kustomize dir` renders.
+fn rbac(dir: &str) -> Vec<Value> {
+    rendered(dir)
+        .into_iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// As every kustomization renders it (kustomize's namespace transformer moves namespaced
+/// objects, so the files alone prove nothing): nsguard reads, never Secrets, and writes
+/// only its own Lease in nsguard-system and the Events of refused deletes in `default`,
+/// each bound to the ServiceAccount the Deployment runs as.
 #[test]
 fn rbac_only_reads_and_leaves_secrets_out() {
-    let objects = load("manifests/base/rbac.yaml");
-    for object in objects.iter().filter(|o| o["kind"] == "ClusterRole") {
+    for dir in KUSTOMIZATIONS {
+        let objects = rbac(dir);
+        rbac_of(dir, &objects);
+    }
+}
+
+fn rbac_of(dir: &str, objects: &[Value]) {
+    // The policy-reports overlay's one ClusterRole writes nsguard's PolicyReports
+    // (the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports).
+    for object in objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] != "nsguard-policy-reports")
+    {
         for rule in object["rules"].as_array().into_iter().flatten() {
             let verbs = rule["verbs"].as_array().unwrap();
             // list, and get only on Namespaces and PersistentVolumes (neither holds
@@ -194,7 +238,7 @@ fn rbac_only_reads_and_leaves_secrets_out() {
             assert!(
                 verbs == &[serde_json::json!("list")]
                     || (get_too && verbs == &[serde_json::json!("get"), serde_json::json!("list")]),
-                "{rule}"
+                "{dir}: {rule}"
             );
             let resources = rule["resources"].as_array().unwrap();
             let core = rule["apiGroups"]
@@ -202,43 +246,85 @@ fn rbac_only_reads_and_leaves_secrets_out() {
                 .unwrap()
                 .iter()
                 .any(|g| g == "" || g == "*");
-            assert!(!resources.iter().any(|r| r == "secrets"), "{rule}");
+            assert!(!resources.iter().any(|r| r == "secrets"), "{dir}: {rule}");
             assert!(
                 !(core && resources.iter().any(|r| r == "*")),
-                "wildcard on the core group grants Secrets: {rule}"
+                "{dir}: wildcard on the core group grants Secrets: {rule}"
             );
         }
     }
     // Its writes are namespaced: its own Lease, and the Events of refused deletes (create
-    // and patch, in `default` only).
-    let writes: Vec<(String, String)> = objects
-        .iter()
-        .filter(|o| o["kind"] == "Role")
-        .map(|o| {
-            (
-                o["metadata"]["name"].as_str().unwrap().to_owned(),
-                o["metadata"]["namespace"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        writes,
-        [
-            (
-                "nsguard-audit-lease".to_owned(),
-                "nsguard-system".to_owned()
-            ),
-            ("nsguard-events".to_owned(), "default".to_owned())
-        ]
-    );
+    // and patch, in `default` only, where a cluster-scoped Namespace's Events live).
+    let placed = |kind: &str| -> BTreeSet<(String, String)> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .map(|o| {
+                (
+                    o["metadata"]["name"].as_str().unwrap().to_owned(),
+                    o["metadata"]["namespace"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let expected: BTreeSet<(String, String)> = [
+        ("nsguard-audit-lease", "nsguard-system"),
+        ("nsguard-events", "default"),
+    ]
+    .into_iter()
+    .map(|(n, ns)| (n.to_owned(), ns.to_owned()))
+    .collect();
+    assert_eq!(placed("Role"), expected, "{dir}");
+    assert_eq!(placed("RoleBinding"), expected, "{dir}");
+    for binding in objects.iter().filter(|o| o["kind"] == "RoleBinding") {
+        assert_eq!(binding["roleRef"]["kind"], "Role", "{dir}");
+        assert_eq!(
+            binding["roleRef"]["name"], binding["metadata"]["name"],
+            "{dir}"
+        );
+    }
     let events = objects
         .iter()
         .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "nsguard-events")
         .unwrap();
     assert_eq!(
         events["rules"],
-        serde_json::json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+        serde_json::json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]),
+        "{dir}"
     );
+    // Every binding names the one ServiceAccount the Deployment runs as, where it is.
+    let deployment = &load(dir, "Deployment")[0];
+    let account = (
+        deployment["spec"]["template"]["spec"]["serviceAccountName"].clone(),
+        deployment["metadata"]["namespace"].clone(),
+    );
+    assert_eq!(
+        account,
+        (
+            serde_json::json!("nsguard"),
+            serde_json::json!("nsguard-system")
+        ),
+        "{dir}"
+    );
+    assert!(
+        objects.iter().any(|o| o["kind"] == "ServiceAccount"
+            && (
+                o["metadata"]["name"].clone(),
+                o["metadata"]["namespace"].clone()
+            ) == account),
+        "{dir}: the ServiceAccount"
+    );
+    for binding in objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+    {
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "nsguard", "namespace": "nsguard-system"}]),
+            "{dir}: {}",
+            binding["metadata"]["name"]
+        );
+    }
     // The lookup role aggregates nsguard's own roles and the read-only roles operators
     // publish for `view` (which never include Secrets), so CRDs work without a new role.
     let lookup = objects
@@ -251,7 +337,39 @@ fn rbac_only_reads_and_leaves_secrets_out() {
         &serde_json::json!([
             {"matchLabels": {"nsguard.dev/aggregate-to-lookup": "true"}},
             {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}}
-        ])
+        ]),
+        "{dir}"
+    );
+}
+
+/// The test above can fail: a kustomization with the plain `namespace:` field (what the
+/// base had until the Events Role was found in nsguard-system on a real cluster) moves
+/// the Events Role out of `default`.
+#[test]
+fn the_rbac_check_refuses_a_role_moved_out_of_default() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["rbac.yaml", "deployment.yaml"] {
+        std::fs::copy(
+            repo_path("manifests/base").join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "namespace: nsguard-system\nresources:\n- rbac.yaml\n- deployment.yaml\n",
+    )
+    .unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let objects = rbac(dir);
+    let refused = std::panic::catch_unwind(|| rbac_of(dir, &objects)).unwrap_err();
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains(r#"("nsguard-events", "nsguard-system")"#),
+        "{message}"
     );
 }
 
@@ -278,9 +396,9 @@ fn the_dockerfile_builds_locked_and_runs_non_root_without_a_shell() {
 /// namespace; its named ports are the container's; the base installs it.
 #[test]
 fn the_network_policy_opens_the_webhook_port_and_keeps_metrics_to_monitoring() {
-    let policy = &load("manifests/base/networkpolicy.yaml")[0];
+    let policy = &load("manifests/base", "NetworkPolicy")[0];
     assert_eq!(policy["kind"], "NetworkPolicy");
-    let deployment = &load("manifests/base/deployment.yaml")[0];
+    let deployment = &load("manifests/base", "Deployment")[0];
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
     for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
         .as_object()
@@ -342,7 +460,7 @@ fn the_network_policy_opens_the_webhook_port_and_keeps_metrics_to_monitoring() {
 /// else.
 #[test]
 fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports() {
-    let deployment = &load("manifests/base/deployment.yaml")[0];
+    let deployment = &load("manifests/base", "Deployment")[0];
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
     let interval = env
         .as_array()
@@ -354,25 +472,34 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
         humantime::parse_duration(interval["value"].as_str().unwrap()).unwrap(),
         std::time::Duration::from_secs(600)
     );
-    let overlay = std::fs::read_to_string(common::repo_path(
-        "manifests/overlays/policy-reports/kustomization.yaml",
-    ))
-    .unwrap();
-    assert!(overlay.contains("name: NSGUARD_WRITE_POLICY_REPORTS\n        value: \"true\""));
-    let rbac = load("manifests/overlays/policy-reports/rbac.yaml");
+    let overlay = "manifests/overlays/policy-reports";
+    let writes =
+        &load(overlay, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        writes.as_array().unwrap().contains(
+            &serde_json::json!({"name": "NSGUARD_WRITE_POLICY_REPORTS", "value": "true"})
+        ),
+        "{writes}"
+    );
+    let named = |kind: &str, name: &str| {
+        load(overlay, kind)
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} in {overlay}"))
+    };
     assert_eq!(
-        rbac[0]["rules"],
+        named("ClusterRole", "nsguard-policy-reports")["rules"],
         serde_json::json!([{"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"],
             "verbs": ["get", "list", "create", "patch", "delete"]}])
     );
     assert_eq!(
-        rbac[1]["subjects"],
-        serde_json::json!([{"kind": "ServiceAccount", "name": "nsguard", "namespace": "nsguard-system"}])
+        named("ClusterRoleBinding", "nsguard-policy-reports")["roleRef"]["name"],
+        "nsguard-policy-reports"
     );
     // The base grants no write cluster-wide: its writes are its own Lease, in a Role of
     // its namespace, by name wherever the verb allows it, and the Events of refused
     // deletes in `default` (checked in rbac_only_reads_and_leaves_secrets_out).
-    let base = load("manifests/base/rbac.yaml");
+    let base = rbac("manifests/base");
     for object in &base {
         if object["kind"] == "Role" {
             continue;
@@ -388,7 +515,10 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
             );
         }
     }
-    let lease_role = base.iter().find(|o| o["kind"] == "Role").unwrap();
+    let lease_role = base
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "nsguard-audit-lease")
+        .unwrap();
     assert_eq!(lease_role["metadata"]["namespace"], "nsguard-system");
     assert_eq!(
         lease_role["rules"],
@@ -398,9 +528,6 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
                 "resourceNames": ["nsguard-audit"], "verbs": ["get", "update", "patch"]}
         ])
     );
-    let binding = base.iter().find(|o| o["kind"] == "RoleBinding").unwrap();
-    assert_eq!(binding["roleRef"]["name"], "nsguard-audit-lease");
-    assert_eq!(binding["metadata"]["namespace"], "nsguard-system");
     assert_eq!(base.iter().filter(|o| o["kind"] == "Role").count(), 2);
     // The Lease lives in the pod's own namespace, named for the pod, from the downward API.
     for (name, field) in [
@@ -475,23 +602,34 @@ fn markdown_tables_are_whole() {
     }
 }
 
-/// `kubectl kustomize` of an overlay, as users' kubectl renders it.
-fn rendered(overlay: &str) -> Vec<Value> {
+/// `kubectl kustomize` of a kustomization, as users' kubectl renders it (once per
+/// directory and test binary).
+fn rendered(dir: &str) -> Vec<Value> {
+    static RENDERED: std::sync::Mutex<std::collections::BTreeMap<String, Vec<Value>>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    if let Some(objects) = RENDERED.lock().unwrap().get(dir) {
+        return objects.clone();
+    }
     let out = std::process::Command::new("kubectl")
         .arg("kustomize")
-        .arg(repo_path(overlay))
+        .arg(repo_path(dir))
         .output()
-        .expect("kubectl on the PATH (.ci/run installs it)");
+        .expect("kubectl on the PATH (tests/run installs it)");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    nsguard::documents::parse(&String::from_utf8(out.stdout).unwrap())
+    let objects: Vec<Value> = nsguard::documents::parse(&String::from_utf8(out.stdout).unwrap())
         .unwrap()
         .into_iter()
         .map(|d| d.value)
-        .collect()
+        .collect();
+    RENDERED
+        .lock()
+        .unwrap()
+        .insert(dir.to_owned(), objects.clone());
+    objects
 }
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
