@@ -137,7 +137,7 @@ pub struct ServeArgs {
     lease_duration: Duration,
     /// Record each refused (non-dry-run) namespace delete as a Warning Event on the
     /// Namespace (reason DeleteDenied, in the `default` namespace, repeats counted in one
-    /// Event), for `kubectl describe namespace` and event exporters. Off the answer's
+    /// Event), for `kubectl events -n default --for namespace/NS` and event exporters. Off the answer's
     /// path. Needs create and patch on events.k8s.io events in `default` (the manifests
     /// grant it). A live cluster only.
     #[arg(long, env = "NSGUARD_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -1,5 +1,5 @@
-//! Kubernetes Events for refused namespace deletes, so that `kubectl describe namespace`
-//! and event exporters say why, to whoever looks later (not only the person whose kubectl
+//! Kubernetes Events for refused namespace deletes, so that `kubectl events` (`-n default
+//! --for namespace/NS`) and event exporters say why, to whoever looks later (not only the person whose kubectl
 //! printed the denial).
 //!
 //! Never on the decision's path: the admission handler hands the refusal to a bounded
@@ -234,13 +234,21 @@ impl Writer {
 }
 
 /// The Event for `refusal`: Warning `DeleteDenied` about the Namespace, the denial and
-/// who asked in its note (cut to the API server's 1 KiB).
+/// who asked in its note, on one line (`kubectl events` and `kubectl get events` print a
+/// note as a table cell) and cut to the API server's 1 KiB.
 pub fn event(refusal: &Refusal, instance: &str) -> Event {
     let now = k8s_openapi::jiff::Timestamp::now();
+    let denial: Vec<&str> = refusal
+        .message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let note = cut(
         format!(
             "delete requested by {} refused: {}",
-            refusal.user, refusal.message
+            refusal.user,
+            denial.join(" ")
         ),
         MAX_NOTE_BYTES,
     );
@@ -319,5 +327,13 @@ mod tests {
         assert_eq!(event.metadata.namespace.as_deref(), Some("default"));
         assert!(event.metadata.name.unwrap().starts_with("shop."));
         assert_eq!(cut("abc".into(), 3), "abc");
+        let lines = Refusal {
+            message: "nsguard: namespace \"shop\" holds objects of 2 stacks:\n  - stack a/x\n  - stack b/y\nTo proceed: ...".into(),
+            ..refusal
+        };
+        assert_eq!(
+            super::event(&lines, "nsguard").note.unwrap(),
+            "delete requested by alice refused: nsguard: namespace \"shop\" holds objects of 2 stacks: - stack a/x - stack b/y To proceed: ..."
+        );
     }
 }
