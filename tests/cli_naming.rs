@@ -218,7 +218,7 @@ fn the_binary_is_a_kubectl_plugin() {
             .env("KUBECONFIG", "/dev/null")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
-            .expect("kubectl on the PATH (.ci/run installs it)")
+            .expect("kubectl on the PATH (tests/run.sh installs it)")
     };
     let out = kubectl(&["can-delete", "pay-space-wallet", "--demo"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

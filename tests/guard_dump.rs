@@ -996,7 +996,7 @@ fn script_passes(tool: &str, args: &[&str], script: &[u8]) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{tool} on the PATH (.ci/run installs it): {e}"));
+        .unwrap_or_else(|e| panic!("{tool} on the PATH (tests/run.sh installs it): {e}"));
     child.stdin.take().unwrap().write_all(script).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(

@@ -2347,7 +2347,7 @@ async fn refused_namespace_deletes_are_one_event_with_a_count() {
     let validated = run(validate).await;
     assert!(
         validated.status.success(),
-        "kubernetes-validate (on the PATH: .ci/run installs it): {}{}",
+        "kubernetes-validate (on the PATH: tests/run.sh installs it): {}{}",
         String::from_utf8_lossy(&validated.stdout),
         String::from_utf8_lossy(&validated.stderr)
     );

@@ -614,7 +614,7 @@ fn rendered(dir: &str) -> Vec<Value> {
         .arg("kustomize")
         .arg(repo_path(dir))
         .output()
-        .expect("kubectl on the PATH (tests/run installs it)");
+        .expect("kubectl on the PATH (tests/run.sh installs it)");
     assert!(
         out.status.success(),
         "{}",
@@ -639,14 +639,14 @@ fn of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
-/// Run a tool (promtool) and return its output; it must be on the PATH (.ci/run installs
+/// Run a tool (promtool) and return its output; it must be on the PATH (tests/run.sh installs
 /// Debian's prometheus package).
 fn run_tool(tool: &str, args: &[&str], dir: &std::path::Path) -> std::process::Output {
     std::process::Command::new(tool)
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| panic!("{tool} on the PATH (.ci/run installs it): {e}"))
+        .unwrap_or_else(|e| panic!("{tool} on the PATH (tests/run.sh installs it): {e}"))
 }
 
 /// promtool with `args` in `dir`, which must succeed: its standard output.
@@ -949,7 +949,7 @@ fn prometheus_scrapes_nsguard_and_evaluates_every_alert_and_panel() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("prometheus on the PATH (.ci/run installs Debian's prometheus package)"),
+            .expect("prometheus on the PATH (tests/run.sh installs Debian's prometheus package)"),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -1067,7 +1067,7 @@ async fn the_monitoring_overlay_installs_with_kubectl_apply_k() {
             ])
             .env("KUBECONFIG", "/dev/null")
             .output()
-            .expect("kubectl on the PATH (.ci/run installs it)")
+            .expect("kubectl on the PATH (tests/run.sh installs it)")
     })
     .await
     .unwrap();

@@ -1224,7 +1224,7 @@ pub async fn kubectl_reads(replay: &Replay, yaml: &str, args: &[&str]) -> Vec<se
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("kubectl on the PATH (.ci/run installs it)");
+            .expect("kubectl on the PATH (tests/run.sh installs it)");
         child
             .stdin
             .take()

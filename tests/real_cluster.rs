@@ -1,0 +1,1136 @@
+//! The real-cluster suite: nsguard as shipped, against a real control plane it starts
+//! itself (etcd, kube-apiserver, kube-controller-manager on 127.0.0.1, as envtest does with
+//! `KUBEBUILDER_ASSETS`, plus the controller manager whose namespace and volume controllers
+//! nsguard's behaviour depends on).
+//!
+//! The replay tests stay the fast, precise ones; this suite is the ground truth for what
+//! only a real API server shows: RBAC as `kubectl kustomize` renders it, the admission
+//! chain (webhooks called over HTTPS, `--dry-run=server`), Events as `kubectl describe`
+//! reads them, the Lease, PolicyReports checked by a real CRD's schema, and the namespace
+//! and PersistentVolume controllers.
+//!
+//! Configuration:
+//! - `NSGUARD_KUBE_ASSETS=DIR`: a directory with `kube-apiserver` and
+//!   `kube-controller-manager` (and `etcd`, else `etcd` on the PATH). `tests/run.sh`
+//!   unpacks the ones in `../shared/kube` when it is not set.
+//! - Without it the suite does not run and says so on its first line; with
+//!   `NSGUARD_REAL_CLUSTER=required` (CI) that is a failure, never a silent pass.
+//!
+//! It owns what it starts: the control plane runs in a temporary directory, every process
+//! is stopped when the suite ends (a failed scenario included) and dies with the suite
+//! (`PR_SET_PDEATHSIG`); everything it creates in the cluster carries the label
+//! `nsguard.dev/e2e=true` and is deleted at the end.
+//!
+//! Not a libtest binary (`harness = false`): one control plane serves every scenario in
+//! order, and the suite prints its own lines (`test NAME ... ok`, then `N passed, N
+//! failed`). A name filter (`cargo test --test real_cluster events`) and `--list` work.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{Cluster, Server, repo_path};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use serde_json::{Value, json};
+
+/// The label on everything the suite creates.
+const E2E: &str = "nsguard.dev/e2e";
+
+type Scenario = fn(&Suite);
+
+const SCENARIOS: [(&str, Scenario); 5] = [
+    (
+        "a_shared_namespace_delete_is_refused_real_and_dry_run",
+        a_shared_namespace_delete_is_refused_real_and_dry_run,
+    ),
+    (
+        "the_refusal_is_a_warning_event_kubectl_events_shows",
+        the_refusal_is_a_warning_event_kubectl_events_shows,
+    ),
+    (
+        "an_allowed_delete_is_emptied_by_the_namespace_controller",
+        an_allowed_delete_is_emptied_by_the_namespace_controller,
+    ),
+    (
+        "two_replicas_one_lease_holder_one_policy_report_writer",
+        two_replicas_one_lease_holder_one_policy_report_writer,
+    ),
+    (
+        "the_migration_plan_hands_the_volume_over_with_the_pv_controller",
+        the_migration_plan_hands_the_volume_over_with_the_pv_controller,
+    ),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in SCENARIOS {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let chosen: Vec<(&str, Scenario)> = SCENARIOS
+        .into_iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        println!("real_cluster: no scenario matches {filters:?}\n0 passed, 0 failed");
+        return;
+    }
+    let required = std::env::var("NSGUARD_REAL_CLUSTER").is_ok_and(|v| v == "required");
+    let Some(assets) = std::env::var_os("NSGUARD_KUBE_ASSETS").map(PathBuf::from) else {
+        println!(
+            "real_cluster: SKIPPED, did not run: NSGUARD_KUBE_ASSETS is not set (a directory with \
+             kube-apiserver and kube-controller-manager; tests/run.sh sets it from ../shared/kube)"
+        );
+        if required {
+            eprintln!("real_cluster: NSGUARD_REAL_CLUSTER=required, so not running is a failure");
+            std::process::exit(1);
+        }
+        return;
+    };
+    let started = Instant::now();
+    let suite = match std::panic::catch_unwind(|| Suite::start(&assets)) {
+        Ok(suite) => suite,
+        Err(_) => {
+            eprintln!("real_cluster: the control plane or nsguard did not start (above)");
+            println!("0 passed, {} failed", chosen.len());
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "real_cluster: Kubernetes {} at {} ready in {:.1} s",
+        suite.plane.version,
+        suite.plane.server,
+        started.elapsed().as_secs_f64()
+    );
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, scenario) in chosen {
+        let at = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&suite)));
+        let took = at.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                println!("test {name} ... ok ({took:.1} s)");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED ({took:.1} s)");
+                failed.push(name);
+            }
+        }
+    }
+    let clean = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite.clean_up()));
+    drop(suite);
+    if clean.is_err() {
+        failed.push("clean_up");
+    }
+    println!(
+        "real_cluster: {:.1} s in all\n{passed} passed, {} failed",
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        println!("failures: {failed:?}");
+        std::process::exit(1);
+    }
+}
+
+// ------------------------------------------------------------------ the control plane
+
+/// A free port on 127.0.0.1 (closed again: the process that binds it next may lose a
+/// race, and says so in its log).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One process of the control plane, stopped (TERM, then KILL) when dropped.
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, dir: &Path, program: &Path, args: &[String]) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        // Dies with the suite, even when the suite is killed.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: {}: {e}", program.display()));
+        Process { name, child, log }
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(25)..].join("\n")
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("real_cluster: {} ignored SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// etcd, kube-apiserver and kube-controller-manager in a temporary directory.
+struct ControlPlane {
+    /// Stopped in reverse order of start (controller manager, API server, etcd).
+    processes: Vec<Process>,
+    pub server: String,
+    pub version: String,
+    pub ca_pem: String,
+    pub kubeconfig: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        while let Some(process) = self.processes.pop() {
+            drop(process);
+        }
+    }
+}
+
+fn dn(pairs: &[(DnType, &str)]) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    for (kind, value) in pairs {
+        dn.push(kind.clone(), *value);
+    }
+    dn
+}
+
+/// A CA and the certificates the control plane needs: the API server's serving pair, the
+/// admin's client pair (group system:masters), the controller manager's client pair and
+/// the ServiceAccount signing key. PEM files in `pki`.
+fn make_pki(pki: &Path) -> String {
+    std::fs::create_dir_all(pki).unwrap();
+    let write = |name: &str, pem: &str| std::fs::write(pki.join(name), pem).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = dn(&[(DnType::CommonName, "nsguard-e2e-ca")]);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    write("ca.crt", &ca_cert.pem());
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str, subject: DistinguishedName, server: bool| {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = subject;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if server {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.subject_alt_names = vec![
+                SanType::IpAddress("127.0.0.1".parse().unwrap()),
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress("10.96.0.1".parse().unwrap()),
+                SanType::DnsName("kubernetes.default.svc".try_into().unwrap()),
+            ];
+        } else {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        write(&format!("{name}.crt"), &cert.pem());
+        write(&format!("{name}.key"), &key.serialize_pem());
+    };
+    leaf(
+        "apiserver",
+        dn(&[(DnType::CommonName, "kube-apiserver")]),
+        true,
+    );
+    leaf(
+        "admin",
+        dn(&[
+            (DnType::OrganizationName, "system:masters"),
+            (DnType::CommonName, "nsguard-e2e-admin"),
+        ]),
+        false,
+    );
+    leaf(
+        "kube-controller-manager",
+        dn(&[(DnType::CommonName, "system:kube-controller-manager")]),
+        false,
+    );
+    let service_accounts = KeyPair::generate().unwrap();
+    write("sa.key", &service_accounts.serialize_pem());
+    write("sa.pub", &service_accounts.public_key_pem());
+    ca_cert.pem()
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A kubeconfig for `server` with `user` (a YAML mapping's body).
+fn kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    \
+             certificate-authority-data: {}\nusers:\n- name: e2e\n  user:\n{user}\ncontexts:\n- name: e2e\n  \
+             context: {{cluster: e2e, user: e2e}}\ncurrent-context: e2e\n",
+            b64(ca_pem)
+        ),
+    )
+    .unwrap();
+}
+
+/// Poll `check` until it returns `Some`, every 200 ms, for at most `limit`.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`poll`], which must find it.
+fn eventually<T>(what: &str, limit: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll(limit, check).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+impl ControlPlane {
+    fn start(assets: &Path) -> ControlPlane {
+        let binary = |name: &str| {
+            let path = assets.join(name);
+            assert!(
+                path.is_file(),
+                "{} is missing (NSGUARD_KUBE_ASSETS={})",
+                path.display(),
+                assets.display()
+            );
+            path
+        };
+        let (apiserver, controller_manager) =
+            (binary("kube-apiserver"), binary("kube-controller-manager"));
+        let etcd = match assets.join("etcd") {
+            path if path.is_file() => path,
+            _ => PathBuf::from("etcd"),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("nsguard-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let pki = dir.path().join("pki");
+        let ca_pem = make_pki(&pki);
+        let pki = |name: &str| pki.join(name).display().to_string();
+        let (etcd_port, peer_port, api_port, kcm_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let server = format!("https://127.0.0.1:{api_port}");
+        let mut plane = ControlPlane {
+            processes: Vec::new(),
+            server: server.clone(),
+            version: String::new(),
+            ca_pem: ca_pem.clone(),
+            kubeconfig: dir.path().join("admin.kubeconfig"),
+            dir,
+        };
+        let root = plane.dir.path().to_owned();
+        let client_cert = |name: &str| {
+            format!(
+                "    client-certificate: {}\n    client-key: {}",
+                pki(&format!("{name}.crt")),
+                pki(&format!("{name}.key"))
+            )
+        };
+        kubeconfig(&plane.kubeconfig, &server, &ca_pem, &client_cert("admin"));
+        let kcm_kubeconfig = root.join("kcm.kubeconfig");
+        kubeconfig(
+            &kcm_kubeconfig,
+            &server,
+            &ca_pem,
+            &client_cert("kube-controller-manager"),
+        );
+
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        plane.processes.push(Process::spawn(
+            "etcd",
+            &root,
+            &etcd,
+            &args(&[
+                "--name=e2e",
+                &format!("--data-dir={}", root.join("etcd").display()),
+                &format!("--listen-client-urls={etcd_url}"),
+                &format!("--advertise-client-urls={etcd_url}"),
+                &format!("--listen-peer-urls={peer_url}"),
+                &format!("--initial-advertise-peer-urls={peer_url}"),
+                &format!("--initial-cluster=e2e={peer_url}"),
+                "--initial-cluster-state=new",
+            ]),
+        ));
+        plane.await_ready("etcd", || http_ok(etcd_port, "/health"));
+        plane.processes.push(Process::spawn(
+            "kube-apiserver",
+            &root,
+            &apiserver,
+            &args(&[
+                "--advertise-address=127.0.0.1",
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={api_port}"),
+                &format!("--etcd-servers={etcd_url}"),
+                &format!("--client-ca-file={}", pki("ca.crt")),
+                &format!("--tls-cert-file={}", pki("apiserver.crt")),
+                &format!("--tls-private-key-file={}", pki("apiserver.key")),
+                "--service-account-issuer=https://kubernetes.default.svc",
+                &format!("--service-account-key-file={}", pki("sa.pub")),
+                &format!("--service-account-signing-key-file={}", pki("sa.key")),
+                "--authorization-mode=Node,RBAC",
+                "--endpoint-reconciler-type=none",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                "--v=1",
+            ]),
+        ));
+        let admin = plane.kubeconfig.clone();
+        plane.await_ready("kube-apiserver", || {
+            let out = kubectl_at(&admin, &["get", "--raw", "/readyz"], None);
+            (out.status.success() && out.stdout == b"ok").then_some(())
+        });
+        plane.processes.push(Process::spawn(
+            "kube-controller-manager",
+            &root,
+            &controller_manager,
+            &args(&[
+                &format!("--kubeconfig={}", kcm_kubeconfig.display()),
+                &format!("--authentication-kubeconfig={}", kcm_kubeconfig.display()),
+                &format!("--authorization-kubeconfig={}", kcm_kubeconfig.display()),
+                &format!("--client-ca-file={}", pki("ca.crt")),
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={kcm_port}"),
+                "--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,\
+                 clusterrole-aggregation,root-ca-cert-publisher,persistentvolume-binder,\
+                 pvc-protection,pv-protection",
+                "--use-service-account-credentials=true",
+                &format!("--service-account-private-key-file={}", pki("sa.key")),
+                &format!("--root-ca-file={}", pki("ca.crt")),
+                "--leader-elect=false",
+                "--v=1",
+            ]),
+        ));
+        plane.await_ready("kube-controller-manager", || {
+            kubectl_at(
+                &admin,
+                &["-n", "default", "get", "serviceaccount", "default"],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+        });
+        let version: Value = serde_json::from_slice(&plane.ok(&["version", "-o", "json"])).unwrap();
+        plane.version = version["serverVersion"]["gitVersion"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        plane
+    }
+
+    /// Wait (at most 120 s) for `ready`, failing at once with the process's log when the
+    /// newest process died.
+    fn await_ready(&mut self, what: &str, mut ready: impl FnMut() -> Option<()>) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if ready().is_some() {
+                return;
+            }
+            let process = self.processes.last_mut().unwrap();
+            if !process.alive() {
+                panic!("{what} exited before it was ready:\n{}", process.tail());
+            }
+            if Instant::now() > deadline {
+                panic!("{what} not ready after 120 s:\n{}", process.tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Real kubectl as the cluster admin.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(args, None)
+    }
+
+    fn kubectl_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        kubectl_at(&self.kubeconfig, args, stdin)
+    }
+}
+
+/// Real kubectl with this kubeconfig, `stdin` fed to it.
+fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--request-timeout=20s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on the PATH (tests/run.sh installs it)");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+impl ControlPlane {
+    /// kubectl that must succeed: its standard output.
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            text(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// `kubectl apply -f -` of these objects, which must succeed.
+    fn apply(&self, objects: &[Value]) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        let out = self.kubectl_with(&["apply", "-f", "-"], Some(&list.to_string()));
+        assert!(out.status.success(), "kubectl apply: {}", text(&out.stderr));
+    }
+
+    fn get(&self, args: &[&str]) -> Option<Value> {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend(["-o", "json"]);
+        let out = self.kubectl(&full);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A plain-HTTP GET on loopback answered 200.
+fn http_ok(port: u16, path: &str) -> Option<()> {
+    use std::io::Read;
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).ok()?;
+    answer.starts_with("HTTP/1.0 200").then_some(())
+}
+
+// ------------------------------------------------------------------ nsguard installed
+
+/// The control plane with nsguard's shipped Namespace and RBAC applied, `nsguard serve`
+/// running outside the cluster as its own ServiceAccount, and the shipped webhook
+/// configurations registered with only `clientConfig` changed to that server's URL.
+struct Suite {
+    /// Dropped last (fields drop in order): the nsguard servers go first.
+    nsguard: Server,
+    /// The kubeconfig with the ServiceAccount's token.
+    nsguard_kubeconfig: PathBuf,
+    plane: ControlPlane,
+}
+
+/// What `kubectl kustomize dir` renders.
+fn rendered(dir: &str) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo_path(dir))
+        .output()
+        .expect("kubectl on the PATH");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    nsguard::documents::parse(&text(&out.stdout))
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+const RBAC_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// Labelled as everything the suite creates.
+fn labelled(mut object: Value) -> Value {
+    object["metadata"]["labels"][E2E] = json!("true");
+    object
+}
+
+impl Suite {
+    fn start(assets: &Path) -> Suite {
+        let plane = ControlPlane::start(assets);
+        let base = rendered("manifests/base");
+        let install: Vec<Value> = base
+            .iter()
+            .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")))
+            .cloned()
+            .map(labelled)
+            .collect();
+        plane.apply(&install);
+        // A token of its own ServiceAccount, as the pod would have.
+        let token = text(&plane.ok(&[
+            "create",
+            "token",
+            "nsguard",
+            "-n",
+            "nsguard-system",
+            "--duration=2h",
+        ]));
+        let nsguard_kubeconfig = plane.dir.path().join("nsguard.kubeconfig");
+        kubeconfig(
+            &nsguard_kubeconfig,
+            &plane.server,
+            &plane.ca_pem,
+            &format!("    token: {}", token.trim()),
+        );
+        let nsguard = Server::builder()
+            .cluster(Cluster::Kubeconfig(nsguard_kubeconfig.clone()))
+            .start();
+        let suite = Suite {
+            nsguard,
+            nsguard_kubeconfig,
+            plane,
+        };
+        suite.register_webhooks(&base);
+        suite
+    }
+
+    /// The shipped webhook configurations, each webhook's `clientConfig` pointing at the
+    /// server under test, nothing else changed.
+    fn register_webhooks(&self, objects: &[Value]) {
+        let url = format!("https://{}", self.nsguard.addr);
+        let configs: Vec<Value> = objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == "ValidatingWebhookConfiguration"
+                    || o["kind"] == "MutatingWebhookConfiguration"
+            })
+            .cloned()
+            .map(|mut config| {
+                for hook in config["webhooks"].as_array_mut().unwrap() {
+                    let path = hook["clientConfig"]["service"]["path"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    hook["clientConfig"] = json!({
+                        "url": format!("{url}{path}"),
+                        "caBundle": b64(&self.nsguard.certs.ca_cert),
+                    });
+                }
+                labelled(config)
+            })
+            .collect();
+        assert!(!configs.is_empty());
+        self.plane.apply(&configs);
+    }
+
+    /// A namespace labelled for the suite, with objects of the given stacks: for each
+    /// (app-name, env, extra labels), a ConfigMap named after the app.
+    fn namespace_with_stacks(&self, namespace: &str, stacks: &[(&str, &str)]) {
+        let mut objects = vec![labelled(json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}
+        }))];
+        for (app, env) in stacks {
+            objects.push(labelled(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{app}-config"), "namespace": namespace,
+                    "labels": stack_labels(app, env, None)},
+                "data": {"k": "v"}
+            })));
+        }
+        self.plane.apply(&objects);
+    }
+
+    /// Everything labelled `nsguard.dev/e2e=true` deleted (namespaces through the
+    /// break-glass annotation: two of them are shared, which is the point), and nothing
+    /// left of it.
+    fn clean_up(&self) {
+        let selector = format!("{E2E}=true");
+        let _ = self.plane.kubectl(&[
+            "annotate",
+            "namespace",
+            "-l",
+            &selector,
+            "nsguard.dev/allow-delete=true",
+            "--overwrite",
+        ]);
+        self.plane.ok(&[
+            "delete",
+            "namespace,persistentvolume,customresourcedefinition",
+            "-l",
+            &selector,
+            "--wait=true",
+            "--timeout=90s",
+        ]);
+        self.plane.ok(&[
+            "delete",
+            "validatingwebhookconfiguration,mutatingwebhookconfiguration,clusterrole,clusterrolebinding",
+            "-l",
+            &selector,
+        ]);
+        let left = self.plane.get(&[
+            "namespace,persistentvolume,customresourcedefinition,validatingwebhookconfiguration,clusterrole",
+            "-l",
+            &selector,
+        ]);
+        assert_eq!(left.unwrap()["items"], json!([]), "left behind");
+    }
+}
+
+fn stack_labels(app: &str, env: &str, parent_env: Option<&str>) -> Value {
+    let mut labels = json!({
+        "simple-container-com/app-name": app,
+        "simple-container-com/env": env,
+        "simple-container-com/app-type": "simple-container",
+        E2E: "true",
+    });
+    if let Some(parent) = parent_env {
+        labels["simple-container-com/parent-env"] = json!(parent);
+        labels["simple-container-com/custom-stack"] = json!("true");
+    }
+    labels
+}
+
+// ------------------------------------------------------------------ scenarios
+
+const SHARED: &str = "e2e-shared";
+
+/// Through the real admission chain: kubectl's delete of a namespace holding two stacks
+/// is refused by the shipped webhook, dry run and real alike, naming both owners; the
+/// namespace stays.
+fn a_shared_namespace_delete_is_refused_real_and_dry_run(suite: &Suite) {
+    suite.namespace_with_stacks(
+        SHARED,
+        &[("e2e-shop", "production"), ("e2e-billing", "production")],
+    );
+    for dry_run in [true, false] {
+        let mut args = vec!["delete", "namespace", SHARED, "--wait=false"];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        let out = suite.plane.kubectl(&args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was allowed");
+        for needle in [
+            r#"admission webhook "namespace-guard.nsguard.dev" denied the request"#,
+            "e2e-shop/production",
+            "e2e-billing/production",
+            "kubectl annotate namespace e2e-shared nsguard.dev/allow-delete=true",
+        ] {
+            assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        }
+    }
+    let namespace = suite.plane.get(&["namespace", SHARED]).unwrap();
+    assert_eq!(namespace["status"]["phase"], "Active");
+    assert!(namespace["metadata"].get("deletionTimestamp").is_none());
+}
+
+/// The refused real delete left one Warning Event on the Namespace, written by nsguard as
+/// its own ServiceAccount under the shipped RBAC; `kubectl events --for namespace/NS`
+/// shows it (`kubectl describe namespace` shows no Events for any namespace: kubectl's
+/// Namespace describer reads only the namespace, its quotas and limit ranges, as its
+/// request log shows). The dry run left none.
+fn the_refusal_is_a_warning_event_kubectl_events_shows(suite: &Suite) {
+    let for_namespace = format!("namespace/{SHARED}");
+    let args = ["events", "-n", "default", "--for", &for_namespace];
+    let shown = poll(Duration::from_secs(30), || {
+        let shown = text(&suite.plane.kubectl(&args).stdout);
+        shown.contains("DeleteDenied").then_some(shown)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no DeleteDenied Event in kubectl {args:?}; nsguard logged: {:#?}",
+            suite.nsguard.logs()
+        )
+    });
+    let line = shown.lines().find(|l| l.contains("DeleteDenied")).unwrap();
+    for needle in [
+        "Warning",
+        &format!("Namespace/{SHARED}"),
+        "delete requested by nsguard-e2e-admin refused",
+        "holds objects of 2 stacks",
+        // The whole denial on the one line.
+        "e2e-billing/production",
+        "e2e-shop/production",
+        "kubectl annotate namespace e2e-shared nsguard.dev/allow-delete=true",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in {line:?}\n{shown}");
+    }
+    // What describe shows, so the README says the truth about it.
+    let described = text(&suite.plane.ok(&["describe", "namespace", SHARED]));
+    assert!(
+        !described.contains("Events"),
+        "kubectl describe shows Events now:\n{described}"
+    );
+    let events = suite
+        .plane
+        .get(&[
+            "events.v1.events.k8s.io",
+            "-n",
+            "default",
+            "--field-selector",
+            "reason=DeleteDenied",
+        ])
+        .unwrap();
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{events:#}");
+    assert_eq!(items[0]["regarding"]["name"], SHARED);
+    assert!(
+        items[0].get("series").is_none(),
+        "the dry run was counted: {:#}",
+        items[0]
+    );
+    assert!(
+        !suite
+            .nsguard
+            .logs()
+            .iter()
+            .any(|l| l.contains("could not write the Event")),
+        "{:#?}",
+        suite.nsguard.logs()
+    );
+}
+
+/// A namespace with one stack: the delete is allowed, and the namespace controller
+/// empties it and removes it.
+fn an_allowed_delete_is_emptied_by_the_namespace_controller(suite: &Suite) {
+    let namespace = "e2e-single";
+    suite.namespace_with_stacks(namespace, &[("e2e-lone", "production")]);
+    suite
+        .plane
+        .ok(&["delete", "namespace", namespace, "--wait=false"]);
+    eventually("the namespace gone", Duration::from_secs(90), || {
+        suite
+            .plane
+            .get(&["namespace", namespace])
+            .is_none()
+            .then_some(())
+    });
+    let left = suite
+        .plane
+        .get(&["configmap", "-n", namespace, "e2e-lone-config"]);
+    assert!(left.is_none(), "{left:?}");
+}
+
+/// The PolicyReport CRD, from the schema the published CRDs agree on (tests/data/crds):
+/// the API server then checks every report nsguard writes against it.
+fn policy_report_crd() -> Value {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("tests/data/crds/policyreport-v1alpha2.json")).unwrap(),
+    )
+    .unwrap();
+    labelled(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "policyreports.wgpolicyk8s.io"},
+        "spec": {
+            "group": "wgpolicyk8s.io",
+            "names": {"kind": "PolicyReport", "listKind": "PolicyReportList",
+                "plural": "policyreports", "singular": "policyreport", "shortNames": ["polr"]},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1alpha2", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": schema["openAPIV3Schema"]}}]
+        }
+    }))
+}
+
+fn metric(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two `serve` processes with the background audit and the policy-reports overlay's
+/// RBAC: exactly one holds the Lease, and only that one writes PolicyReports, which the
+/// API server accepted against the CRD's schema.
+fn two_replicas_one_lease_holder_one_policy_report_writer(suite: &Suite) {
+    suite.plane.apply(&[policy_report_crd()]);
+    suite.plane.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/policyreports.wgpolicyk8s.io",
+        "--timeout=30s",
+    ]);
+    let overlay: Vec<Value> = rendered("manifests/overlays/policy-reports")
+        .into_iter()
+        .filter(|o| o["metadata"]["name"] == "nsguard-policy-reports")
+        .map(labelled)
+        .collect();
+    assert_eq!(overlay.len(), 2, "the overlay's ClusterRole and binding");
+    suite.plane.apply(&overlay);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let replica = |identity: &str| {
+        Server::builder()
+            .cluster(Cluster::Kubeconfig(suite.nsguard_kubeconfig.clone()))
+            .args(&[
+                "--audit-interval=2s",
+                "--write-policy-reports",
+                "--lease-namespace=nsguard-system",
+                &format!("--lease-identity={identity}"),
+                "--lease-duration=3s",
+            ])
+            .start()
+    };
+    let replicas = [replica("e2e-replica-a"), replica("e2e-replica-b")];
+    let report = eventually(
+        "the PolicyReport of e2e-shared",
+        Duration::from_secs(60),
+        || {
+            suite
+                .plane
+                .get(&["policyreports.wgpolicyk8s.io", "-n", SHARED, "nsguard"])
+        },
+    );
+    assert!(
+        report["results"].as_array().is_some_and(|r| !r.is_empty()),
+        "{report:#}"
+    );
+    let lease = suite
+        .plane
+        .get(&["lease", "-n", "nsguard-system", "nsguard-audit"])
+        .unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_owned();
+    // Two more audits, then count each replica's writes and leadership.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut leaders = 0;
+    let mut writers = Vec::new();
+    for (identity, server) in ["e2e-replica-a", "e2e-replica-b"].iter().zip(&replicas) {
+        let exposition = runtime.block_on(server.metrics());
+        let leader = metric(&exposition, "nsguard_audit_leader ");
+        let created = metric(
+            &exposition,
+            "nsguard_policy_report_writes_total{result=\"applied\"}",
+        );
+        if leader == 1.0 {
+            leaders += 1;
+            assert!(
+                holder.starts_with(identity),
+                "{holder} holds the Lease, {identity} leads"
+            );
+        }
+        if created > 0.0 {
+            writers.push(*identity);
+        }
+    }
+    assert_eq!(leaders, 1, "one leader");
+    assert_eq!(writers.len(), 1, "one writer: {writers:?}");
+    assert!(holder.starts_with(writers[0]), "{holder} vs {writers:?}");
+    drop(replicas);
+}
+
+/// `nsguard migrate plan` end to end with the real PersistentVolume controller: a sub-env
+/// claim in its parent's namespace on a `Delete` hostPath volume, `before`, the redeploy
+/// as simple-container does it (the namespace and the claim created at the new place,
+/// the old Deployment deleted), `after`: the new claim is Bound to the old volume and the
+/// data file is still there.
+fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite) {
+    let plane = &suite.plane;
+    let (parent, target, app, env) = (
+        "e2e-shop",
+        "e2e-shop-tenant-a",
+        "e2e-shop-tenant-a",
+        "tenant-a",
+    );
+    let volume_dir = plane.dir.path().join("volumes/e2e-data");
+    std::fs::create_dir_all(&volume_dir).unwrap();
+    std::fs::write(volume_dir.join("ledger.txt"), "every byte of tenant-a\n").unwrap();
+    let claim = |namespace: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": namespace,
+                "labels": stack_labels(app, env, Some("production"))},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "e2e-hostpath",
+                "resources": {"requests": {"storage": "1Gi"}}}
+        })
+    };
+    let deployment = |namespace: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": app, "namespace": namespace,
+                "labels": stack_labels(app, env, Some("production"))},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": app}},
+                "template": {"metadata": {"labels": {"app": app}}, "spec": {
+                    "containers": [{"name": "app", "image": "registry.example.com/app:1",
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}}
+        })
+    };
+    plane.apply(&[
+        labelled(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": "e2e-data"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "e2e-hostpath",
+                "hostPath": {"path": volume_dir.display().to_string(), "type": "Directory"}}})),
+        labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": parent}})),
+        labelled(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "e2e-shop-config", "namespace": parent,
+                "labels": stack_labels(parent, "production", None)}})),
+        claim(parent),
+        deployment(parent),
+    ]);
+    let bound = |namespace: &str| {
+        let claim = plane.get(&["pvc", "-n", namespace, "data"])?;
+        (claim["status"]["phase"] == "Bound").then(|| claim["spec"]["volumeName"].clone())
+    };
+    let volume = eventually("the old claim Bound", Duration::from_secs(60), || {
+        bound(parent)
+    });
+    assert_eq!(volume, "e2e-data");
+
+    let plan = nsguard_as_admin(
+        plane,
+        &[
+            "migrate",
+            "plan",
+            "--stack",
+            &format!("{app}/{env}"),
+            "--apply-ready",
+            "--restore-reclaim-policy",
+        ],
+    );
+    assert!(
+        plan.status.success(),
+        "migrate plan: {}",
+        text(&plan.stderr)
+    );
+    let script = plane.dir.path().join("migrate.sh");
+    std::fs::write(&script, &plan.stdout).unwrap();
+    run_stage(plane, &script, "before");
+    let kept = plane.get(&["pv", "e2e-data"]).unwrap();
+    assert_eq!(kept["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    assert_eq!(kept["spec"]["claimRef"]["namespace"], target, "{kept:#}");
+    assert!(
+        volume_dir.join("ledger.txt").exists(),
+        "before lost the data"
+    );
+
+    // The redeploy, as simple-container 2026.5.12+ does it once the Namespace is forgotten
+    // in the Pulumi state: the namespace and every object at the new place, then the old
+    // Deployment deleted (the claim is already gone).
+    plane.apply(&[
+        labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})),
+        claim(target),
+        deployment(target),
+    ]);
+    plane.ok(&["delete", "deployment", "-n", parent, app]);
+    run_stage(plane, &script, "after");
+
+    let moved = eventually("the new claim Bound", Duration::from_secs(60), || {
+        bound(target)
+    });
+    assert_eq!(moved, "e2e-data", "the new claim is on the old volume");
+    let volume = plane.get(&["pv", "e2e-data"]).unwrap();
+    assert_eq!(volume["status"]["phase"], "Bound");
+    assert_eq!(volume["spec"]["claimRef"]["namespace"], target);
+    assert_eq!(
+        volume["spec"]["persistentVolumeReclaimPolicy"], "Delete",
+        "restored"
+    );
+    assert_eq!(
+        std::fs::read_to_string(volume_dir.join("ledger.txt")).unwrap(),
+        "every byte of tenant-a\n"
+    );
+    assert!(plane.get(&["pvc", "-n", parent, "data"]).is_none());
+    let check = nsguard_as_admin(
+        plane,
+        &[
+            "migrate",
+            "check",
+            "--stack",
+            &format!("{app}/{env}"),
+            "-o",
+            "json",
+        ],
+    );
+    let status: Value = serde_json::from_slice(&check.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&check.stdout), text(&check.stderr)));
+    assert!(check.status.success(), "migrate check: {status:#}");
+}
+
+/// The nsguard CLI with the admin's kubeconfig.
+fn nsguard_as_admin(plane: &ControlPlane, args: &[&str]) -> Output {
+    let mut full = args.to_vec();
+    let kubeconfig = plane.kubeconfig.display().to_string();
+    full.extend(["--kubeconfig", &kubeconfig]);
+    common::nsguard_cli(&full).output().unwrap()
+}
+
+/// `sh migrate.sh STAGE` with real kubectl as the admin, which must succeed.
+fn run_stage(plane: &ControlPlane, script: &Path, stage: &str) {
+    let out = Command::new("sh")
+        .arg(script)
+        .arg(stage)
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "migrate.sh {stage}:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
