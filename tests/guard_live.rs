@@ -670,6 +670,111 @@ async fn an_unavailable_aggregated_api_is_named_within_a_second() {
     }
 }
 
+/// Where the API server serves aggregated discovery (1.27 on), discovery is the two
+/// roots and nothing else, and finds what the per-group-version documents find: the same
+/// types, the same decision, a CRD group added a moment ago included.
+#[tokio::test]
+async fn aggregated_discovery_is_two_calls_and_finds_the_same_types() {
+    let replay = Replay::start().await;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
+    let cluster = live(&replay, LiveOptions::default());
+    let legacy = cluster.discovery(soon()).await.unwrap();
+    let legacy_scan = cluster
+        .scan("wallet", Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    replay.state.lock().unwrap().aggregated = true;
+    replay.add_group("shop.example.com", "v1", &[("carts", "Cart")]);
+    replay.add("wallet", "carts", "wallet", &CURRENT);
+    let before = replay.request_count();
+    let aggregated = cluster.discovery(soon()).await.unwrap();
+    assert_eq!(aggregated.calls, 2);
+    let mut asked = replay.requests()[before..].to_vec();
+    asked.sort();
+    assert_eq!(asked, ["/api", "/apis"]);
+    let ids = |d: &nsguard::cluster::live::Discovered| -> Vec<(String, String, String)> {
+        d.types
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.resource.api_version.clone(),
+                    t.resource.kind.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut expected = ids(&legacy);
+    expected.push((
+        "carts.shop.example.com".to_owned(),
+        "shop.example.com/v1".to_owned(),
+        "Cart".to_owned(),
+    ));
+    expected.sort();
+    assert_eq!(ids(&aggregated), expected);
+    assert!(aggregated.failed.is_empty(), "{:?}", aggregated.failed);
+
+    let before = replay.request_count();
+    let scan = cluster
+        .scan("wallet", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(scan.resource_types, legacy_scan.resource_types + 1);
+    assert_eq!(scan.api_calls, replay.request_count() - before);
+    assert_eq!(
+        scan.api_calls,
+        2 + scan.resource_types,
+        "the two roots and one list per type (no claim: no volume read)"
+    );
+    assert_eq!(decide(&Ok(scan)), decide(&Ok(legacy_scan)));
+}
+
+/// A version aggregated discovery calls `Stale` (its API service did not answer the API
+/// server) is named as a failed discovery, as its 503 is on a server without aggregated
+/// discovery: the delete fails closed naming it.
+#[tokio::test]
+async fn a_stale_version_in_aggregated_discovery_fails_closed() {
+    let replay = Replay::start().await;
+    replay.state.lock().unwrap().aggregated = true;
+    replay.add("wallet", "configmaps", "wallet", &CURRENT);
+    replay.add_group("backup.example.com", "v1", &[("snapshots", "Snapshot")]);
+    replay.discovery_fault("/apis/backup.example.com/v1", Fault::Unavailable);
+    let cluster = live(&replay, LiveOptions::default());
+    let scan = cluster
+        .scan("wallet", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        !replay
+            .requests()
+            .iter()
+            .any(|r| r == "/apis/backup.example.com/v1"),
+        "{:?}",
+        replay.requests()
+    );
+    assert_eq!(scan.unverified.len(), 1, "{:?}", scan.unverified);
+    assert_eq!(
+        scan.unverified[0].resource,
+        "backup.example.com/v1 (discovery)"
+    );
+    assert!(
+        scan.unverified[0].reason.contains("stale"),
+        "{:?}",
+        scan.unverified
+    );
+    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+    assert_eq!(decision.verdict, Verdict::Incomplete);
+    assert!(
+        decision
+            .message()
+            .contains("backup.example.com/v1 (discovery)"),
+        "{}",
+        decision.message()
+    );
+}
+
 /// A throttled or unavailable list is retried a bounded number of times, with jitter,
 /// inside the deadline; then the type is named.
 #[tokio::test]

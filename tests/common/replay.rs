@@ -53,6 +53,9 @@ pub struct ReplayState {
     pub bytes_served: u64,
     /// When set, every request fails with 503 (an API server that is down).
     pub down: bool,
+    /// Answer `/api` and `/apis` with aggregated discovery (`APIGroupDiscoveryList`) to a
+    /// client that asks for it, as kube-apiserver 1.27+ does; off: as 1.26 does.
+    pub aggregated: bool,
     /// The `resourceRules` a SelfSubjectRulesReview answers; `None`: list on everything.
     pub rules: Option<Value>,
     /// What a SelfSubjectRulesReview gets instead of its answer.
@@ -415,6 +418,77 @@ fn add_scoped_group_at(
     }
 }
 
+/// The aggregated discovery document (`apidiscovery.k8s.io/v2`) of `/api` or `/apis`,
+/// made from the per-group-version documents as kube-apiserver makes it: each group's
+/// versions in order of preference, and a version whose document fails (an aggregated API
+/// whose service is gone) marked `Stale`, with no resources.
+fn aggregated(
+    docs: &BTreeMap<String, Value>,
+    root: &str,
+    faulty: &HashMap<String, Fault>,
+) -> Value {
+    let groups: Vec<(String, Vec<(String, String)>)> = if root == "/api" {
+        vec![(String::new(), vec![("v1".to_owned(), "/api/v1".to_owned())])]
+    } else {
+        docs["/apis"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let preferred = g["preferredVersion"]["groupVersion"].clone();
+                let mut versions: Vec<&Value> = g["versions"].as_array().unwrap().iter().collect();
+                versions.sort_by_key(|v| v["groupVersion"] != preferred);
+                (
+                    g["name"].as_str().unwrap().to_owned(),
+                    versions
+                        .into_iter()
+                        .map(|v| {
+                            let gv = v["groupVersion"].as_str().unwrap();
+                            (
+                                v["version"].as_str().unwrap().to_owned(),
+                                format!("/apis/{gv}"),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(name, versions)| {
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .map(|(version, path)| {
+                    if faulty.contains_key(&path) {
+                        return json!({"version": version, "resources": [], "freshness": "Stale"});
+                    }
+                    let resources: Vec<Value> = docs[&path]["resources"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|r| !r["name"].as_str().unwrap().contains('/'))
+                        .map(|r| {
+                            json!({
+                                "resource": r["name"],
+                                "responseKind": {"group": "", "version": "", "kind": r["kind"]},
+                                "scope": if r["namespaced"] == true { "Namespaced" } else { "Cluster" },
+                                "singularResource": r["singularName"],
+                                "verbs": r["verbs"],
+                            })
+                        })
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": name}, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {}, "items": items})
+}
+
 /// Adds each answer's body size (when known up front, as for every JSON answer) to
 /// [`ReplayState::bytes_served`].
 async fn count_bytes(
@@ -623,6 +697,25 @@ async fn serve(
             && let Some(response) = fault_response(fault).await
         {
             return response;
+        }
+        let asks_aggregated = headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("as=APIGroupDiscoveryList"));
+        if (path == "/api" || path == "/apis")
+            && asks_aggregated
+            && state.lock().unwrap().aggregated
+        {
+            let faulty = state.lock().unwrap().discovery_faults.clone();
+            let doc = aggregated(&discovery.lock().unwrap(), &path, &faulty);
+            return (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                )],
+                doc.to_string(),
+            )
+                .into_response();
         }
         let doc = discovery.lock().unwrap().get(&path).cloned();
         return match doc {

@@ -1,6 +1,7 @@
 //! Which namespaced resource types the API server serves: a fresh discovery at every
 //! lookup (the last good one standing in for a short while), and rediscovery when a list
-//! answers 404.
+//! answers 404. Two calls where the server serves aggregated discovery (1.27 on), else two
+//! plus one per group version.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use kube::core::ApiResource;
 use tokio::time::Instant;
 
 use super::LiveCluster;
-use super::calls::{CallError, LookupError};
+use super::aggregated::{ACCEPT, Root};
+use super::calls::{CallError, LookupError, cause_chain};
 use super::lists::Progress;
 use crate::guard::Unverified;
 
@@ -69,40 +71,59 @@ impl LiveCluster {
         }
     }
 
-    /// `/api` and `/apis`, then every group version's resource list, all before `bound`.
+    /// `/api` and `/apis` (aggregated where served), then the resource list of every
+    /// group version they did not already describe, all before `bound`.
     pub(super) async fn discover(&self, bound: Instant) -> Result<Discovered, CallError> {
         let calls = AtomicUsize::new(0);
         let (core, groups) = tokio::try_join!(
-            self.call(bound, &calls, || self.client.list_core_api_versions()),
-            self.call(bound, &calls, || self.client.list_api_groups()),
+            self.root(bound, &calls, "/api"),
+            self.root(bound, &calls, "/apis"),
         )?;
-        // (rank, group, groupVersion) of every version of every group, the preferred one
-        // ranked 0. A kind served only by a version the server does not prefer (a group
-        // whose CRDs sit at different versions, an alpha kind) is deleted with the
-        // namespace too, so it is listed, as the namespace controller and `kubectl
-        // api-resources` find it.
-        let mut versions: Vec<(usize, String, String)> = core
-            .versions
-            .iter()
-            .enumerate()
-            .map(|(rank, v)| (rank, String::new(), v.clone()))
-            .collect();
-        for group in groups.groups {
-            if group_skipped(&self.options.skip, &group.name) {
-                continue;
-            }
-            let preferred = group
-                .preferred_version
-                .map(|v| v.group_version)
-                .or_else(|| group.versions.first().map(|v| v.group_version.clone()));
-            let others: Vec<String> = group
-                .versions
-                .into_iter()
-                .map(|v| v.group_version)
-                .filter(|gv| Some(gv) != preferred.as_ref())
-                .collect();
-            for (rank, gv) in preferred.into_iter().chain(others).enumerate() {
-                versions.push((rank, group.name.clone(), gv));
+        let mut types: Vec<ResourceType> = Vec::new();
+        let mut failed = Vec::new();
+        // (rank, group, groupVersion) of every version of every group the roots did not
+        // describe, the preferred one ranked 0. A kind served only by a version the server
+        // does not prefer (a group whose CRDs sit at different versions, an alpha kind) is
+        // deleted with the namespace too, so it is listed, as the namespace controller and
+        // `kubectl api-resources` find it.
+        let mut versions: Vec<(usize, String, String)> = Vec::new();
+        for root in [core, groups] {
+            match root {
+                Root::Aggregated(list) => {
+                    let found = list.types(&self.options.skip);
+                    types.extend(found.types);
+                    failed.extend(found.stale.into_iter().map(|gv| Unverified {
+                        resource: format!("{gv} (discovery)"),
+                        reason: "stale in the API server's aggregated discovery (its API service did not answer)".to_owned(),
+                        code: None,
+                    }));
+                }
+                Root::Core(core) => versions.extend(
+                    core.versions
+                        .into_iter()
+                        .enumerate()
+                        .map(|(rank, v)| (rank, String::new(), v)),
+                ),
+                Root::Groups(groups) => {
+                    for group in groups.groups {
+                        if group_skipped(&self.options.skip, &group.name) {
+                            continue;
+                        }
+                        let preferred = group
+                            .preferred_version
+                            .map(|v| v.group_version)
+                            .or_else(|| group.versions.first().map(|v| v.group_version.clone()));
+                        let others: Vec<String> = group
+                            .versions
+                            .into_iter()
+                            .map(|v| v.group_version)
+                            .filter(|gv| Some(gv) != preferred.as_ref())
+                            .collect();
+                        for (rank, gv) in preferred.into_iter().chain(others).enumerate() {
+                            versions.push((rank, group.name.clone(), gv));
+                        }
+                    }
+                }
             }
         }
         let (client, calls_ref) = (&self.client, &calls);
@@ -125,9 +146,7 @@ impl LiveCluster {
         // Per group, the preferred version's kinds first; another version adds only the
         // kinds the group has not shown yet.
         lists.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        let mut types: Vec<ResourceType> = Vec::new();
-        let mut seen = HashSet::new();
-        let mut failed = Vec::new();
+        let mut seen: HashSet<String> = types.iter().map(|t| t.id.clone()).collect();
         for (group, _, gv, result) in lists {
             match result {
                 Ok(list) => types.extend(
@@ -145,6 +164,25 @@ impl LiveCluster {
             failed,
             calls: calls.into_inner(),
         })
+    }
+
+    /// `/api` or `/apis`, aggregated discovery preferred (kubectl's `Accept`).
+    async fn root(
+        &self,
+        bound: Instant,
+        calls: &AtomicUsize,
+        path: &'static str,
+    ) -> Result<Root, CallError> {
+        let body = self
+            .call(bound, calls, || async {
+                let request = http::Request::get(path)
+                    .header(http::header::ACCEPT, ACCEPT)
+                    .body(Vec::new())
+                    .map_err(kube::Error::HttpError)?;
+                self.client.request::<serde_json::Value>(request).await
+            })
+            .await?;
+        Root::parse(path, body).map_err(|e| CallError::Transport(cause_chain(&e)))
     }
 
     /// After lists of the `gone` types (ids) answered 404: discovery is stale. Ask again;

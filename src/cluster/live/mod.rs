@@ -16,11 +16,12 @@
 //! guard treats every such gap as unknown (fail closed).
 //!
 //! One file per concern: `calls` (one bounded, retried call and its errors),
-//! `discovery`, `lists` (paged metadata lists), `scan` (the guard's read of a
+//! `discovery`, `aggregated` (the two-call discovery of servers that serve it), `lists` (paged metadata lists), `scan` (the guard's read of a
 //! namespace), `inventory` (the audit's read of the cluster), `volumes` (what a delete
 //! destroys for good), `access` (what nsguard may list).
 
 mod access;
+mod aggregated;
 mod calls;
 mod discovery;
 mod inventory;
