@@ -27,18 +27,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use common::control_plane::{ControlPlane, b64, eventually, kubeconfig, poll, text};
 use common::{Cluster, Server, repo_path};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use serde_json::{Value, json};
 
 /// The label on everything the suite creates.
@@ -46,7 +40,7 @@ const E2E: &str = "nsguard.dev/e2e";
 
 type Scenario = fn(&Suite);
 
-const SCENARIOS: [(&str, Scenario); 5] = [
+const SCENARIOS: [(&str, Scenario); 6] = [
     (
         "a_shared_namespace_delete_is_refused_real_and_dry_run",
         a_shared_namespace_delete_is_refused_real_and_dry_run,
@@ -58,6 +52,10 @@ const SCENARIOS: [(&str, Scenario); 5] = [
     (
         "an_allowed_delete_is_emptied_by_the_namespace_controller",
         an_allowed_delete_is_emptied_by_the_namespace_controller,
+    ),
+    (
+        "a_type_created_a_moment_ago_is_counted_in_types_plus_two_calls",
+        a_type_created_a_moment_ago_is_counted_in_types_plus_two_calls,
     ),
     (
         "two_replicas_one_lease_holder_one_policy_report_writer",
@@ -87,7 +85,7 @@ fn main() {
         return;
     }
     let required = std::env::var("NSGUARD_REAL_CLUSTER").is_ok_and(|v| v == "required");
-    let Some(assets) = std::env::var_os("NSGUARD_KUBE_ASSETS").map(PathBuf::from) else {
+    let Some(assets) = common::control_plane::assets() else {
         println!(
             "real_cluster: SKIPPED, did not run: NSGUARD_KUBE_ASSETS is not set (a directory with \
              kube-apiserver and kube-controller-manager; tests/run.sh sets it from ../shared/kube)"
@@ -143,437 +141,6 @@ fn main() {
         println!("failures: {failed:?}");
         std::process::exit(1);
     }
-}
-
-// ------------------------------------------------------------------ the control plane
-
-/// A free port on 127.0.0.1 (closed again: the process that binds it next may lose a
-/// race, and says so in its log).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One process of the control plane, stopped (TERM, then KILL) when dropped.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, dir: &Path, program: &Path, args: &[String]) -> Process {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        // Dies with the suite, even when the suite is killed.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: {}: {e}", program.display()));
-        Process { name, child, log }
-    }
-
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(25)..].join("\n")
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("real_cluster: {} ignored SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// etcd, kube-apiserver and kube-controller-manager in a temporary directory.
-struct ControlPlane {
-    /// Stopped in reverse order of start (controller manager, API server, etcd).
-    processes: Vec<Process>,
-    pub server: String,
-    pub version: String,
-    pub ca_pem: String,
-    pub kubeconfig: PathBuf,
-    pub dir: tempfile::TempDir,
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        while let Some(process) = self.processes.pop() {
-            drop(process);
-        }
-    }
-}
-
-fn dn(pairs: &[(DnType, &str)]) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    for (kind, value) in pairs {
-        dn.push(kind.clone(), *value);
-    }
-    dn
-}
-
-/// A CA and the certificates the control plane needs: the API server's serving pair, the
-/// admin's client pair (group system:masters), the controller manager's client pair and
-/// the ServiceAccount signing key. PEM files in `pki`.
-fn make_pki(pki: &Path) -> String {
-    std::fs::create_dir_all(pki).unwrap();
-    let write = |name: &str, pem: &str| std::fs::write(pki.join(name), pem).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name = dn(&[(DnType::CommonName, "nsguard-e2e-ca")]);
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    write("ca.crt", &ca_cert.pem());
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf = |name: &str, subject: DistinguishedName, server: bool| {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = subject;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        if server {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            params.subject_alt_names = vec![
-                SanType::IpAddress("127.0.0.1".parse().unwrap()),
-                SanType::DnsName("localhost".try_into().unwrap()),
-                SanType::IpAddress("10.96.0.1".parse().unwrap()),
-                SanType::DnsName("kubernetes.default.svc".try_into().unwrap()),
-            ];
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        write(&format!("{name}.crt"), &cert.pem());
-        write(&format!("{name}.key"), &key.serialize_pem());
-    };
-    leaf(
-        "apiserver",
-        dn(&[(DnType::CommonName, "kube-apiserver")]),
-        true,
-    );
-    leaf(
-        "admin",
-        dn(&[
-            (DnType::OrganizationName, "system:masters"),
-            (DnType::CommonName, "nsguard-e2e-admin"),
-        ]),
-        false,
-    );
-    leaf(
-        "kube-controller-manager",
-        dn(&[(DnType::CommonName, "system:kube-controller-manager")]),
-        false,
-    );
-    let service_accounts = KeyPair::generate().unwrap();
-    write("sa.key", &service_accounts.serialize_pem());
-    write("sa.pub", &service_accounts.public_key_pem());
-    ca_cert.pem()
-}
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-/// A kubeconfig for `server` with `user` (a YAML mapping's body).
-fn kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &str) {
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    \
-             certificate-authority-data: {}\nusers:\n- name: e2e\n  user:\n{user}\ncontexts:\n- name: e2e\n  \
-             context: {{cluster: e2e, user: e2e}}\ncurrent-context: e2e\n",
-            b64(ca_pem)
-        ),
-    )
-    .unwrap();
-}
-
-/// Poll `check` until it returns `Some`, every 200 ms, for at most `limit`.
-fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return Some(found);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// [`poll`], which must find it.
-fn eventually<T>(what: &str, limit: Duration, check: impl FnMut() -> Option<T>) -> T {
-    poll(limit, check).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
-}
-
-impl ControlPlane {
-    fn start(assets: &Path) -> ControlPlane {
-        let binary = |name: &str| {
-            let path = assets.join(name);
-            assert!(
-                path.is_file(),
-                "{} is missing (NSGUARD_KUBE_ASSETS={})",
-                path.display(),
-                assets.display()
-            );
-            path
-        };
-        let (apiserver, controller_manager) =
-            (binary("kube-apiserver"), binary("kube-controller-manager"));
-        let etcd = match assets.join("etcd") {
-            path if path.is_file() => path,
-            _ => PathBuf::from("etcd"),
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("nsguard-e2e-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let pki = dir.path().join("pki");
-        let ca_pem = make_pki(&pki);
-        let pki = |name: &str| pki.join(name).display().to_string();
-        let (etcd_port, peer_port, api_port, kcm_port) =
-            (free_port(), free_port(), free_port(), free_port());
-        let server = format!("https://127.0.0.1:{api_port}");
-        let mut plane = ControlPlane {
-            processes: Vec::new(),
-            server: server.clone(),
-            version: String::new(),
-            ca_pem: ca_pem.clone(),
-            kubeconfig: dir.path().join("admin.kubeconfig"),
-            dir,
-        };
-        let root = plane.dir.path().to_owned();
-        let client_cert = |name: &str| {
-            format!(
-                "    client-certificate: {}\n    client-key: {}",
-                pki(&format!("{name}.crt")),
-                pki(&format!("{name}.key"))
-            )
-        };
-        kubeconfig(&plane.kubeconfig, &server, &ca_pem, &client_cert("admin"));
-        let kcm_kubeconfig = root.join("kcm.kubeconfig");
-        kubeconfig(
-            &kcm_kubeconfig,
-            &server,
-            &ca_pem,
-            &client_cert("kube-controller-manager"),
-        );
-
-        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        plane.processes.push(Process::spawn(
-            "etcd",
-            &root,
-            &etcd,
-            &args(&[
-                "--name=e2e",
-                &format!("--data-dir={}", root.join("etcd").display()),
-                &format!("--listen-client-urls={etcd_url}"),
-                &format!("--advertise-client-urls={etcd_url}"),
-                &format!("--listen-peer-urls={peer_url}"),
-                &format!("--initial-advertise-peer-urls={peer_url}"),
-                &format!("--initial-cluster=e2e={peer_url}"),
-                "--initial-cluster-state=new",
-            ]),
-        ));
-        plane.await_ready("etcd", || http_ok(etcd_port, "/health"));
-        plane.processes.push(Process::spawn(
-            "kube-apiserver",
-            &root,
-            &apiserver,
-            &args(&[
-                "--advertise-address=127.0.0.1",
-                "--bind-address=127.0.0.1",
-                &format!("--secure-port={api_port}"),
-                &format!("--etcd-servers={etcd_url}"),
-                &format!("--client-ca-file={}", pki("ca.crt")),
-                &format!("--tls-cert-file={}", pki("apiserver.crt")),
-                &format!("--tls-private-key-file={}", pki("apiserver.key")),
-                "--service-account-issuer=https://kubernetes.default.svc",
-                &format!("--service-account-key-file={}", pki("sa.pub")),
-                &format!("--service-account-signing-key-file={}", pki("sa.key")),
-                "--authorization-mode=Node,RBAC",
-                "--endpoint-reconciler-type=none",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--allow-privileged=true",
-                "--v=1",
-            ]),
-        ));
-        let admin = plane.kubeconfig.clone();
-        plane.await_ready("kube-apiserver", || {
-            let out = kubectl_at(&admin, &["get", "--raw", "/readyz"], None);
-            (out.status.success() && out.stdout == b"ok").then_some(())
-        });
-        plane.processes.push(Process::spawn(
-            "kube-controller-manager",
-            &root,
-            &controller_manager,
-            &args(&[
-                &format!("--kubeconfig={}", kcm_kubeconfig.display()),
-                &format!("--authentication-kubeconfig={}", kcm_kubeconfig.display()),
-                &format!("--authorization-kubeconfig={}", kcm_kubeconfig.display()),
-                &format!("--client-ca-file={}", pki("ca.crt")),
-                "--bind-address=127.0.0.1",
-                &format!("--secure-port={kcm_port}"),
-                "--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,\
-                 clusterrole-aggregation,root-ca-cert-publisher,persistentvolume-binder,\
-                 pvc-protection,pv-protection",
-                "--use-service-account-credentials=true",
-                &format!("--service-account-private-key-file={}", pki("sa.key")),
-                &format!("--root-ca-file={}", pki("ca.crt")),
-                "--leader-elect=false",
-                "--v=1",
-            ]),
-        ));
-        plane.await_ready("kube-controller-manager", || {
-            kubectl_at(
-                &admin,
-                &["-n", "default", "get", "serviceaccount", "default"],
-                None,
-            )
-            .status
-            .success()
-            .then_some(())
-        });
-        let version: Value = serde_json::from_slice(&plane.ok(&["version", "-o", "json"])).unwrap();
-        plane.version = version["serverVersion"]["gitVersion"]
-            .as_str()
-            .unwrap_or("?")
-            .to_owned();
-        plane
-    }
-
-    /// Wait (at most 120 s) for `ready`, failing at once with the process's log when the
-    /// newest process died.
-    fn await_ready(&mut self, what: &str, mut ready: impl FnMut() -> Option<()>) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if ready().is_some() {
-                return;
-            }
-            let process = self.processes.last_mut().unwrap();
-            if !process.alive() {
-                panic!("{what} exited before it was ready:\n{}", process.tail());
-            }
-            if Instant::now() > deadline {
-                panic!("{what} not ready after 120 s:\n{}", process.tail());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Real kubectl as the cluster admin.
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_with(args, None)
-    }
-
-    fn kubectl_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        kubectl_at(&self.kubeconfig, args, stdin)
-    }
-}
-
-/// Real kubectl with this kubeconfig, `stdin` fed to it.
-fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--request-timeout=20s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl on the PATH (tests/run.sh installs it)");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-impl ControlPlane {
-    /// kubectl that must succeed: its standard output.
-    fn ok(&self, args: &[&str]) -> Vec<u8> {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            text(&out.stderr)
-        );
-        out.stdout
-    }
-
-    /// `kubectl apply -f -` of these objects, which must succeed.
-    fn apply(&self, objects: &[Value]) {
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-        let out = self.kubectl_with(&["apply", "-f", "-"], Some(&list.to_string()));
-        assert!(out.status.success(), "kubectl apply: {}", text(&out.stderr));
-    }
-
-    fn get(&self, args: &[&str]) -> Option<Value> {
-        let mut full = vec!["get"];
-        full.extend_from_slice(args);
-        full.extend(["-o", "json"]);
-        let out = self.kubectl(&full);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A plain-HTTP GET on loopback answered 200.
-fn http_ok(port: u16, path: &str) -> Option<()> {
-    use std::io::Read;
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(tcp, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).ok()?;
-    answer.starts_with("HTTP/1.0 200").then_some(())
 }
 
 // ------------------------------------------------------------------ nsguard installed
@@ -873,6 +440,119 @@ fn an_allowed_delete_is_emptied_by_the_namespace_controller(suite: &Suite) {
         .plane
         .get(&["configmap", "-n", namespace, "e2e-lone-config"]);
     assert!(left.is_none(), "{left:?}");
+}
+
+/// nsguard's own lookup, in process, as its ServiceAccount (the shipped RBAC).
+fn lookup(suite: &Suite, runtime: &tokio::runtime::Runtime) -> nsguard::cluster::LiveCluster {
+    runtime.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&suite.nsguard_kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(nsguard::cluster::live::client_config(config)).unwrap();
+        nsguard::cluster::LiveCluster::new(
+            client,
+            server,
+            nsguard::labels::LabelScheme::default(),
+            nsguard::cluster::LiveOptions::default(),
+        )
+    })
+}
+
+/// On 1.36, which serves aggregated discovery: one decision is the two discovery roots
+/// plus one list per type, every type listable under the shipped RBAC; and a CRD
+/// established a moment ago is counted at once: an object of a second stack in it makes
+/// the delete refused, by the lookup and through the webhook, three CRDs in a row.
+fn a_type_created_a_moment_ago_is_counted_in_types_plus_two_calls(suite: &Suite) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = lookup(suite, &runtime);
+    for i in 0..3 {
+        let namespace = format!("e2e-fresh-{i}");
+        suite.namespace_with_stacks(&namespace, &[("e2e-fresh", "production")]);
+        let scan = runtime
+            .block_on(cluster.scan(&namespace, Duration::from_secs(10)))
+            .unwrap();
+        assert!(scan.unverified.is_empty(), "{:?}", scan.unverified);
+        assert_eq!(
+            scan.api_calls,
+            2 + scan.resource_types,
+            "two discovery calls and one list per type"
+        );
+        let types = scan.resource_types;
+
+        let group = format!("g{i}.e2e.nsguard.dev");
+        suite.plane.apply(&[labelled(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("gadgets.{group}")},
+            "spec": {"group": group, "scope": "Namespaced",
+                "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))]);
+        suite.plane.ok(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/gadgets.{group}"),
+            "--timeout=30s",
+        ]);
+        // The CRD's read-only role for `view`, as operators publish it: the shipped
+        // lookup ClusterRole aggregates it.
+        suite.plane.apply(&[labelled(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": format!("e2e-gadgets-{i}-view"),
+                "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+            "rules": [{"apiGroups": [group], "resources": ["gadgets"], "verbs": ["get", "list", "watch"]}]
+        }))]);
+        let resource = format!("gadgets.{group}");
+        eventually(
+            "nsguard may list the Gadgets",
+            Duration::from_secs(30),
+            || {
+                let out = suite.plane.kubectl(&[
+                    "auth",
+                    "can-i",
+                    "list",
+                    &resource,
+                    "--as=system:serviceaccount:nsguard-system:nsguard",
+                    "-n",
+                    &namespace,
+                ]);
+                (text(&out.stdout).trim() == "yes").then_some(())
+            },
+        );
+        // Created as soon as the API server takes it.
+        let gadget = json!({"apiVersion": format!("{group}/v1"), "kind": "Gadget",
+            "metadata": {"name": "intruder", "namespace": namespace,
+                "labels": stack_labels("e2e-intruder", "production", None)}});
+        eventually("the Gadget created", Duration::from_secs(30), || {
+            let list = json!({"apiVersion": "v1", "kind": "List", "items": [gadget]});
+            suite
+                .plane
+                .kubectl_with(&["create", "-f", "-"], Some(&list.to_string()))
+                .status
+                .success()
+                .then_some(())
+        });
+        let out = suite
+            .plane
+            .kubectl(&["delete", "namespace", &namespace, "--dry-run=server"]);
+        let stderr = text(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "allowed with a Gadget of another stack inside"
+        );
+        assert!(
+            stderr.contains("e2e-intruder/production") && stderr.contains("Gadget"),
+            "{stderr}"
+        );
+        let scan = runtime
+            .block_on(cluster.scan(&namespace, Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(scan.resource_types, types + 1);
+        assert_eq!(scan.api_calls, 2 + scan.resource_types);
+    }
 }
 
 /// The PolicyReport CRD, from the schema the published CRDs agree on (tests/data/crds):

@@ -2,6 +2,7 @@
 //! to it with a rustls + hyper client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod control_plane;
 pub mod replay;
 pub mod schema;
 pub mod volume_api;

@@ -13,7 +13,7 @@
 //! the API server's own discovery) says nothing reliable about its types: it is reported
 //! as a failed discovery, exactly as its legacy document answering 503 is.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroupList, APIVersions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroup;
 use kube::core::ApiResource;
 use serde::Deserialize;
 
@@ -28,47 +28,58 @@ pub const ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGrou
 pub enum Root {
     /// Every group version's resources.
     Aggregated(GroupDiscoveryList),
-    /// `/api` of a server without aggregated discovery: the core versions.
-    Core(APIVersions),
-    /// `/apis` of a server without aggregated discovery: the groups and their versions.
-    Groups(APIGroupList),
+    /// `/api` of a server without aggregated discovery (`APIVersions`): the core versions.
+    Core(Vec<String>),
+    /// `/apis` of a server without aggregated discovery (`APIGroupList`): the groups and
+    /// their versions.
+    Groups(Vec<APIGroup>),
 }
 
-/// Why a root document could not be read.
+/// `/api` or `/apis` in one pass, whichever document it is: the fields of all three.
+#[derive(Debug, Deserialize)]
+pub struct RootDocument {
+    #[serde(default)]
+    kind: String,
+    /// `APIGroupDiscoveryList`.
+    #[serde(default)]
+    items: Vec<GroupDiscovery>,
+    /// `APIVersions`.
+    #[serde(default)]
+    versions: Vec<String>,
+    /// `APIGroupList`.
+    #[serde(default)]
+    groups: Vec<APIGroup>,
+}
+
+/// A root document of a kind nsguard does not read: never taken for an empty list of
+/// groups (that would hide every type, and let a delete through).
 #[derive(Debug, thiserror::Error)]
-#[error("{path} answered a document nsguard cannot read ({kind}): {cause}")]
+#[error("{path} answered a document nsguard cannot read (kind {kind:?})")]
 pub struct RootError {
     path: &'static str,
     kind: String,
-    #[source]
-    cause: serde_json::Error,
 }
 
 impl Root {
-    /// The document `path` (`/api` or `/apis`) answered, by its `kind`.
-    pub fn parse(path: &'static str, body: serde_json::Value) -> Result<Root, RootError> {
-        let kind = body["kind"].as_str().unwrap_or_default().to_owned();
-        let error = |cause| RootError {
-            path,
-            kind: kind.clone(),
-            cause,
-        };
-        match kind.as_str() {
-            "APIGroupDiscoveryList" => serde_json::from_value(body)
-                .map(Root::Aggregated)
-                .map_err(error),
-            _ if path == "/api" => serde_json::from_value(body).map(Root::Core).map_err(error),
-            _ => serde_json::from_value(body)
-                .map(Root::Groups)
-                .map_err(error),
+    /// What `path` (`/api` or `/apis`) answered, by the document's `kind`.
+    pub fn parse(path: &'static str, document: RootDocument) -> Result<Root, RootError> {
+        match (document.kind.as_str(), path) {
+            ("APIGroupDiscoveryList", _) => Ok(Root::Aggregated(GroupDiscoveryList {
+                items: document.items,
+            })),
+            ("APIVersions", "/api") => Ok(Root::Core(document.versions)),
+            ("APIGroupList", "/apis") => Ok(Root::Groups(document.groups)),
+            _ => Err(RootError {
+                path,
+                kind: document.kind,
+            }),
         }
     }
 }
 
 /// `apidiscovery.k8s.io` `APIGroupDiscoveryList`, the fields nsguard reads.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct GroupDiscoveryList {
-    #[serde(default)]
     items: Vec<GroupDiscovery>,
 }
 
@@ -199,6 +210,10 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
+    fn root(path: &'static str, body: serde_json::Value) -> Result<Root, RootError> {
+        Root::parse(path, serde_json::from_value(body).unwrap())
+    }
+
     fn ids(types: &[ResourceType]) -> BTreeSet<(String, String, String)> {
         types
             .iter()
@@ -218,17 +233,16 @@ mod tests {
     /// the alpha LeaseCandidate, are found both ways too, from those versions.)
     #[test]
     fn the_aggregated_document_finds_the_types_the_legacy_documents_find() {
-        let Root::Aggregated(list) = Root::parse("/apis", fixture("aggregated_v2.json")).unwrap()
-        else {
+        let Root::Aggregated(list) = root("/apis", fixture("aggregated_v2.json")).unwrap() else {
             panic!("not read as aggregated");
         };
         let found = list.types(&[]);
         assert!(found.stale.is_empty());
-        let Root::Groups(groups) = Root::parse("/apis", fixture("apis.json")).unwrap() else {
+        let Root::Groups(groups) = root("/apis", fixture("apis.json")).unwrap() else {
             panic!("not read as an APIGroupList");
         };
         let mut compared = 0;
-        for group in &groups.groups {
+        for group in &groups {
             let gv = &group.preferred_version.as_ref().unwrap().group_version;
             let name = format!("apis__{}.json", gv.replace('/', "__"));
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -284,7 +298,7 @@ mod tests {
                     {"resource": "things", "responseKind": {"kind": "Thing"}, "scope": "Namespaced", "verbs": ["list"]}]}]}
             ]
         });
-        let Root::Aggregated(list) = Root::parse("/api", body).unwrap() else {
+        let Root::Aggregated(list) = root("/api", body).unwrap() else {
             panic!("not read as aggregated");
         };
         let found = list.types(&["secrets".to_owned(), "*.skipped.example.com".to_owned()]);
@@ -302,24 +316,26 @@ mod tests {
         assert_eq!(found.stale, ["metrics.k8s.io/v1beta1"]);
     }
 
-    /// A legacy root is read as what it is, and a document that is neither is an error
-    /// naming the path and the kind.
+    /// A legacy root is read as what it is, and a document that is neither, or a legacy
+    /// one at the other root, is an error naming the path and the kind, never an empty
+    /// list of groups.
     #[test]
-    fn legacy_roots_and_garbage() {
-        assert!(matches!(
-            Root::parse("/api", fixture("api.json")),
-            Ok(Root::Core(_))
-        ));
-        assert!(matches!(
-            Root::parse("/apis", fixture("apis.json")),
-            Ok(Root::Groups(_))
-        ));
-        let err = Root::parse("/apis", serde_json::json!({"kind": "Status", "groups": 7}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("/apis answered a document nsguard cannot read (Status)"),
-            "{err}"
-        );
+    fn legacy_roots_and_anything_else() {
+        assert!(matches!(root("/api", fixture("api.json")), Ok(Root::Core(v)) if v == ["v1"]));
+        assert!(matches!(root("/apis", fixture("apis.json")), Ok(Root::Groups(g)) if g.len() > 10));
+        for (path, body) in [
+            ("/apis", serde_json::json!({"kind": "Status", "groups": []})),
+            ("/apis", serde_json::json!({})),
+            ("/api", fixture("apis.json")),
+            ("/apis", fixture("api.json")),
+        ] {
+            let err = root(path, body).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "{path} answered a document nsguard cannot read (kind "
+                )),
+                "{err}"
+            );
+        }
     }
 }

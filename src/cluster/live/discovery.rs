@@ -13,7 +13,7 @@ use kube::core::ApiResource;
 use tokio::time::Instant;
 
 use super::LiveCluster;
-use super::aggregated::{ACCEPT, Root};
+use super::aggregated::{ACCEPT, Root, RootDocument};
 use super::calls::{CallError, LookupError, cause_chain};
 use super::lists::Progress;
 use crate::guard::Unverified;
@@ -99,13 +99,12 @@ impl LiveCluster {
                     }));
                 }
                 Root::Core(core) => versions.extend(
-                    core.versions
-                        .into_iter()
+                    core.into_iter()
                         .enumerate()
                         .map(|(rank, v)| (rank, String::new(), v)),
                 ),
                 Root::Groups(groups) => {
-                    for group in groups.groups {
+                    for group in groups {
                         if group_skipped(&self.options.skip, &group.name) {
                             continue;
                         }
@@ -175,11 +174,16 @@ impl LiveCluster {
     ) -> Result<Root, CallError> {
         let body = self
             .call(bound, calls, || async {
+                let accept = if self.options.aggregated_discovery {
+                    ACCEPT
+                } else {
+                    "application/json"
+                };
                 let request = http::Request::get(path)
-                    .header(http::header::ACCEPT, ACCEPT)
+                    .header(http::header::ACCEPT, accept)
                     .body(Vec::new())
                     .map_err(kube::Error::HttpError)?;
-                self.client.request::<serde_json::Value>(request).await
+                self.client.request::<RootDocument>(request).await
             })
             .await?;
         Root::parse(path, body).map_err(|e| CallError::Transport(cause_chain(&e)))

@@ -77,6 +77,10 @@ pub struct LiveOptions {
     /// Extra attempts of a call answered 429, 503 or 504, or cut off, when they fit before
     /// the deadline (2).
     pub retries: u32,
+    /// Ask for aggregated discovery, two calls where the server serves it (true). Off:
+    /// the per-group-version documents, as from a server without it; for measuring one
+    /// against the other (benches/real_lookup.rs).
+    pub aggregated_discovery: bool,
 }
 
 impl Default for LiveOptions {
@@ -89,6 +93,7 @@ impl Default for LiveOptions {
             page_size: 500,
             max_concurrent_scans: 4,
             retries: 2,
+            aggregated_discovery: true,
         }
     }
 }
