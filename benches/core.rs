@@ -133,5 +133,38 @@ fn dump_loading(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, reviews, naming, dump_loading);
+/// The watchdog's HTTP/1.1 framing over one request as the API server sends it: the head
+/// and the Deployment CREATE body in one read (what every review on a keep-alive
+/// connection costs it), and the same split into a read per 1 KiB.
+fn framing(c: &mut Criterion) {
+    let body = fixture("deployment-create.json");
+    let mut request = format!(
+        "POST /validate?timeout=5s HTTP/1.1\r\nHost: nsguard.nsguard-system.svc:443\r\n\
+         User-Agent: kube-apiserver-admission\r\nContent-Length: {}\r\nAccept: application/json, */*\r\n\
+         Content-Type: application/json\r\nAccept-Encoding: gzip\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let mut group = c.benchmark_group("framing");
+    group.bench_function("deployment_create_one_read", |b| {
+        let mut framing = nsguard::server::framing::Framing::default();
+        b.iter(|| {
+            framing.feed(&request, 1);
+            framing.take_complete().unwrap()
+        })
+    });
+    group.bench_function("deployment_create_1k_reads", |b| {
+        let mut framing = nsguard::server::framing::Framing::default();
+        b.iter(|| {
+            for read in request.chunks(1024) {
+                framing.feed(read, 1);
+            }
+            framing.take_complete().unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reviews, naming, dump_loading, framing);
 criterion_main!(benches);

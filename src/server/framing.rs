@@ -67,7 +67,13 @@ impl Default for Framing {
 
 impl Framing {
     /// Follow `bytes`, read at `now` (ms).
-    pub fn feed(&mut self, mut bytes: &[u8], now: u64) {
+    pub fn feed(&mut self, bytes: &[u8], now: u64) {
+        self.feed_with(bytes, || now);
+    }
+
+    /// Follow `bytes`; `clock` says the time (ms), asked only when a head begins (most
+    /// reads are within a head or a body, and need no clock).
+    pub fn feed_with(&mut self, mut bytes: &[u8], mut clock: impl FnMut() -> u64) {
         while !bytes.is_empty() {
             bytes = match &mut self.state {
                 State::Http2 | State::Lost => return,
@@ -78,12 +84,31 @@ impl Framing {
                         .unwrap_or(bytes.len());
                     if start < bytes.len() {
                         self.state = State::Head {
-                            since: now,
+                            since: clock(),
                             bytes: Vec::new(),
                         };
                     }
                     &bytes[start..]
                 }
+                // The common case: the whole head is in this read. It is parsed where it
+                // lies, once: nothing is copied, no separate search for its end.
+                State::Head { since, bytes: head } if head.is_empty() => {
+                    match head_in(&mut self.complete, *since, bytes) {
+                        Some((end, next)) => {
+                            self.state = next;
+                            &bytes[end..]
+                        }
+                        None if bytes.len() > MAX_HEAD => {
+                            self.state = State::Lost;
+                            return;
+                        }
+                        None => {
+                            head.extend_from_slice(bytes);
+                            return;
+                        }
+                    }
+                }
+                // A head that spans reads: kept until its end arrives.
                 State::Head { since, bytes: head } => {
                     let searched_from = head.len().saturating_sub(3);
                     head.extend_from_slice(bytes);
@@ -92,7 +117,8 @@ impl Framing {
                             let end = searched_from + end;
                             let rest = head.len() - end;
                             let (since, head) = (*since, std::mem::take(head));
-                            self.state = self.after_head(since, &head[..end]);
+                            self.state = head_in(&mut self.complete, since, &head[..end])
+                                .map_or(State::Lost, |(_, next)| next);
                             &bytes[bytes.len() - rest..]
                         }
                         None if head.len() > MAX_HEAD => {
@@ -126,56 +152,6 @@ impl Framing {
         }
     }
 
-    /// The state after a complete head: its body, or the next head.
-    fn after_head(&mut self, since: u64, head: &[u8]) -> State {
-        // The HTTP/2 connection preface, as hyper sniffs it (httparse reads HTTP/1.x only).
-        if head.starts_with(b"PRI * HTTP/2.0\r\n") {
-            return State::Http2;
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut request = httparse::Request::new(&mut headers);
-        if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-            return State::Lost;
-        }
-        if request.method == Some("CONNECT") {
-            return State::Lost;
-        }
-        let value = |name: &str| {
-            request
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        };
-        if !value("upgrade").is_empty() {
-            return State::Lost;
-        }
-        self.complete.push_back(since);
-        let encodings = value("transfer-encoding");
-        if let Some(last) = encodings.last() {
-            return match last.rsplit(',').next().map(str::trim) {
-                Some("chunked") => State::Chunked(Chunk::Size {
-                    len: 0,
-                    size: 0,
-                    digits: true,
-                }),
-                // A request body with another final coding has no length: hyper refuses it.
-                _ => State::Lost,
-            };
-        }
-        match value("content-length").as_slice() {
-            [] => State::Between,
-            [length] => match length.parse::<u64>() {
-                Ok(0) => State::Between,
-                Ok(left) => State::Body { left },
-                Err(_) => State::Lost,
-            },
-            // Several lengths: hyper refuses unless they agree; do not guess.
-            _ => State::Lost,
-        }
-    }
-
     /// When the head now arriving began (ms), if one is arriving and is not complete.
     pub fn head_since(&self) -> Option<u64> {
         match &self.state {
@@ -198,6 +174,69 @@ impl Framing {
     pub fn is_http2(&self) -> bool {
         matches!(self.state, State::Http2)
     }
+}
+
+/// If `bytes` begin with a whole head (first byte at `since`): where it ends, and the state
+/// after it (its body, or the next head); the head's start is queued in `complete`. `None`
+/// while the head is not whole yet.
+fn head_in(complete: &mut VecDeque<u64>, since: u64, bytes: &[u8]) -> Option<(usize, State)> {
+    // The HTTP/2 connection preface, as hyper sniffs it (httparse reads HTTP/1.x only).
+    if bytes.starts_with(b"PRI * HTTP/2.0\r\n") {
+        return head_end(bytes).map(|end| (end, State::Http2));
+    }
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut request = httparse::Request::new(&mut []);
+    let end = match request.parse_with_uninit_headers(bytes, &mut headers) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some((bytes.len(), State::Lost)),
+    };
+    if request.method == Some("CONNECT") {
+        return Some((end, State::Lost));
+    }
+    // What decides the framing, read without copying: an upgrade (not followed), the
+    // last Transfer-Encoding, every Content-Length.
+    let mut encoding = None;
+    let mut lengths = 0;
+    let mut length = None;
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("upgrade") {
+            return Some((end, State::Lost));
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            encoding = Some(header.value);
+        } else if header.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        }
+    }
+    complete.push_back(since);
+    if let Some(encoding) = encoding {
+        let last = encoding
+            .rsplit(|b| *b == b',')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let next = match last.eq_ignore_ascii_case(b"chunked") {
+            true => State::Chunked(Chunk::Size {
+                len: 0,
+                size: 0,
+                digits: true,
+            }),
+            // A request body with another final coding has no length: hyper refuses it.
+            false => State::Lost,
+        };
+        return Some((end, next));
+    }
+    let next = match (lengths, length) {
+        (0, _) => State::Between,
+        (1, Some(0)) => State::Between,
+        (1, Some(left)) => State::Body { left },
+        // Not a number, or several lengths: hyper refuses unless they agree; do not guess.
+        _ => State::Lost,
+    };
+    Some((end, next))
 }
 
 /// The end (exclusive) of a head in `bytes`: after its empty line (CRLF CRLF, or LF LF as
@@ -282,6 +321,46 @@ mod tests {
         let mut raw = format!("POST /validate HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes();
         raw.extend_from_slice(body);
         raw
+    }
+
+    /// However the bytes of pipelined requests are cut into reads (a head parsed where it
+    /// lies, or gathered across reads), each head is found once, timed from the read that
+    /// brought its first byte, and the stream stays followed.
+    #[test]
+    fn every_head_is_found_however_the_reads_fall() {
+        let requests = [
+            request("Content-Length: 7\r\n", BODY),
+            request(
+                "Transfer-Encoding: chunked\r\n",
+                b"3;x=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\n",
+            ),
+            b"GET /readyz HTTP/1.1\nHost: x\n\n".to_vec(),
+            request("content-length:  7 \r\n", BODY),
+        ];
+        let mut offsets = Vec::new();
+        let mut raw = Vec::new();
+        for r in &requests {
+            offsets.push(raw.len());
+            raw.extend_from_slice(r);
+        }
+        for size in 1..=raw.len() {
+            let mut f = Framing::default();
+            let mut starts = Vec::new();
+            for (i, read) in raw.chunks(size).enumerate() {
+                f.feed(read, i as u64);
+                while let Some(since) = f.take_complete() {
+                    starts.push(since);
+                }
+            }
+            assert_eq!(starts.len(), 4, "reads of {size}");
+            let heads: Vec<u64> = offsets.iter().map(|at| (at / size) as u64).collect();
+            assert_eq!(starts, heads, "reads of {size}");
+            assert!(
+                matches!(f.state, State::Between),
+                "reads of {size}: {:?}",
+                f.state
+            );
+        }
     }
 
     #[test]

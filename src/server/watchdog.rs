@@ -94,7 +94,7 @@ impl Progress {
     /// `bytes` were read from the client.
     fn read(&self, bytes: &[u8]) {
         let mut framing = self.framing();
-        framing.feed(bytes, self.now_ms());
+        framing.feed_with(bytes, || self.now_ms());
         if framing.is_http2() {
             self.http1.store(false, Ordering::Relaxed);
         } else if framing.head_since().is_some() || framing.has_complete() {
