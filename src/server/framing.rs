@@ -179,38 +179,53 @@ impl Framing {
 /// If `bytes` begin with a whole head (first byte at `since`): where it ends, and the state
 /// after it (its body, or the next head); the head's start is queued in `complete`. `None`
 /// while the head is not whole yet.
+///
+/// Not a parser: hyper parses every head. This reads only what the framing needs, line by
+/// line (`memchr` finds each line end): the request line's version and method, and the
+/// `Upgrade`, `Transfer-Encoding` and `Content-Length` headers. A head hyper would refuse
+/// (no `HTTP/1.x`, a line without a colon, an obsolete folded line) stops the following;
+/// hyper answers 400 and closes.
 fn head_in(complete: &mut VecDeque<u64>, since: u64, bytes: &[u8]) -> Option<(usize, State)> {
-    // The HTTP/2 connection preface, as hyper sniffs it (httparse reads HTTP/1.x only).
+    // The HTTP/2 connection preface, as hyper sniffs it.
     if bytes.starts_with(b"PRI * HTTP/2.0\r\n") {
         return head_end(bytes).map(|end| (end, State::Http2));
     }
-    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
-    let mut request = httparse::Request::new(&mut []);
-    let end = match request.parse_with_uninit_headers(bytes, &mut headers) {
-        Ok(httparse::Status::Complete(end)) => end,
-        Ok(httparse::Status::Partial) => return None,
-        Err(_) => return Some((bytes.len(), State::Lost)),
-    };
-    if request.method == Some("CONNECT") {
-        return Some((end, State::Lost));
+    let lost = Some((bytes.len(), State::Lost));
+    let mut lines = Lines { bytes, at: 0 };
+    let request_line = lines.next()?;
+    if !(request_line.ends_with(b" HTTP/1.1") || request_line.ends_with(b" HTTP/1.0"))
+        || request_line.starts_with(b"CONNECT ")
+    {
+        return lost;
     }
-    // What decides the framing, read without copying: an upgrade (not followed), the
-    // last Transfer-Encoding, every Content-Length.
     let mut encoding = None;
     let mut lengths = 0;
     let mut length = None;
-    for header in request.headers.iter() {
-        if header.name.eq_ignore_ascii_case("upgrade") {
-            return Some((end, State::Lost));
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            encoding = Some(header.value);
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+    loop {
+        let line = lines.next()?;
+        let Some(&first) = line.first() else {
+            break;
+        };
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return lost;
+        };
+        if matches!(first, b' ' | b'\t') {
+            return lost;
+        }
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        match name.len() {
+            7 if name.eq_ignore_ascii_case(b"upgrade") => return lost,
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                lengths += 1;
+                length = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => encoding = Some(value),
+            _ => {}
         }
     }
+    let end = lines.at;
     complete.push_back(since);
     if let Some(encoding) = encoding {
         let last = encoding
@@ -237,6 +252,25 @@ fn head_in(complete: &mut VecDeque<u64>, since: u64, bytes: &[u8]) -> Option<(us
         _ => State::Lost,
     };
     Some((end, next))
+}
+
+/// The lines of a head, each without its line end (LF, or CRLF), and where the next
+/// begins; `None` when the rest holds no whole line.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.bytes[self.at..];
+        let end = memchr::memchr(b'\n', rest)?;
+        self.at += end + 1;
+        let line = &rest[..end];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
 }
 
 /// The end (exclusive) of a head in `bytes`: after its empty line (CRLF CRLF, or LF LF as
