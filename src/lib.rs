@@ -23,6 +23,7 @@ pub mod migration;
 pub mod naming;
 pub mod outcome;
 pub mod placement;
+pub mod redeploy;
 pub mod scope;
 pub mod server;
 pub mod telemetry;

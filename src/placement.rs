@@ -85,13 +85,14 @@ impl Misplacement {
     pub fn denial(&self, kind: &str, name: &str) -> String {
         format!(
             "nsguard: {kind} {name:?} is in the wrong namespace: {self}. \
-             Fix: deploy the stack with simple-container 2026.5.8 or later, which creates {target:?}, \
-             or run `nsguard rewrite -f <manifests>` before applying them. If the stack already \
-             runs with PersistentVolumeClaims outside {target:?}, that redeploy replaces them, and \
-             a volume with reclaim policy Delete is deleted with its old claim: hand the volumes \
-             over first (`nsguard migrate plan --stack {app}/{env}` writes the checked steps).",
-            app = self.owner.app_name,
-            env = self.owner.env,
+             Fix: a new sub-env, deploy it with simple-container {release}, which creates {target:?}, \
+             or run `nsguard rewrite -f <manifests>` before applying them. A sub-env that already \
+             runs outside {target:?}: {how}.",
+            release = crate::redeploy::KEEPS_NAMESPACE.to_owned() + " or later",
+            how = crate::redeploy::how_to_move(
+                &format!("{}/{}", self.owner.app_name, self.owner.env),
+                true
+            ),
             target = self.target,
         )
     }

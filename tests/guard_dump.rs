@@ -1007,6 +1007,104 @@ fn script_passes(tool: &str, args: &[&str], script: &[u8]) {
     );
 }
 
+/// The plan's state step, the commands a person copies: for each sub-env its Pulumi
+/// stack (`<stack>--<env>`, an app-name that is the stack alone included) and the
+/// Namespace's logical name from its Deployment; the commands parse (`sh -n`, shellcheck),
+/// and real jq forgets exactly that Namespace in an exported state (the resource and the
+/// references to it; a ConfigMap of the same name, another Namespace and every other
+/// resource stay), and stops with a message when the state holds no such Namespace.
+#[test]
+fn the_state_step_forgets_exactly_the_sub_envs_namespace_with_real_jq() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(
+        home.path(),
+        &[
+            "migrate",
+            "plan",
+            "--cluster-dump",
+            MIGRATION,
+            "--stack",
+            "shop/tenant-a",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let commands: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   $ "))
+        .collect();
+    assert_eq!(commands.len(), 3, "{text}");
+    assert_eq!(
+        commands[0],
+        "pulumi stack export --stack 'shop--tenant-a' --file 'nsguard-shop--tenant-a.json'"
+    );
+    assert!(
+        commands[1].starts_with("jq --arg name 'tenant-a-web-ns' '"),
+        "{}",
+        commands[1]
+    );
+    assert_eq!(
+        commands[2],
+        "pulumi stack import --stack 'shop--tenant-a' --file 'forgotten-nsguard-shop--tenant-a.json'"
+    );
+    let script = format!("#!/bin/sh\nset -eu\n{}\n", commands.join("\n"));
+    script_passes("sh", &["-n"], script.as_bytes());
+    script_passes("shellcheck", &["-s", "sh", "-"], script.as_bytes());
+
+    let urn = |kind: &str, name: &str| format!("urn:pulumi:shop--tenant-a::shop::{kind}::{name}");
+    let namespace = urn("kubernetes:core/v1:Namespace", "tenant-a-web-ns");
+    let other = urn("kubernetes:core/v1:Namespace", "other-tenant-a-web-ns");
+    let state = serde_json::json!({"version": 3, "deployment": {"manifest": {}, "resources": [
+        {"urn": urn("pulumi:pulumi:Stack", "shop-shop--tenant-a"), "type": "pulumi:pulumi:Stack", "custom": false},
+        {"urn": namespace, "type": "kubernetes:core/v1:Namespace", "custom": true, "id": "shop"},
+        {"urn": other, "type": "kubernetes:core/v1:Namespace", "custom": true},
+        {"urn": urn("kubernetes:core/v1:ConfigMap", "tenant-a-web-ns"), "type": "kubernetes:core/v1:ConfigMap", "custom": true},
+        {"urn": urn("kubernetes:apps/v1:Deployment", "tenant-a-web"), "type": "kubernetes:apps/v1:Deployment",
+         "custom": true, "dependencies": [namespace, other],
+         "propertyDependencies": {"metadata": [namespace], "spec": [other]}}
+    ]}});
+    let dir = tempfile::tempdir().unwrap();
+    let jq = |state: &serde_json::Value| {
+        std::fs::write(
+            dir.path().join("nsguard-shop--tenant-a.json"),
+            state.to_string(),
+        )
+        .unwrap();
+        Command::new("sh")
+            .args(["-c", commands[1]])
+            .current_dir(dir.path())
+            .output()
+            .expect("sh")
+    };
+    let out = jq(&state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let forgotten: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("forgotten-nsguard-shop--tenant-a.json")).unwrap(),
+    )
+    .unwrap();
+    let mut expected = state.clone();
+    let resources = expected["deployment"]["resources"].as_array_mut().unwrap();
+    resources.remove(1);
+    resources[3]["dependencies"] = serde_json::json!([other]);
+    resources[3]["propertyDependencies"] = serde_json::json!({"metadata": [], "spec": [other]});
+    assert_eq!(forgotten, expected);
+    // Nothing to forget (done already, or another name): jq stops, saying so.
+    let out = jq(&forgotten);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("expected one Namespace resource named tenant-a-web-ns, found 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `nsguard migrate check` over a dump with a sub-env at each point of a migration: the
 /// dump carries what the check reads (claims' deletionTimestamp, volumes' phase, claimRef
 /// and the plan's annotations), and `nsguard dump` of it reads back the same. Exit 1: not

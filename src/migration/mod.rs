@@ -175,7 +175,12 @@ pub fn sub_envs(
             others: Vec::new(),
         });
         match sub_env.claims.iter_mut().find(|c| c.name == handed.from.1) {
-            Some(claim) => claim.reclaim_policy = Some(policy_before(volume)),
+            // The annotated volume holds the data; a claim of that name in the old
+            // namespace may be on another one (a redeploy re-created it there).
+            Some(claim) => {
+                claim.volume = volume_name.clone();
+                claim.reclaim_policy = Some(policy_before(volume));
+            }
             None => sub_env.claims.push(ClaimMove {
                 name: handed.from.1.to_owned(),
                 volume: volume_name.clone(),
@@ -312,6 +317,12 @@ impl Stage {
                     "claim {}/{} is being deleted while volume {volume_name} has reclaim policy Delete: set Retain on it at once",
                     sub_env.from, claim.name
                 )),
+                None if old.volume.as_deref() != Some(volume_name)
+                    && volume.claimed_by(&sub_env.to, &claim.name)
+                    && volume.claim_ref.as_ref().is_some_and(|r| r.uid.is_none()) =>
+                {
+                    stuck(not_moved(sub_env, claim, old, volume))
+                }
                 None if old.volume.as_deref() != Some(volume_name) => stuck(format!(
                     "claim {}/{} is not Bound to volume {volume_name} any more",
                     sub_env.from, claim.name
@@ -393,6 +404,24 @@ impl Stage {
             Stage::Stuck { .. } => 7,
         }
     }
+}
+
+/// The trap of a redeploy that did not move the sub-env: simple-container 2026.5.12 and
+/// later re-create a deleted claim where the Pulumi state keeps the sub-env, its old
+/// namespace, on a new volume, while the data waits for the new namespace.
+fn not_moved(sub_env: &SubEnv, claim: &ClaimMove, old: &Claim, volume: &Volume) -> String {
+    let (from, to, name, data) = (&sub_env.from, &sub_env.to, &claim.name, &claim.volume);
+    let on = old.volume.as_ref().map_or("not Bound".to_owned(), |v| {
+        format!(
+            "on volume {v}, a new one: whatever the sub-env wrote since is there, not in its data"
+        )
+    });
+    format!(
+        "the redeploy did not move the sub-env: claim {from}/{name} exists again ({on}) while volume {data} (its data, reclaim policy {}) waits for {to}/{name}; {}. Way out: stop the sub-env in {from} again (scale its Deployments and StatefulSets to 0), copy off anything the new volume holds that must be kept, delete claim {from}/{name}, forget its Namespace in its Pulumi state (the state step of `nsguard migrate plan --stack {}`), `sc deploy`, then `sh migrate.sh after`",
+        volume.reclaim_policy,
+        crate::redeploy::why_it_stays(),
+        sub_env.stack(),
+    )
 }
 
 /// Where a sub-env's migration stands, as `nsguard migrate check` reports it.
@@ -534,7 +563,10 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
     let plan = format!("nsguard migrate plan --stack {stack} --apply-ready > migrate.sh");
     match state {
         State::NotStarted if claims.is_empty() => {
-            format!("no volume to keep: redeploy {stack} with simple-container 2026.5.8 or later")
+            format!(
+                "no volume to keep: {}",
+                crate::redeploy::how_to_move(&stack, false)
+            )
         }
         State::NotStarted => {
             format!("review `{plan}`, then run `sh migrate.sh before`")
@@ -558,7 +590,8 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
                 )
             } else {
                 format!(
-                    "redeploy {stack} with simple-container 2026.5.8 or later (`sc deploy`), then run `sh migrate.sh after`"
+                    "forget the Namespace of {stack} in its Pulumi state (the plan's state step) if not done yet, `sc deploy` it with {}, then run `sh migrate.sh after`",
+                    crate::redeploy::release()
                 )
             }
         }
@@ -819,7 +852,10 @@ mod tests {
         let before = status(&inventory);
         assert_eq!(before.state, State::NotStarted);
         assert!(
-            before.next.starts_with("no volume to keep: redeploy")
+            before.next.starts_with(&format!(
+                "no volume to keep: move it with simple-container {} or later",
+                crate::redeploy::KEEPS_NAMESPACE
+            ))
                 && before.next.contains(
                     "but first keep claim(s) scratch (volume pv-scratch) in shop: they carry no stack labels"
                 ),

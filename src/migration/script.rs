@@ -179,10 +179,11 @@ impl Writer {
         };
         let _ = writeln!(
             self.summary,
-            "#\n# sub-env {stack}{parent}: {from} -> {to}\n#   redeploy: its stack with stackEnv {}, simple-container 2026.5.8 or later (sc deploy -s STACK -e {})",
+            "#\n# sub-env {stack}{parent}: {from} -> {to}\n#   redeploy: its stack with stackEnv {} (sc deploy -s STACK -e {})",
             comment(&sub_env.owner.env),
             comment(&sub_env.owner.env)
         );
+        self.summary.push_str(&state_step(sub_env));
         // Without volumes, its workloads move with the redeploy like everything else; with
         // them, the plan stops them first.
         let moving: Vec<String> = if sub_env.claims.is_empty() {
@@ -322,7 +323,8 @@ impl Writer {
         if at(Stage::Reserved.rank()) {
             let _ = writeln!(
                 self.before,
-                "  echo 'nsguard: the volumes of {stack} are reserved for {to}. Redeploy {stack} now with simple-container 2026.5.8 or later (sc deploy), then run: sh migrate.sh after' >&2"
+                "  echo 'nsguard: the volumes of {stack} are reserved for {to}. Now forget its Namespace in its Pulumi state (the state step at the top) if not done yet, sc deploy it with simple-container {} or later, then run: sh migrate.sh after' >&2",
+                crate::redeploy::KEEPS_NAMESPACE
             );
         }
         // After the redeploy: each new claim Bound to its old volume, the old claim gone.
@@ -332,6 +334,13 @@ impl Writer {
         );
         for claim in &sub_env.claims {
             let (name, volume) = (&claim.name, &claim.volume);
+            // First: a redeploy that kept the sub-env where it was re-created the claim
+            // there, on a new volume, while the data waits for the new namespace.
+            let _ = writeln!(
+                self.after,
+                "  stayed '{name}' '{from}' '{volume}' '{to}' 'the redeploy did not move {stack}: {why}, so it re-created the claim in {from}, on a new volume, while its data waits on volume {volume} for {to}/{name}. Stop the sub-env in {from} again, delete claim {from}/{name} once anything written to it is saved, forget its Namespace in its Pulumi state (the state step at the top of this plan), sc deploy, then sh migrate.sh after'",
+                why = crate::redeploy::why_it_stays(),
+            );
             let _ = writeln!(
                 self.after,
                 "  present 'claim {to}/{name} (the redeploy creates it)' kubectl get pvc '{name}' -n '{to}' --ignore-not-found -o name\n  kubectl wait --for=jsonpath='{{.status.phase}}'=Bound 'pvc/{name}' -n '{to}' --timeout=10m\n  expect 'the volume of claim {to}/{name}' '{volume}' kubectl get pvc '{name}' -n '{to}' -o 'jsonpath={{.spec.volumeName}}'\n  expect 'claim {from}/{name}' '' kubectl get pvc '{name}' -n '{from}' --ignore-not-found -o name"
@@ -382,7 +391,9 @@ impl Writer {
 
     fn finish(self, sub_envs: usize) -> String {
         let mut out = format!(
-            "#!/bin/sh\n# nsguard migrate plan: {sub_envs} sub-env(s) into their own namespaces, every volume kept.\n# Review it, then run `sh migrate.sh before`, redeploy each sub-env with simple-container\n# 2026.5.8 or later, and run `sh migrate.sh after`. Each step checks the cluster is where\n# it needs it and stops otherwise; `nsguard migrate check` says where things stand, and a\n# new plan starts from there. Why this order: docs/migration.md. nsguard deletes no volume.\n"
+            "#!/bin/sh\n# nsguard migrate plan: {sub_envs} sub-env(s) into their own namespaces, every volume kept.\n# {why}.\n# Review it, then for each sub-env, in order:\n#   1. its state step below: forget its Namespace in its Pulumi state (nothing in the cluster\n#      changes; nsguard never runs Pulumi)\n#   2. sh migrate.sh before\n#   3. sc deploy, with {release}\n#   4. sh migrate.sh after\n# Each step checks the cluster is where it needs it and stops otherwise; `nsguard migrate\n# check` says where things stand, and a new plan starts from there. Why this order:\n# docs/migration.md. nsguard deletes no volume.\n",
+            why = comment(&crate::redeploy::why_it_stays()),
+            release = comment(&crate::redeploy::release()),
         );
         if !self.options.apply_ready {
             out.push_str("# Each mutating line is a server-side dry run (--dry-run=server) and the checks that\n# need it applied are comments: rerun with --apply-ready to migrate.\n");
@@ -398,6 +409,18 @@ expect() {
   got=$(\"$@\") || { echo \"nsguard: could not read $what; stopping\" >&2; exit 1; }
   if [ \"$got\" != \"$want\" ]; then
     echo \"nsguard: $what is '$got', the next step needs '$want'; stopping (nsguard migrate check)\" >&2
+    exit 1
+  fi
+}
+
+# stayed CLAIM FROM VOLUME TO WHY: stop, saying WHY, when claim FROM/CLAIM exists again
+# while VOLUME (its data) is reserved for the claim in TO.
+stayed() {
+  claim=$1 from=$2 volume=$3 to=$4 why=$5
+  old=$(kubectl get pvc \"$claim\" -n \"$from\" --ignore-not-found -o name) || { echo \"nsguard: could not read claim $from/$claim; stopping\" >&2; exit 1; }
+  waits=$(kubectl get pv \"$volume\" -o 'jsonpath={.spec.claimRef.namespace}') || { echo \"nsguard: could not read volume $volume; stopping\" >&2; exit 1; }
+  if [ -n \"$old\" ] && [ \"$waits\" = \"$to\" ]; then
+    echo \"nsguard: claim $from/$claim exists again: $why; stopping (nsguard migrate check)\" >&2
     exit 1
   fi
 }
@@ -470,6 +493,17 @@ fn comment(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The Pulumi state step of `sub_env`, as comments (its names were checked by [`valid`]).
+fn state_step(sub_env: &SubEnv) -> String {
+    let deployments: Vec<String> = sub_env
+        .workloads
+        .iter()
+        .filter_map(|w| w.strip_prefix("Deployment/"))
+        .map(str::to_owned)
+        .collect();
+    crate::redeploy::StateStep::of(&sub_env.owner, &deployments).comment()
 }
 
 /// A label value (what the stack's labels hold), not empty.
