@@ -122,6 +122,7 @@ struct AuditMetrics {
     report_writes: Family<ResultLabels, Counter>,
     leader: Gauge,
     interval: Gauge,
+    sub_envs_outside: Gauge,
 }
 
 impl AuditMetrics {
@@ -135,7 +136,13 @@ impl AuditMetrics {
             leader: Gauge::default(),
             report_writes: Family::default(),
             interval: Gauge::default(),
+            sub_envs_outside: Gauge::default(),
         };
+        registry.register(
+            "audit_sub_envs_outside_namespace",
+            "Sub-envs the last background audit found with objects outside their own namespace: placement in enforce refuses their new objects there (a deploy of them fails until they are moved)",
+            audit.sub_envs_outside.clone(),
+        );
         registry.register(
             "audit_interval_seconds",
             "The background audit's interval (--audit-interval), 0 when it is off: the staleness alert compares the last success with it",
@@ -405,6 +412,11 @@ impl Metrics {
 
     /// One background audit finished reading the cluster: its findings by type, how many
     /// types it could not read, and how long it took.
+    /// Sub-envs with objects outside their namespace, from the last background audit.
+    pub fn audit_sub_envs_outside(&self, count: usize) {
+        self.audit.sub_envs_outside.set(count as i64);
+    }
+
     pub fn audit_done(
         &self,
         findings: &[(&'static str, usize)],

@@ -518,7 +518,8 @@ fn audit_text_selection_and_sources() {
     );
     assert!(text.contains("Retain"), "{text}");
     assert!(
-        text.ends_with("5 findings in 4 namespaces (8 labelled objects)\n"),
+        text.contains("5 findings in 4 namespaces (8 labelled objects)\nplacement in enforce would refuse every new object of 3 sub-envs")
+            && text.ends_with("or keep placement in warn\n"),
         "{text}"
     );
 
@@ -1005,6 +1006,35 @@ fn script_passes(tool: &str, args: &[&str], script: &[u8]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The audit says whether placement in `enforce` would refuse deploys: the sub-envs still
+/// outside their namespace, once per namespace, in text (with what to do) and JSON.
+#[test]
+fn the_audit_names_the_sub_envs_enforce_would_refuse() {
+    let home = tempfile::tempdir().unwrap();
+    let out = nsguard(home.path(), &["audit", "--demo"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("placement in enforce would refuse"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("3 sub-envs")
+            && line.contains("reports-preview/preview in reports (belongs in reports-preview)")
+            && line.ends_with("or keep placement in warn"),
+        "{line}"
+    );
+    let out = nsguard(home.path(), &["audit", "--demo", "-o", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["subEnvsOutside"][0],
+        serde_json::json!({"stack": "pay-space-wallet-tenant-a/tenant-a", "namespace": "pay-space-wallet",
+            "target": "pay-space-wallet-tenant-a", "objects": 3})
+    );
+    assert_eq!(report["subEnvsOutside"].as_array().unwrap().len(), 3);
 }
 
 /// The plan's state step, the commands a person copies: for each sub-env its Pulumi

@@ -321,3 +321,48 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert!(read.is_ok(), "idle connection was not closed");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"));
 }
+
+/// Placement in `enforce` refuses every new object of a sub-env outside its namespace,
+/// also of the sub-envs simple-container keeps in their parent's namespace: `serve` says
+/// so at start-up. With the background audit it names them (the example dump has three)
+/// and exports how many; without it, it says nothing checks and what to run.
+#[tokio::test]
+async fn enforce_says_which_sub_envs_it_would_refuse() {
+    let server = Server::builder()
+        .args(&["--placement-mode", "enforce", "--audit-interval", "1h"])
+        .start();
+    let line = server.wait_for_log(
+        "placement in enforce would refuse every new object of 3 sub-envs",
+        Duration::from_secs(10),
+    );
+    for needle in [
+        "pay-space-wallet-tenant-a/tenant-a in pay-space-wallet (belongs in pay-space-wallet-tenant-a)",
+        "forget its Namespace in its Pulumi state",
+        "\"level\":\"WARN\"",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in {line}");
+    }
+    server
+        .assert_metrics(&["nsguard_audit_sub_envs_outside_namespace 3"])
+        .await;
+
+    let alone = Server::builder()
+        .args(&["--placement-mode", "enforce"])
+        .start();
+    alone.wait_for_log(
+        "nothing checks for such sub-envs without --audit-interval: `nsguard audit` lists them",
+        Duration::from_secs(10),
+    );
+    let warned = Server::builder().args(&["--audit-interval", "1h"]).start();
+    warned.wait_for_log("background audit done", Duration::from_secs(10));
+    assert!(
+        !warned
+            .logs()
+            .iter()
+            .any(|l| l.contains("placement in enforce would refuse")),
+        "warn mode refuses nothing"
+    );
+    warned
+        .assert_metrics(&["nsguard_audit_sub_envs_outside_namespace 3"])
+        .await;
+}

@@ -31,6 +31,9 @@ pub struct Schedule {
     pub concurrency: NonZeroUsize,
     /// Apply a PolicyReport per namespace with findings, and remove nsguard's stale ones.
     pub write_policy_reports: bool,
+    /// Placement runs in `enforce`: each audit that finds sub-envs outside their
+    /// namespace warns that their deploys are refused.
+    pub placement_enforced: bool,
 }
 
 /// Audit the webhook's cluster source every `schedule.interval` (the first at once, or
@@ -111,6 +114,12 @@ async fn once(
         };
     let counts = report.counts();
     metrics.audit_done(&counts, report.unverified.len(), started.elapsed());
+    metrics.audit_sub_envs_outside(report.sub_envs_outside.len());
+    if schedule.placement_enforced
+        && let Some(impact) = report.enforcement_impact()
+    {
+        tracing::warn!(sub_envs = report.sub_envs_outside.len(), "{impact}");
+    }
     tracing::info!(
         namespaces = report.namespaces,
         objects = report.objects,

@@ -484,6 +484,66 @@ pub struct Report {
     pub unverified: Vec<Unverified>,
     /// Sorted by namespace.
     pub findings: Vec<Finding>,
+    /// The sub-envs with objects outside their own namespace, each once per namespace:
+    /// placement in `enforce` refuses every new object of theirs there, so a deploy of
+    /// them fails until they are moved (simple-container 2026.5.12 and later keep such a
+    /// sub-env where it is).
+    pub sub_envs_outside: Vec<SubEnvOutside>,
+}
+
+/// A sub-env with objects outside its own namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubEnvOutside {
+    /// `app-name/env`.
+    pub stack: String,
+    /// Where its objects are.
+    pub namespace: String,
+    /// Its own namespace.
+    pub target: String,
+    pub objects: usize,
+}
+
+impl Report {
+    /// What placement in `enforce` would refuse, for a person: empty when nothing.
+    pub fn enforcement_impact(&self) -> Option<String> {
+        if self.sub_envs_outside.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .sub_envs_outside
+            .iter()
+            .take(10)
+            .map(|s| format!("{} in {} (belongs in {})", s.stack, s.namespace, s.target))
+            .collect();
+        let more = self.sub_envs_outside.len().saturating_sub(10);
+        Some(format!(
+            "placement in enforce would refuse every new object of {} sub-env{} still outside {} namespace, so a deploy of {} would fail: {}{}. Before enforce, {}; or keep placement in warn",
+            self.sub_envs_outside.len(),
+            if self.sub_envs_outside.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if self.sub_envs_outside.len() == 1 {
+                "its"
+            } else {
+                "their"
+            },
+            if self.sub_envs_outside.len() == 1 {
+                "it"
+            } else {
+                "them"
+            },
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            crate::redeploy::how_to_move_each(),
+        ))
+    }
 }
 
 impl Report {
@@ -566,6 +626,22 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
             });
         }
     }
+    let mut outside: BTreeMap<(String, &str, &str), usize> = BTreeMap::new();
+    for m in &misplaced {
+        let stack = format!("{}/{}", m.owner.app_name, m.owner.env);
+        *outside
+            .entry((stack, m.namespace.as_str(), m.target.as_str()))
+            .or_default() += 1;
+    }
+    let sub_envs_outside = outside
+        .into_iter()
+        .map(|((stack, namespace, target), objects)| SubEnvOutside {
+            stack,
+            namespace: namespace.to_owned(),
+            target: target.to_owned(),
+            objects,
+        })
+        .collect();
     findings.extend(misplaced.iter().map(|m| {
         Finding::Misplaced {
             namespace: m.namespace.clone(),
@@ -610,6 +686,7 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
         objects: occupied.values().map(|t| t.objects()).sum(),
         unverified: inventory.unverified.clone(),
         findings,
+        sub_envs_outside,
     }
 }
 

@@ -225,6 +225,9 @@ fn text(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         report.namespaces,
         report.objects
     )?;
+    if let Some(impact) = report.enforcement_impact() {
+        writeln!(out, "{impact}")?;
+    }
     for unverified in &report.unverified {
         writeln!(
             out,

@@ -258,6 +258,13 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut election = None;
     webhook.metrics.audit_interval(args.audit_interval);
+    if args.placement_mode == PlacementMode::Enforce && args.audit_interval.is_none() {
+        tracing::warn!(
+            "placement in enforce refuses every new object of a sub-env outside its own namespace, \
+             also of sub-envs simple-container keeps in their parent's namespace (a deploy of them fails); \
+             nothing checks for such sub-envs without --audit-interval: `nsguard audit` lists them"
+        );
+    }
     if let Some(interval) = args.audit_interval {
         if args.write_policy_reports && matches!(webhook.cluster, ClusterSource::Dump(_)) {
             bail!(
@@ -269,6 +276,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
             timeout: args.audit_timeout,
             concurrency: args.audit_concurrency,
             write_policy_reports: args.write_policy_reports,
+            placement_enforced: args.placement_mode == PlacementMode::Enforce,
         };
         let turn = match (&webhook.cluster, lease_config(&args)?) {
             (ClusterSource::Live(live), Some(config)) => {
