@@ -663,10 +663,13 @@ fn two_replicas_one_lease_holder_one_policy_report_writer(suite: &Suite) {
 }
 
 /// `nsguard migrate plan` end to end with the real PersistentVolume controller: a sub-env
-/// claim in its parent's namespace on a `Delete` hostPath volume, `before`, the redeploy
-/// as simple-container does it (the namespace and the claim created at the new place,
-/// the old Deployment deleted), `after`: the new claim is Bound to the old volume and the
-/// data file is still there.
+/// claim in its parent's namespace on a `Delete` hostPath volume, `before`; the redeploy
+/// of simple-container 2026.5.12+ without the state step (the claim re-created where it
+/// was: the controller leaves the reserved volume alone, `after` and `check` stop, naming
+/// it); then the redeploy as simple-container does it once the Namespace is forgotten in
+/// its Pulumi state (the namespace and the claim created at the new place, the old
+/// Deployment deleted), `after`: the new claim is Bound to the old volume and the data file
+/// is still there.
 fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite) {
     let plane = &suite.plane;
     let (parent, target, app, env) = (
@@ -747,6 +750,50 @@ fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite
         volume_dir.join("ledger.txt").exists(),
         "before lost the data"
     );
+
+    // First the trap: the redeploy of simple-container 2026.5.12+ without the state step
+    // refreshes, finds the claim gone and creates it again where it was. The PV controller
+    // does not give it the reserved volume; `after` and `check` stop, naming it.
+    plane.apply(&[claim(parent)]);
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg("after")
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "after went on: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "nsguard: claim {parent}/data exists again: the redeploy did not move {app}/{env}"
+        )),
+        "{stderr}"
+    );
+    let check = nsguard_as_admin(
+        plane,
+        &[
+            "migrate",
+            "check",
+            "--stack",
+            &format!("{app}/{env}"),
+            "-o",
+            "json",
+        ],
+    );
+    let status: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(status[0]["state"], "stuck", "{status:#}");
+    assert!(
+        status
+            .to_string()
+            .contains("the redeploy did not move the sub-env"),
+        "{status:#}"
+    );
+    let held = plane.get(&["pv", "e2e-data"]).unwrap();
+    assert_eq!(
+        held["spec"]["claimRef"]["namespace"], target,
+        "still reserved: {held:#}"
+    );
+    plane.ok(&["delete", "pvc", "-n", parent, "data", "--wait=true"]);
 
     // The redeploy, as simple-container 2026.5.12+ does it once the Namespace is forgotten
     // in the Pulumi state: the namespace and every object at the new place, then the old
