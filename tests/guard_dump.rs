@@ -1008,6 +1008,25 @@ fn script_passes(tool: &str, args: &[&str], script: &[u8]) {
     );
 }
 
+/// `nsguard migrate plan` of the migration dump's sub-env shop/tenant-a (exit 0).
+fn plan_of_tenant_a(home: &std::path::Path) -> String {
+    let out = nsguard(
+        home,
+        &[
+            "migrate",
+            "plan",
+            "--cluster-dump",
+            MIGRATION,
+            "--stack",
+            "shop/tenant-a",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_exit(&out, 0);
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The audit says whether placement in `enforce` would refuse deploys: the sub-envs still
 /// outside their namespace, once per namespace, in text (with what to do) and JSON.
 #[test]
@@ -1046,21 +1065,7 @@ fn the_audit_names_the_sub_envs_enforce_would_refuse() {
 #[test]
 fn the_state_step_forgets_exactly_the_sub_envs_namespace_with_real_jq() {
     let home = tempfile::tempdir().unwrap();
-    let out = nsguard(
-        home.path(),
-        &[
-            "migrate",
-            "plan",
-            "--cluster-dump",
-            MIGRATION,
-            "--stack",
-            "shop/tenant-a",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_exit(&out, 0);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = plan_of_tenant_a(home.path());
     let commands: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("#   $ "))
@@ -1294,21 +1299,7 @@ fn migrate_plan_writes_a_script_from_where_each_sub_env_stands() {
             usize::from(!extra.is_empty())
         );
     }
-    let out = nsguard(
-        home.path(),
-        &[
-            "migrate",
-            "plan",
-            "--cluster-dump",
-            MIGRATION,
-            "--stack",
-            "shop/tenant-a",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_exit(&out, 0);
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = plan_of_tenant_a(home.path());
     assert!(
         text.contains("tenant-a") && !text.contains("tenant-b"),
         "{text}"

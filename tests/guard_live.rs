@@ -658,15 +658,7 @@ async fn an_unavailable_aggregated_api_is_named_within_a_second() {
             Fault::Unavailable => assert!(reason.starts_with("503 ServiceUnavailable"), "{reason}"),
             _ => assert!(reason.starts_with("no answer within"), "{reason}"),
         }
-        let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
-        assert_eq!(decision.verdict, Verdict::Incomplete);
-        assert!(
-            decision
-                .message()
-                .contains("backup.example.com/v1 (discovery)"),
-            "{}",
-            decision.message()
-        );
+        fails_closed_naming(&scan, "backup.example.com/v1 (discovery)");
     }
 }
 
@@ -764,15 +756,14 @@ async fn a_stale_version_in_aggregated_discovery_fails_closed() {
         "{:?}",
         scan.unverified
     );
-    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+    fails_closed_naming(&scan, "backup.example.com/v1 (discovery)");
+}
+
+/// The guard refuses the delete over `scan` as incomplete, naming `what`.
+fn fails_closed_naming(scan: &nsguard::guard::NamespaceScan, what: &str) {
+    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(scan));
     assert_eq!(decision.verdict, Verdict::Incomplete);
-    assert!(
-        decision
-            .message()
-            .contains("backup.example.com/v1 (discovery)"),
-        "{}",
-        decision.message()
-    );
+    assert!(decision.message().contains(what), "{}", decision.message());
 }
 
 /// A throttled or unavailable list is retried a bounded number of times, with jitter,

@@ -769,18 +769,7 @@ fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite
         )),
         "{stderr}"
     );
-    let check = nsguard_as_admin(
-        plane,
-        &[
-            "migrate",
-            "check",
-            "--stack",
-            &format!("{app}/{env}"),
-            "-o",
-            "json",
-        ],
-    );
-    let status: Value = serde_json::from_slice(&check.stdout).unwrap();
+    let (_, status) = migrate_check(plane, &format!("{app}/{env}"));
     assert_eq!(status[0]["state"], "stuck", "{status:#}");
     assert!(
         status
@@ -822,20 +811,8 @@ fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite
         "every byte of tenant-a\n"
     );
     assert!(plane.get(&["pvc", "-n", parent, "data"]).is_none());
-    let check = nsguard_as_admin(
-        plane,
-        &[
-            "migrate",
-            "check",
-            "--stack",
-            &format!("{app}/{env}"),
-            "-o",
-            "json",
-        ],
-    );
-    let status: Value = serde_json::from_slice(&check.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&check.stdout), text(&check.stderr)));
-    assert!(check.status.success(), "migrate check: {status:#}");
+    let (done, status) = migrate_check(plane, &format!("{app}/{env}"));
+    assert!(done, "migrate check: {status:#}");
 }
 
 /// The nsguard CLI with the admin's kubeconfig.
@@ -844,6 +821,15 @@ fn nsguard_as_admin(plane: &ControlPlane, args: &[&str]) -> Output {
     let kubeconfig = plane.kubeconfig.display().to_string();
     full.extend(["--kubeconfig", &kubeconfig]);
     common::nsguard_cli(&full).output().unwrap()
+}
+
+/// `nsguard migrate check --stack STACK -o json` as the admin: whether it said all done
+/// (exit 0), and what it said.
+fn migrate_check(plane: &ControlPlane, stack: &str) -> (bool, Value) {
+    let out = nsguard_as_admin(plane, &["migrate", "check", "--stack", stack, "-o", "json"]);
+    let status = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    (out.status.success(), status)
 }
 
 /// `sh migrate.sh STAGE` with real kubectl as the admin, which must succeed.
