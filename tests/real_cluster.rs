@@ -271,18 +271,18 @@ impl Suite {
         self.plane.apply(&objects);
     }
 
-    /// Everything labelled `nsguard.dev/e2e=true` deleted (namespaces through the
-    /// break-glass annotation: two of them are shared, which is the point), and nothing
-    /// left of it.
+    /// Everything labelled `nsguard.dev/e2e=true` deleted, the webhooks first, and nothing
+    /// left of it (the Events nsguard wrote in `default` are its output, not the suite's;
+    /// they expire with the API server's event TTL).
     fn clean_up(&self) {
         let selector = format!("{E2E}=true");
-        let _ = self.plane.kubectl(&[
-            "annotate",
-            "namespace",
+        // The webhooks first: nothing the suite deletes then waits on nsguard, whose
+        // ServiceAccount goes with its namespace.
+        self.plane.ok(&[
+            "delete",
+            "validatingwebhookconfiguration,mutatingwebhookconfiguration",
             "-l",
             &selector,
-            "nsguard.dev/allow-delete=true",
-            "--overwrite",
         ]);
         self.plane.ok(&[
             "delete",
@@ -294,12 +294,14 @@ impl Suite {
         ]);
         self.plane.ok(&[
             "delete",
-            "validatingwebhookconfiguration,mutatingwebhookconfiguration,clusterrole,clusterrolebinding",
+            "clusterrole,clusterrolebinding,role,rolebinding",
+            "-A",
             "-l",
             &selector,
         ]);
         let left = self.plane.get(&[
-            "namespace,persistentvolume,customresourcedefinition,validatingwebhookconfiguration,clusterrole",
+            "namespace,persistentvolume,customresourcedefinition,validatingwebhookconfiguration,clusterrole,clusterrolebinding,role,rolebinding",
+            "-A",
             "-l",
             &selector,
         ]);

@@ -569,13 +569,19 @@ mod tests {
 
     /// `sh -n`: the script parses as POSIX shell.
     fn parses(script: &str) {
+        passes("sh", &["-n"], script);
+    }
+
+    /// `tool args` reads `script` from its standard input and accepts it.
+    fn passes(tool: &str, args: &[&str], script: &str) {
         use std::io::Write as _;
-        let mut sh = std::process::Command::new("sh")
-            .arg("-n")
+        let mut sh = std::process::Command::new(tool)
+            .args(args)
             .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{tool} on the PATH (tests/run.sh installs it): {e}"));
         sh.stdin
             .take()
             .unwrap()
@@ -584,9 +590,64 @@ mod tests {
         let out = sh.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "{}\n{script}",
+            "{tool}: {}{}\n{script}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The state step's commands for awkward names: an app-name that is the stack alone,
+    /// one ending in -<env>, label values with dots, underscores and capitals, a
+    /// Deployment named otherwise than the app: each is single-quoted, and the commands
+    /// parse (`sh -n`) and pass shellcheck; without a Deployment there is no command.
+    #[test]
+    fn the_state_step_quotes_awkward_names() {
+        for (app, env, deployment, stack) in [
+            ("shop", "tenant-a", "web", "shop--tenant-a"),
+            (
+                "shop-tenant-a",
+                "tenant-a",
+                "shop-tenant-a",
+                "shop--tenant-a",
+            ),
+            ("Shop_v2.x-a.b_C", "a.b_C", "shop-v2", "Shop_v2.x--a.b_C"),
+            ("tenant-a", "tenant-a", "tenant-a", "tenant-a--tenant-a"),
+        ] {
+            let sub_env = SubEnv {
+                owner: StackRef {
+                    app_name: app.into(),
+                    env: env.into(),
+                    parent_env: "production".into(),
+                },
+                from: "shop".into(),
+                to: "shop-tenant-a".into(),
+                claims: Vec::new(),
+                workloads: vec![format!("Deployment/{deployment}"), "StatefulSet/db".into()],
+                others: Vec::new(),
+            };
+            assert!(valid(&sub_env, &[]).is_ok(), "{app}/{env}");
+            let step = state_step(&sub_env);
+            let commands: Vec<&str> = step
+                .lines()
+                .filter_map(|l| l.strip_prefix("#   $ "))
+                .collect();
+            assert_eq!(commands.len(), 3, "{step}");
+            assert!(
+                commands[0].contains(&format!("--stack '{stack}'"))
+                    && commands[1].contains(&format!("--arg name '{deployment}-ns'")),
+                "{step}"
+            );
+            let script = format!("#!/bin/sh\nset -eu\n{}\n", commands.join("\n"));
+            parses(&script);
+            passes("shellcheck", &["-s", "sh", "-"], &script);
+            let without = SubEnv {
+                workloads: vec!["StatefulSet/db".into()],
+                ..sub_env
+            };
+            let step = state_step(&without);
+            assert!(!step.contains("#   $ "), "{step}");
+            assert!(step.contains("--show-urns"), "{step}");
+        }
     }
 
     /// The claim on Retain gets no keeping step, the one on Delete does; both are handed
