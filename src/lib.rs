@@ -3,7 +3,8 @@
 //! workloads in their own namespaces.
 //!
 //! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`], [`audit`]
-//! and its [`audit::policy_report`], [`data_at_risk`], [`outcome`]) and a thin shell around
+//! and its [`audit::policy_report`], [`data_at_risk`], [`outcome`], [`redeploy`],
+//! [`volume_guard`]) and a thin shell around
 //! it ([`admission`], [`cluster`] lookups, [`documents`] reading, [`server`], the
 //! [`audit::background`] audit and its [`audit::leader`] election, [`certs`], [`cli`]);
 //! the shell does I/O and calls the core, never the other way round.
@@ -27,4 +28,5 @@ pub mod redeploy;
 pub mod scope;
 pub mod server;
 pub mod telemetry;
+pub mod volume_guard;
 pub mod yaml;
