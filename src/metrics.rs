@@ -410,13 +410,13 @@ impl Metrics {
             .set(interval.map_or(0, |i| i.as_secs() as i64));
     }
 
-    /// One background audit finished reading the cluster: its findings by type, how many
-    /// types it could not read, and how long it took.
     /// Sub-envs with objects outside their namespace, from the last background audit.
     pub fn audit_sub_envs_outside(&self, count: usize) {
         self.audit.sub_envs_outside.set(count as i64);
     }
 
+    /// One background audit finished reading the cluster: its findings by type, how many
+    /// types it could not read, and how long it took.
     pub fn audit_done(
         &self,
         findings: &[(&'static str, usize)],
