@@ -244,6 +244,10 @@ pub enum Finding {
         /// ([`Finding::MoveDestroysData`]): the redeploy that moves this object moves them.
         #[serde(skip_serializing_if = "is_zero")]
         volumes_to_keep: usize,
+        /// Claims of the same sub-env here, whatever their reclaim policy: the move gives
+        /// each a new, empty volume unless its volume is handed over first.
+        #[serde(skip_serializing_if = "is_zero")]
+        claims: usize,
     },
     /// A claim in a shared namespace bound to a volume that is deleted with it.
     DataAtRisk {
@@ -409,6 +413,7 @@ impl Finding {
                 target,
                 target_exists,
                 volumes_to_keep,
+                claims,
                 owner,
                 ..
             } => {
@@ -419,7 +424,7 @@ impl Finding {
                 };
                 format!(
                     "belongs in {target:?}{exists}: {}{}",
-                    crate::redeploy::how_to_move(&stack, false),
+                    crate::redeploy::how_to_move(&stack, *claims > 0),
                     keep_first(*volumes_to_keep, &format!("--stack {stack}"))
                 )
             }
@@ -505,48 +510,32 @@ pub struct SubEnvOutside {
 }
 
 impl Report {
-    /// What placement in `enforce` would refuse, for a person: empty when nothing.
+    /// What placement in `enforce` would refuse, for a person: `None` when nothing.
     pub fn enforcement_impact(&self) -> Option<String> {
-        if self.sub_envs_outside.is_empty() {
+        let outside = &self.sub_envs_outside;
+        if outside.is_empty() {
             return None;
         }
-        let names: Vec<String> = self
-            .sub_envs_outside
+        let (s, their, them) = match outside.len() {
+            1 => ("", "its", "it"),
+            _ => ("s", "their", "them"),
+        };
+        let mut names: Vec<String> = outside
             .iter()
             .take(10)
-            .map(|s| format!("{} in {} (belongs in {})", s.stack, s.namespace, s.target))
+            .map(|o| format!("{} in {} (belongs in {})", o.stack, o.namespace, o.target))
             .collect();
-        let more = self.sub_envs_outside.len().saturating_sub(10);
+        if outside.len() > 10 {
+            names.push(format!("and {} more", outside.len() - 10));
+        }
         Some(format!(
-            "placement in enforce would refuse every new object of {} sub-env{} still outside {} namespace, so a deploy of {} would fail: {}{}. Before enforce, {}; or keep placement in warn",
-            self.sub_envs_outside.len(),
-            if self.sub_envs_outside.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
-            if self.sub_envs_outside.len() == 1 {
-                "its"
-            } else {
-                "their"
-            },
-            if self.sub_envs_outside.len() == 1 {
-                "it"
-            } else {
-                "them"
-            },
+            "placement in enforce would refuse every new object of {} sub-env{s} still outside {their} namespace, so a deploy of {them} would fail: {}. Before enforce, {}; or keep placement in warn",
+            outside.len(),
             names.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            },
             crate::redeploy::how_to_move_each(),
         ))
     }
-}
 
-impl Report {
     /// How many findings of each type, every type listed.
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
         Finding::TYPES
@@ -626,22 +615,28 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
             });
         }
     }
-    let mut outside: BTreeMap<(String, &str, &str), usize> = BTreeMap::new();
+    // Per sub-env and namespace it is outside in: (objects, claims).
+    let mut outside: BTreeMap<(&str, &str, &str, &str), (usize, usize)> = BTreeMap::new();
     for m in &misplaced {
-        let stack = format!("{}/{}", m.owner.app_name, m.owner.env);
-        *outside
-            .entry((stack, m.namespace.as_str(), m.target.as_str()))
-            .or_default() += 1;
+        let key = (
+            m.owner.app_name.as_str(),
+            m.owner.env.as_str(),
+            m.namespace.as_str(),
+            m.target.as_str(),
+        );
+        let (objects, claims) = outside.entry(key).or_default();
+        *objects += 1;
+        *claims += usize::from(m.api_version == "v1" && m.kind == "PersistentVolumeClaim");
     }
-    let sub_envs_outside = outside
-        .into_iter()
-        .map(|((stack, namespace, target), objects)| SubEnvOutside {
-            stack,
-            namespace: namespace.to_owned(),
-            target: target.to_owned(),
-            objects,
-        })
-        .collect();
+    let claims_of = |m: &MisplacedObject| {
+        let key = (
+            m.owner.app_name.as_str(),
+            m.owner.env.as_str(),
+            m.namespace.as_str(),
+            m.target.as_str(),
+        );
+        outside.get(&key).map_or(0, |(_, claims)| *claims)
+    };
     findings.extend(misplaced.iter().map(|m| {
         Finding::Misplaced {
             namespace: m.namespace.clone(),
@@ -655,8 +650,20 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
                 .as_ref()
                 .map(|ns| ns.contains(&m.target)),
             volumes_to_keep: keep_in(&m.namespace, Some(&m.owner)),
+            claims: claims_of(m),
         }
     }));
+    let sub_envs_outside = outside
+        .iter()
+        .map(
+            |((app, env, namespace, target), (objects, _))| SubEnvOutside {
+                stack: format!("{app}/{env}"),
+                namespace: (*namespace).to_owned(),
+                target: (*target).to_owned(),
+                objects: *objects,
+            },
+        )
+        .collect();
     let claims = inventory
         .claims
         .iter()
@@ -1016,6 +1023,21 @@ mod tests {
                     .is_none()
             );
         }
+        // Kept or not, the sub-env's claims need their volumes handed over: a move
+        // without the plan gives each a new, empty volume.
+        let configmap = report
+            .findings
+            .iter()
+            .find(|f| matches!(f, Finding::Misplaced { name, .. } if name == "settings"))
+            .unwrap();
+        assert!(
+            configmap
+                .advice()
+                .contains("keep its volumes (`nsguard migrate plan --stack"),
+            "{}",
+            configmap.advice()
+        );
+        assert!(serde_json::to_value(configmap).unwrap()["claims"].as_u64() > Some(0));
     }
 
     #[test]
