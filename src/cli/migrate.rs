@@ -21,8 +21,9 @@ pub struct MigrateArgs {
 #[derive(Debug, Subcommand)]
 enum MigrateCommand {
     /// Print a shell script that moves each misplaced sub-env's volumes into its own
-    /// namespace around its redeploy: `sh migrate.sh before`, redeploy, `sh migrate.sh
-    /// after`. Server-side dry runs unless --apply-ready. Exit 0 planned, 1 a sub-env
+    /// namespace around its move: the Pulumi state step it prints, `sh migrate.sh
+    /// before`, `sc deploy`, `sh migrate.sh after`. Server-side dry runs unless
+    /// --apply-ready. Exit 0 planned, 1 a sub-env
     /// could not be planned (named on stderr), 2 error.
     Plan(Box<PlanArgs>),
     /// Where each sub-env's migration stands: not-started, volumes-kept, handed-over,
