@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::repo_path;
+use common::{kustomize, repo_path};
 use nsguard::labels::LabelScheme;
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ const KUSTOMIZATIONS: [&str; 5] = [
 /// The objects of `kind` that `kubectl kustomize dir` renders: what is shipped is what
 /// kustomize makes of the files, not the files.
 fn load(dir: &str, kind: &str) -> Vec<Value> {
-    rendered(dir)
+    kustomize(dir)
         .into_iter()
         .filter(|o| o["kind"] == kind)
         .collect()
@@ -195,7 +195,7 @@ fn the_deployment_is_highly_available_and_locked_down() {
 
 /// The RBAC objects `kubectl kustomize dir` renders.
 fn rbac(dir: &str) -> Vec<Value> {
-    rendered(dir)
+    kustomize(dir)
         .into_iter()
         .filter(|o| {
             [
@@ -602,36 +602,6 @@ fn markdown_tables_are_whole() {
     }
 }
 
-/// `kubectl kustomize` of a kustomization, as users' kubectl renders it (once per
-/// directory and test binary).
-fn rendered(dir: &str) -> Vec<Value> {
-    static RENDERED: std::sync::Mutex<std::collections::BTreeMap<String, Vec<Value>>> =
-        std::sync::Mutex::new(std::collections::BTreeMap::new());
-    if let Some(objects) = RENDERED.lock().unwrap().get(dir) {
-        return objects.clone();
-    }
-    let out = std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_path(dir))
-        .output()
-        .expect("kubectl on the PATH (tests/run.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let objects: Vec<Value> = nsguard::documents::parse(&String::from_utf8(out.stdout).unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|d| d.value)
-        .collect();
-    RENDERED
-        .lock()
-        .unwrap()
-        .insert(dir.to_owned(), objects.clone());
-    objects
-}
-
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     objects
         .iter()
@@ -668,7 +638,7 @@ fn promtool(args: &[&str], dir: &std::path::Path) -> String {
 /// labelled for the Grafana sidecar and holds docs/grafana-dashboard.json.
 #[test]
 fn the_monitoring_overlay_validates_and_every_alert_has_its_runbook() {
-    let objects = rendered("manifests/overlays/monitoring");
+    let objects = kustomize("manifests/overlays/monitoring");
     for (kind, schema) in [
         ("ServiceMonitor", "tests/data/crds/servicemonitor-v1.json"),
         ("PrometheusRule", "tests/data/crds/prometheusrule-v1.json"),
@@ -746,7 +716,7 @@ fn the_monitoring_overlay_validates_and_every_alert_has_its_runbook() {
 
 /// The PrometheusRule's spec, as a Prometheus rules file.
 fn rules_file(dir: &std::path::Path) {
-    let objects = rendered("manifests/overlays/monitoring");
+    let objects = kustomize("manifests/overlays/monitoring");
     let spec = &of_kind(&objects, "PrometheusRule")["spec"];
     std::fs::write(dir.join("rules.json"), spec.to_string()).unwrap();
 }

@@ -32,7 +32,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::control_plane::{ControlPlane, b64, eventually, kubeconfig, poll, text};
-use common::{Cluster, Server, repo_path};
+use common::{Cluster, Server, kustomize, repo_path};
 use serde_json::{Value, json};
 
 /// The label on everything the suite creates.
@@ -156,21 +156,6 @@ struct Suite {
     plane: ControlPlane,
 }
 
-/// What `kubectl kustomize dir` renders.
-fn rendered(dir: &str) -> Vec<Value> {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_path(dir))
-        .output()
-        .expect("kubectl on the PATH");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    nsguard::documents::parse(&text(&out.stdout))
-        .unwrap()
-        .into_iter()
-        .map(|d| d.value)
-        .collect()
-}
-
 const RBAC_KINDS: [&str; 6] = [
     "Namespace",
     "ServiceAccount",
@@ -189,7 +174,7 @@ fn labelled(mut object: Value) -> Value {
 impl Suite {
     fn start(assets: &Path) -> Suite {
         let plane = ControlPlane::start(assets);
-        let base = rendered("manifests/base");
+        let base = kustomize("manifests/base");
         let install: Vec<Value> = base
             .iter()
             .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")))
@@ -597,7 +582,7 @@ fn two_replicas_one_lease_holder_one_policy_report_writer(suite: &Suite) {
         "crd/policyreports.wgpolicyk8s.io",
         "--timeout=30s",
     ]);
-    let overlay: Vec<Value> = rendered("manifests/overlays/policy-reports")
+    let overlay: Vec<Value> = kustomize("manifests/overlays/policy-reports")
         .into_iter()
         .filter(|o| o["metadata"]["name"] == "nsguard-policy-reports")
         .map(labelled)

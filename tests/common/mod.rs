@@ -34,6 +34,37 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// `kubectl kustomize` of a kustomization, as users' kubectl renders it (once per
+/// directory and test binary).
+pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
+    static RENDERED: std::sync::Mutex<std::collections::BTreeMap<String, Vec<serde_json::Value>>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    if let Some(objects) = RENDERED.lock().unwrap().get(dir) {
+        return objects.clone();
+    }
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo_path(dir))
+        .output()
+        .expect("kubectl on the PATH (tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<serde_json::Value> =
+        nsguard::documents::parse(&String::from_utf8(out.stdout).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.value)
+            .collect();
+    RENDERED
+        .lock()
+        .unwrap()
+        .insert(dir.to_owned(), objects.clone());
+    objects
+}
+
 /// The built `nsguard` with `args`, and no cluster configuration from the environment
 /// (`KUBECONFIG`, in-cluster variables, `NSGUARD_CLUSTER_DUMP`): only what the test passes.
 pub fn nsguard_cli<I, S>(args: I) -> Command
