@@ -1,6 +1,5 @@
-//! The volume guard's decision (issue #31; the webhook, the lookup and the manifests that
-//! call it are not built yet): which step of a plain move of a stateful sub-env loses its
-//! data, over plain data.
+//! The volume guard's decision (issue #31): which step of a plain move of a stateful
+//! sub-env loses its data, over plain data.
 //!
 //! simple-container 2026.5.12 and later move a sub-env once its Namespace is forgotten in
 //! its Pulumi state: Pulumi creates each claim in the new namespace, then deletes the old
@@ -10,14 +9,155 @@
 //! the move before any delete runs; refusing the delete keeps a move half done from
 //! destroying the data.
 //!
-//! Pure: the caller reads the sub-env's claims of that name in every namespace, their
-//! volumes and whether the sub-env's namespace exists, and checks the break-glass
-//! annotation and the exempt users and groups first, as for the namespace guard.
+//! Pure: the shell ([`crate::cluster::ClusterSource::volume_guard`]) checks the exemptions,
+//! reads the sub-env's claims of that name in every namespace, their volumes and whether
+//! the sub-env's namespace exists, and calls [`on_create`] or [`on_delete`].
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use crate::audit::StackRef;
 use crate::data_at_risk::Volume;
+use crate::guard::{self, BREAK_GLASS_ANNOTATION, DeleteRequest, GuardConfig};
+use crate::labels::{LabelScheme, StringMap};
+use crate::redeploy;
+
+/// The two operations the volume guard judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Delete,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 2] = [Operation::Create, Operation::Delete];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Delete => "delete",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Operation::Create => "created",
+            Operation::Delete => "deleted",
+        }
+    }
+}
+
+/// A create or delete of a claim, as the webhook and the CLI see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub operation: Operation,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The claim's labels: the new object's for a create, the old one's for a delete.
+    pub labels: Option<&'a dyn StringMap>,
+    pub annotations: Option<&'a dyn StringMap>,
+    pub username: &'a str,
+    pub groups: &'a [String],
+}
+
+impl ClaimRequest<'_> {
+    /// The decision on this claim, of sub-env `stack` (if any) whose namespace is `target`.
+    pub fn decision(
+        &self,
+        stack: Option<StackRef>,
+        target: Option<String>,
+        verdict: Verdict,
+    ) -> ClaimDecision {
+        ClaimDecision {
+            operation: self.operation,
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+            stack,
+            target,
+            verdict,
+        }
+    }
+}
+
+/// What needs no lookup: a claim that is not a sub-env's, one whose namespace cannot be
+/// told, the break-glass annotation, an exempt user or group (checked before any API call,
+/// as for the namespace guard, so an emergency does not wait on the API server). `Ok`: the
+/// sub-env and its namespace, to look up.
+pub fn before_lookup(
+    scheme: &LabelScheme,
+    config: &GuardConfig,
+    request: &ClaimRequest<'_>,
+) -> Result<(StackRef, String), Box<ClaimDecision>> {
+    let allowed = |why| Box::new(request.decision(None, None, Verdict::Allowed { why }));
+    let Some(stack) = request
+        .labels
+        .and_then(|labels| scheme.read(labels))
+        .filter(|s| s.is_sub_env())
+    else {
+        return Err(allowed("it carries no sub-env's labels"));
+    };
+    let parent_env = stack.parent_env.unwrap_or_default();
+    let Some(target) = crate::placement::target_namespace(stack.app_name, stack.env, parent_env)
+    else {
+        return Err(allowed(
+            "its sub-env's namespace cannot be told (the app-name sanitizes to nothing)",
+        ));
+    };
+    let stack_ref = StackRef {
+        app_name: stack.app_name.to_owned(),
+        env: stack.env.to_owned(),
+        parent_env: parent_env.to_owned(),
+    };
+    let exemption = guard::exemption(
+        config,
+        &DeleteRequest {
+            namespace: request.namespace,
+            username: request.username,
+            groups: request.groups,
+            annotations: request.annotations,
+        },
+    );
+    if let Some(exempt) = exemption {
+        let why = match exempt.verdict {
+            guard::Verdict::ExemptUser { user } => format!("user {user:?} is exempt"),
+            guard::Verdict::ExemptGroup { group } => format!("group {group:?} is exempt"),
+            _ => format!("it carries {BREAK_GLASS_ANNOTATION}=true"),
+        };
+        return Err(Box::new(request.decision(
+            Some(stack_ref),
+            Some(target.into_owned()),
+            Verdict::Exempt { why },
+        )));
+    }
+    Ok((stack_ref, target.into_owned()))
+}
+
+/// The decision over what the lookup read (or why it could not).
+pub fn decide(
+    request: &ClaimRequest<'_>,
+    stack: StackRef,
+    target: String,
+    facts: Result<&Facts, String>,
+) -> ClaimDecision {
+    let verdict = match facts {
+        Err(error) => Verdict::LookupFailed { error },
+        Ok(facts) => {
+            let claim = ClaimUnderReview {
+                namespace: request.namespace,
+                name: request.name,
+                owner: &stack,
+                target: &target,
+            };
+            match request.operation {
+                Operation::Create => on_create(&claim, facts),
+                Operation::Delete => on_delete(&claim, facts),
+            }
+        }
+    };
+    request.decision(Some(stack), Some(target), verdict)
+}
 
 /// A claim of the sub-env under review, found by the lookup (any namespace).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +170,7 @@ pub struct SubEnvClaim {
     pub terminating: bool,
 }
 
-/// The claim a request creates or deletes.
+/// The claim a request creates or deletes, of a sub-env whose namespace is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimUnderReview<'a> {
     pub namespace: &'a str,
@@ -38,14 +178,13 @@ pub struct ClaimUnderReview<'a> {
     pub owner: &'a StackRef,
     /// The sub-env's own namespace, as simple-container names it.
     pub target: &'a str,
-    /// For a delete: the claim's `spec.volumeName`.
-    pub volume: Option<&'a str>,
 }
 
 /// What the lookup read.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
-    /// The sub-env's claims with the reviewed claim's name, in every namespace.
+    /// The sub-env's claims with the reviewed claim's name, in every namespace (a delete's
+    /// own claim among them, as the API server has it now).
     pub claims: Vec<SubEnvClaim>,
     /// The volumes those claims are bound to, and any volume reserved for the reviewed
     /// claim's name in the target namespace, by name.
@@ -55,10 +194,17 @@ pub struct Facts {
 }
 
 /// The decision on one claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "reason",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Verdict {
     /// Nothing of the sub-env's data is at stake; `why` says which rule let it through.
     Allowed { why: &'static str },
+    /// The break-glass annotation, or an exempt user or group: allowed without a lookup.
+    Exempt { why: String },
     /// A create in a namespace while the sub-env's claim of that name lives on in another,
     /// with no volume handed over: the move would strand the data (`Retain`) or destroy it
     /// (`Delete`, when the old claim is deleted).
@@ -72,21 +218,121 @@ pub enum Verdict {
     NotMoved { volume: String },
     /// A delete, during the move, of a claim whose volume goes with it (`Delete`).
     DestroysData { volume: String },
+    /// The lookup failed or passed its deadline: refused (the webhook's failure policy is
+    /// `Fail` too), since nsguard cannot tell whether the step loses data.
+    LookupFailed { error: String },
 }
 
 impl Verdict {
+    /// Every [`Self::reason`], for metrics that start each series at zero.
+    pub const REASONS: [&'static str; 6] = [
+        "allowed",
+        "exempt",
+        "strands-data",
+        "not-moved",
+        "destroys-data",
+        "lookup-failed",
+    ];
+
     /// A short, fixed name for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Verdict::Allowed { .. } => "allowed",
-            Verdict::StrandsData { .. } => "strands-data",
-            Verdict::NotMoved { .. } => "not-moved",
-            Verdict::DestroysData { .. } => "destroys-data",
+            Verdict::Allowed { .. } => Self::REASONS[0],
+            Verdict::Exempt { .. } => Self::REASONS[1],
+            Verdict::StrandsData { .. } => Self::REASONS[2],
+            Verdict::NotMoved { .. } => Self::REASONS[3],
+            Verdict::DestroysData { .. } => Self::REASONS[4],
+            Verdict::LookupFailed { .. } => Self::REASONS[5],
         }
     }
 
     pub fn allowed(&self) -> bool {
-        matches!(self, Verdict::Allowed { .. })
+        matches!(self, Verdict::Allowed { .. } | Verdict::Exempt { .. })
+    }
+}
+
+/// The volume guard's answer on one claim, as the webhook, its log line and the CLI give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimDecision {
+    pub operation: Operation,
+    pub namespace: String,
+    pub name: String,
+    /// The sub-env the claim belongs to; `None` for a claim without a sub-env's labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackRef>,
+    /// Its own namespace, when it can be told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+impl ClaimDecision {
+    pub fn allowed(&self) -> bool {
+        self.verdict.allowed()
+    }
+
+    /// `APP-NAME/ENV`, as `nsguard migrate plan --stack` takes it (empty for no sub-env).
+    pub fn stack_arg(&self) -> String {
+        self.stack
+            .as_ref()
+            .map_or_else(String::new, |s| format!("{}/{}", s.app_name, s.env))
+    }
+
+    /// The answer in words: for `kubectl` (a refusal), the CLI and the Event. A refusal
+    /// says what the step would do to the data, and what to run instead.
+    pub fn message(&self) -> String {
+        let (ns, name) = (&self.namespace, &self.name);
+        let claim = format!("claim {ns}/{name}");
+        let stack = self.stack_arg();
+        let target = self.target.as_deref().unwrap_or_default();
+        let plan = format!("`nsguard migrate plan --stack {stack}`");
+        let on_purpose = match self.operation {
+            Operation::Create => format!(
+                "to start it on an empty volume on purpose, create the claim with the annotation {BREAK_GLASS_ANNOTATION}=true"
+            ),
+            Operation::Delete => format!(
+                "if losing the data is intended, run: kubectl annotate pvc -n {ns} {name} {BREAK_GLASS_ANNOTATION}=true"
+            ),
+        };
+        match &self.verdict {
+            Verdict::Allowed { why } => format!("{claim} may be {}: {why}", self.operation.done()),
+            Verdict::Exempt { why } => format!("{claim} may be {}: {why}", self.operation.done()),
+            Verdict::StrandsData {
+                old_namespace,
+                volume,
+                reclaim_policy,
+            } => {
+                let volume = volume.as_deref().unwrap_or_default();
+                let fate = match reclaim_policy.as_deref() {
+                    Some("Delete") => format!(
+                        "and deleting {old_namespace}/{name} next destroys volume {volume} and the data on it (reclaim policy Delete)"
+                    ),
+                    Some(policy) => format!(
+                        "and the data stays behind on volume {volume} (reclaim policy {policy}) with no claim"
+                    ),
+                    None => format!("and the data stays behind on volume {volume}"),
+                };
+                format!(
+                    "nsguard: refusing to create {claim}: sub-env {stack} keeps its data in claim {old_namespace}/{name} (volume {volume}); this new claim would start on a new, empty volume, {fate}. Keep the volume: {plan} hands it over to {target}/{name} (run its `before`, then `sc deploy` again); {on_purpose}"
+                )
+            }
+            Verdict::NotMoved { volume } => format!(
+                "nsguard: refusing to create {claim}: volume {volume}, the data of sub-env {stack}, is handed over to {target}/{name} and waits there, but this deploy re-creates the claim where it was and would start it on a new, empty volume ({}). Forget its Namespace in its Pulumi state (the state step of {plan}), `sc deploy` again, then `sh migrate.sh after`; {on_purpose}",
+                redeploy::why_it_stays()
+            ),
+            Verdict::DestroysData { volume } => format!(
+                "nsguard: refusing to delete {claim}: sub-env {stack} is moving to namespace {target}, and this delete would destroy volume {volume} and the data on it (reclaim policy Delete). Keep the volume first: {plan} sets Retain and hands it over to {target}/{name}; {on_purpose}"
+            ),
+            Verdict::LookupFailed { error } => format!(
+                "nsguard: cannot tell whether {} {claim} of sub-env {stack} loses its data, so it is refused (fail closed): {error}. Retry when the API server answers nsguard's lookups; {on_purpose}",
+                match self.operation {
+                    Operation::Create => "creating",
+                    Operation::Delete => "deleting",
+                }
+            ),
+        }
     }
 }
 
@@ -111,11 +357,13 @@ pub fn on_create(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
             why: "a volume is handed over for this claim",
         };
     }
-    match facts
-        .claims
-        .iter()
-        .find(|c| c.namespace != claim.namespace && c.name == claim.name && !c.terminating)
-    {
+    // A claim being deleted goes its way whatever is created; one not Bound holds no data.
+    match facts.claims.iter().find(|c| {
+        c.namespace != claim.namespace
+            && c.name == claim.name
+            && !c.terminating
+            && c.volume.is_some()
+    }) {
         Some(old) => {
             let volume = old.volume.clone();
             let reclaim_policy = volume
@@ -129,7 +377,7 @@ pub fn on_create(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
             }
         }
         None => Verdict::Allowed {
-            why: "no claim of this name of the sub-env elsewhere",
+            why: "no Bound claim of this name of the sub-env elsewhere: nothing is left behind",
         },
     }
 }
@@ -146,9 +394,14 @@ pub fn on_delete(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
             why: "no move under way: the sub-env's namespace does not exist (a teardown)",
         };
     }
-    let Some(volume) = claim.volume else {
+    let Some(volume) = facts
+        .claims
+        .iter()
+        .find(|c| c.namespace == claim.namespace && c.name == claim.name)
+        .and_then(|c| c.volume.as_deref())
+    else {
         return Verdict::Allowed {
-            why: "the claim holds no volume",
+            why: "the claim holds no volume (not Bound, or already gone)",
         };
     };
     match facts.volumes.get(volume) {
@@ -158,7 +411,8 @@ pub fn on_delete(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
         Some(_) => Verdict::Allowed {
             why: "its volume outlives the claim (reclaim policy Retain)",
         },
-        // Not read: the caller's lookup failed and decides by its failure policy.
+        // The lookup reads every volume the sub-env's claims are bound to; one it did not
+        // find is gone, and holds nothing a delete could destroy.
         None => Verdict::Allowed {
             why: "its volume is gone",
         },
@@ -189,6 +443,8 @@ mod tests {
         }
     }
 
+    /// The old claim shop/data (Bound to pv-data when `old`), pv-data, and whether the
+    /// sub-env's namespace exists.
     fn facts(old: bool, data: Volume, target_exists: bool) -> Facts {
         Facts {
             claims: old
@@ -205,17 +461,23 @@ mod tests {
         }
     }
 
-    fn claim<'a>(
-        namespace: &'a str,
-        owner: &'a StackRef,
-        volume: Option<&'a str>,
-    ) -> ClaimUnderReview<'a> {
+    fn claim<'a>(namespace: &'a str, owner: &'a StackRef) -> ClaimUnderReview<'a> {
         ClaimUnderReview {
             namespace,
             name: "data",
             owner,
             target: "shop-tenant-a",
-            volume,
+        }
+    }
+
+    fn decision(operation: Operation, namespace: &str, verdict: Verdict) -> ClaimDecision {
+        ClaimDecision {
+            operation,
+            namespace: namespace.into(),
+            name: "data".into(),
+            stack: Some(owner()),
+            target: Some("shop-tenant-a".into()),
+            verdict,
         }
     }
 
@@ -224,10 +486,7 @@ mod tests {
         let owner = owner();
         let bound = || volume("Delete", Some(("shop", "data", Some("uid-1"))));
         assert_eq!(
-            on_create(
-                &claim("shop-tenant-a", &owner, None),
-                &facts(true, bound(), true)
-            ),
+            on_create(&claim("shop-tenant-a", &owner), &facts(true, bound(), true)),
             Verdict::StrandsData {
                 old_namespace: "shop".into(),
                 volume: Some("pv-data".into()),
@@ -238,29 +497,40 @@ mod tests {
         let reserved = volume("Retain", Some(("shop-tenant-a", "data", None)));
         assert!(
             on_create(
-                &claim("shop-tenant-a", &owner, None),
+                &claim("shop-tenant-a", &owner),
                 &facts(false, reserved.clone(), true)
             )
             .allowed()
         );
         // ... and a redeploy that did not move the sub-env re-creates it where it was.
         assert_eq!(
-            on_create(&claim("shop", &owner, None), &facts(false, reserved, true)),
+            on_create(&claim("shop", &owner), &facts(false, reserved, true)),
             Verdict::NotMoved {
                 volume: "pv-data".into()
             }
         );
-        // A first deploy, and the old claim already being deleted: nothing to strand.
+        // A first deploy, the old claim already being deleted, or holding no data yet:
+        // nothing to strand.
         assert!(
             on_create(
-                &claim("shop-tenant-a", &owner, None),
+                &claim("shop-tenant-a", &owner),
                 &facts(false, bound(), false)
             )
             .allowed()
         );
         let mut terminating = facts(true, bound(), true);
         terminating.claims[0].terminating = true;
-        assert!(on_create(&claim("shop-tenant-a", &owner, None), &terminating).allowed());
+        assert!(on_create(&claim("shop-tenant-a", &owner), &terminating).allowed());
+        let mut pending = facts(true, bound(), true);
+        pending.claims[0].volume = None;
+        assert!(on_create(&claim("shop-tenant-a", &owner), &pending).allowed());
+        // A claim bound to a volume (uid set) is not a hand-over: still refused.
+        let mut taken = facts(true, bound(), true);
+        taken.volumes.insert(
+            "pv-other".into(),
+            volume("Retain", Some(("shop-tenant-a", "data", Some("uid-2")))),
+        );
+        assert!(!on_create(&claim("shop-tenant-a", &owner), &taken).allowed());
     }
 
     #[test]
@@ -268,10 +538,7 @@ mod tests {
         let owner = owner();
         let bound = |policy| volume(policy, Some(("shop", "data", Some("uid-1"))));
         assert_eq!(
-            on_delete(
-                &claim("shop", &owner, Some("pv-data")),
-                &facts(true, bound("Delete"), true)
-            ),
+            on_delete(&claim("shop", &owner), &facts(true, bound("Delete"), true)),
             Verdict::DestroysData {
                 volume: "pv-data".into()
             }
@@ -282,7 +549,7 @@ mod tests {
             ("shop-tenant-a", "Delete", true), // already in its own namespace
         ] {
             let verdict = on_delete(
-                &claim(namespace, &owner, Some("pv-data")),
+                &claim(namespace, &owner),
                 &facts(true, bound(policy), target_exists),
             );
             assert!(
@@ -290,12 +557,97 @@ mod tests {
                 "{namespace} {policy} {target_exists}: {verdict:?}"
             );
         }
+        // Not Bound (or gone already), and a volume that is gone: nothing to destroy.
+        let mut pending = facts(true, bound("Delete"), true);
+        pending.claims[0].volume = None;
+        assert!(on_delete(&claim("shop", &owner), &pending).allowed());
+        let mut gone = facts(true, bound("Delete"), true);
+        gone.volumes.clear();
+        assert!(on_delete(&claim("shop", &owner), &gone).allowed());
+    }
+
+    #[test]
+    fn refusals_say_what_the_step_does_to_the_data_and_what_to_run() {
+        let strands = decision(
+            Operation::Create,
+            "shop-tenant-a",
+            Verdict::StrandsData {
+                old_namespace: "shop".into(),
+                volume: Some("pv-data".into()),
+                reclaim_policy: Some("Delete".into()),
+            },
+        )
+        .message();
+        for said in [
+            "refusing to create claim shop-tenant-a/data",
+            "claim shop/data (volume pv-data)",
+            "new, empty volume",
+            "destroys volume pv-data",
+            "`nsguard migrate plan --stack shop-tenant-a/tenant-a`",
+        ] {
+            assert!(strands.contains(said), "{said:?} in {strands}");
+        }
+        let retained = decision(
+            Operation::Create,
+            "shop-tenant-a",
+            Verdict::StrandsData {
+                old_namespace: "shop".into(),
+                volume: Some("pv-data".into()),
+                reclaim_policy: Some("Retain".into()),
+            },
+        )
+        .message();
         assert!(
-            on_delete(
-                &claim("shop", &owner, None),
-                &facts(true, bound("Delete"), true)
-            )
-            .allowed()
+            retained.contains("stays behind on volume pv-data (reclaim policy Retain)"),
+            "{retained}"
         );
+        let not_moved = decision(
+            Operation::Create,
+            "shop",
+            Verdict::NotMoved {
+                volume: "pv-data".into(),
+            },
+        )
+        .message();
+        assert!(
+            not_moved.contains("handed over to shop-tenant-a/data"),
+            "{not_moved}"
+        );
+        assert!(
+            not_moved.contains("Forget its Namespace in its Pulumi state"),
+            "{not_moved}"
+        );
+        assert!(not_moved.contains(redeploy::KEEPS_NAMESPACE), "{not_moved}");
+        let destroys = decision(
+            Operation::Delete,
+            "shop",
+            Verdict::DestroysData {
+                volume: "pv-data".into(),
+            },
+        )
+        .message();
+        assert!(
+            destroys.contains("refusing to delete claim shop/data"),
+            "{destroys}"
+        );
+        assert!(
+            destroys.contains("kubectl annotate pvc -n shop data nsguard.dev/allow-delete=true"),
+            "{destroys}"
+        );
+        let allowed = decision(
+            Operation::Delete,
+            "shop",
+            Verdict::Allowed { why: "because" },
+        );
+        assert_eq!(allowed.message(), "claim shop/data may be deleted: because");
+        assert!(allowed.allowed());
+        assert_eq!(
+            Verdict::LookupFailed { error: "x".into() }.reason(),
+            "lookup-failed"
+        );
+        // One line each: the Event's note and kubectl's error print it as it is.
+        for message in [strands, retained, not_moved, destroys] {
+            assert!(!message.contains('\n'), "{message}");
+        }
     }
 }

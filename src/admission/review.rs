@@ -322,8 +322,9 @@ pub struct Response<'a> {
     pub allowed: bool,
     /// Why a denied request was denied (sent as a `metav1.Status` with `code`).
     pub denial: Option<String>,
-    /// The status code of a denial: 403 Forbidden, or 400 BadRequest for a review that
-    /// cannot be judged (a namespace DELETE without a name).
+    /// The status code of a denial: 403 Forbidden, 409 Conflict for the volume guard (a
+    /// step that conflicts with where the sub-env's data is), or 400 BadRequest for a
+    /// review that cannot be judged (a namespace DELETE without a name).
     pub code: u16,
     /// A JSONPatch document (RFC 6902), serialized.
     pub patch: Option<Vec<u8>>,
@@ -356,6 +357,16 @@ impl<'a> Response<'a> {
     pub fn bad_request(request: &'a Request<'_>, message: impl Into<String>) -> Self {
         Self {
             code: 400,
+            ..Self::deny(request, message)
+        }
+    }
+
+    /// A refusal because of the cluster's state, not the request: code 409, reason
+    /// Conflict. The volume guard's: pulumi-kubernetes takes a 403 from its server-side
+    /// dry run for missing rights and previews without it, while a 409 fails the preview.
+    pub fn conflict(request: &'a Request<'_>, message: impl Into<String>) -> Self {
+        Self {
+            code: 409,
             ..Self::deny(request, message)
         }
     }
@@ -410,10 +421,10 @@ impl<'a> Response<'a> {
                     status: denied.then_some("Failure"),
                     code: denied.then_some(self.code),
                     message: self.denial.as_deref(),
-                    reason: denied.then_some(if self.code == 400 {
-                        "BadRequest"
-                    } else {
-                        "Forbidden"
+                    reason: denied.then_some(match self.code {
+                        400 => "BadRequest",
+                        409 => "Conflict",
+                        _ => "Forbidden",
                     }),
                 },
                 patch: self
