@@ -50,6 +50,12 @@ struct VerdictLabels {
     verdict: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClaimLabels {
+    operation: &'static str,
+    reason: &'static str,
+}
+
 /// Latency buckets from 100 µs to 10 s: webhooks answer in well under a millisecond,
 /// the guard's cluster lookup can take seconds.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -108,6 +114,7 @@ pub struct Metrics {
     not_after: Family<CertificateLabels, Gauge>,
     ready: Gauge,
     verdicts: Family<VerdictLabels, Counter>,
+    claims: Family<ClaimLabels, Counter>,
     events: Family<ResultLabels, Counter>,
     audit: AuditMetrics,
 }
@@ -280,10 +287,24 @@ impl Metrics {
             "Namespace deletes decided by the guard, by verdict (why a delete was allowed or denied)",
             verdicts.clone(),
         );
+        let claims = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "volume_guard_decisions",
+            "PersistentVolumeClaim creates and deletes decided by the volume guard, by operation and reason (allowed, exempt, or why refused)",
+            claims.clone(),
+        );
+        for operation in crate::volume_guard::Operation::ALL {
+            for reason in crate::volume_guard::Verdict::REASONS {
+                let _ = claims.get_or_create(&ClaimLabels {
+                    operation: operation.as_str(),
+                    reason,
+                });
+            }
+        }
         let events = Family::<ResultLabels, Counter>::default();
         registry.register(
             "events",
-            "Kubernetes Events for refused namespace deletes, by result (created, updated: a repeat counted in its series, failed, dropped: the writer was behind)",
+            "Kubernetes Events for refused namespace deletes and claims, by result (created, updated: a repeat counted in its series, failed, dropped: the writer was behind)",
             events.clone(),
         );
         for result in ["created", "updated", "failed", "dropped"] {
@@ -311,6 +332,7 @@ impl Metrics {
             not_after,
             ready,
             verdicts,
+            claims,
             events,
             reviews: Endpoint::ALL.map(|endpoint| {
                 Decision::ALL.map(|decision| {
@@ -398,7 +420,14 @@ impl Metrics {
             .inc();
     }
 
-    /// One write (or drop) of an Event for a refused namespace delete.
+    /// One claim's create or delete decided by the volume guard.
+    pub fn volume_guard_decision(&self, operation: &'static str, reason: &'static str) {
+        self.claims
+            .get_or_create(&ClaimLabels { operation, reason })
+            .inc();
+    }
+
+    /// One write (or drop) of an Event for a refusal.
     pub fn event_write(&self, result: &'static str) {
         self.events.get_or_create(&ResultLabels { result }).inc();
     }

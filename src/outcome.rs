@@ -7,15 +7,19 @@
 pub enum Endpoint {
     Validate,
     Mutate,
+    /// `/volume-guard`: claims' creates and deletes, for the volume guard alone (the
+    /// placement webhooks send claims' creates to `/validate`, judged there as any object).
+    VolumeGuard,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::Validate, Endpoint::Mutate];
+    pub const ALL: [Endpoint; 3] = [Endpoint::Validate, Endpoint::Mutate, Endpoint::VolumeGuard];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Validate => "validate",
             Endpoint::Mutate => "mutate",
+            Endpoint::VolumeGuard => "volume-guard",
         }
     }
 }

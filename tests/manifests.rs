@@ -80,7 +80,10 @@ fn parent_env_keys() -> BTreeSet<String> {
 
 #[test]
 fn validating_webhooks_guard_namespaces_fail_closed_and_place_sub_envs_fail_open() {
-    let hooks = webhooks("manifests/base", "ValidatingWebhookConfiguration");
+    let all = webhooks("manifests/base", "ValidatingWebhookConfiguration");
+    let (volume_guard, hooks): (Vec<Value>, Vec<Value>) = all
+        .into_iter()
+        .partition(|hook| hook["clientConfig"]["service"]["path"] == "/volume-guard");
     let guard = &hooks[0];
     assert_common(guard, "/validate");
     assert_eq!(guard["failurePolicy"], "Fail");
@@ -114,6 +117,34 @@ fn validating_webhooks_guard_namespaces_fail_closed_and_place_sub_envs_fail_open
         keys,
         parent_env_keys(),
         "one placement webhook per label generation"
+    );
+
+    // The volume guard: sub-env claims only, fail closed, one entry per generation.
+    let mut keys = BTreeSet::new();
+    for hook in &volume_guard {
+        assert_common(hook, "/volume-guard");
+        assert_eq!(hook["failurePolicy"], "Fail");
+        assert_eq!(hook["matchPolicy"], "Equivalent");
+        let rules = hook["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0]["operations"],
+            serde_json::json!(["CREATE", "DELETE"])
+        );
+        assert_eq!(rules[0]["apiGroups"], serde_json::json!([""]));
+        assert_eq!(
+            rules[0]["resources"],
+            serde_json::json!(["persistentvolumeclaims"])
+        );
+        let selector = &hook["objectSelector"]["matchExpressions"];
+        assert_eq!(selector.as_array().unwrap().len(), 1);
+        assert_eq!(selector[0]["operator"], "Exists");
+        keys.insert(selector[0]["key"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        keys,
+        parent_env_keys(),
+        "one volume-guard webhook per label generation"
     );
 }
 
@@ -212,8 +243,8 @@ fn rbac(dir: &str) -> Vec<Value> {
 
 /// As every kustomization renders it (kustomize's namespace transformer moves namespaced
 /// objects, so the files alone prove nothing): nsguard reads, never Secrets, and writes
-/// only its own Lease in nsguard-system and the Events of refused deletes in `default`,
-/// each bound to the ServiceAccount the Deployment runs as.
+/// only its own Lease in nsguard-system and Events about its refusals, each bound to the
+/// ServiceAccount the Deployment runs as.
 #[test]
 fn rbac_only_reads_and_leaves_secrets_out() {
     for dir in KUSTOMIZATIONS {
@@ -224,11 +255,13 @@ fn rbac_only_reads_and_leaves_secrets_out() {
 
 fn rbac_of(dir: &str, objects: &[Value]) {
     // The policy-reports overlay's one ClusterRole writes nsguard's PolicyReports
-    // (the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports).
-    for object in objects
-        .iter()
-        .filter(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] != "nsguard-policy-reports")
-    {
+    // (the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports);
+    // nsguard-events, checked below, writes Events.
+    for object in objects.iter().filter(|o| {
+        o["kind"] == "ClusterRole"
+            && o["metadata"]["name"] != "nsguard-policy-reports"
+            && o["metadata"]["name"] != "nsguard-events"
+    }) {
         for rule in object["rules"].as_array().into_iter().flatten() {
             let verbs = rule["verbs"].as_array().unwrap();
             // list, and get only on Namespaces and PersistentVolumes (neither holds
@@ -253,8 +286,8 @@ fn rbac_of(dir: &str, objects: &[Value]) {
             );
         }
     }
-    // Its writes are namespaced: its own Lease, and the Events of refused deletes (create
-    // and patch, in `default` only, where a cluster-scoped Namespace's Events live).
+    // Its writes: its own Lease (a Role in nsguard-system), and Events about what it
+    // refused (create and patch, every namespace: a claim's Events live in its namespace).
     let placed = |kind: &str| -> BTreeSet<(String, String)> {
         objects
             .iter()
@@ -267,13 +300,10 @@ fn rbac_of(dir: &str, objects: &[Value]) {
             })
             .collect()
     };
-    let expected: BTreeSet<(String, String)> = [
-        ("nsguard-audit-lease", "nsguard-system"),
-        ("nsguard-events", "default"),
-    ]
-    .into_iter()
-    .map(|(n, ns)| (n.to_owned(), ns.to_owned()))
-    .collect();
+    let expected: BTreeSet<(String, String)> = [("nsguard-audit-lease", "nsguard-system")]
+        .into_iter()
+        .map(|(n, ns)| (n.to_owned(), ns.to_owned()))
+        .collect();
     assert_eq!(placed("Role"), expected, "{dir}");
     assert_eq!(placed("RoleBinding"), expected, "{dir}");
     for binding in objects.iter().filter(|o| o["kind"] == "RoleBinding") {
@@ -285,11 +315,20 @@ fn rbac_of(dir: &str, objects: &[Value]) {
     }
     let events = objects
         .iter()
-        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "nsguard-events")
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "nsguard-events")
         .unwrap();
     assert_eq!(
         events["rules"],
         serde_json::json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]),
+        "{dir}"
+    );
+    let binding = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRoleBinding" && o["metadata"]["name"] == "nsguard-events")
+        .unwrap();
+    assert_eq!(
+        binding["roleRef"],
+        serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nsguard-events"}),
         "{dir}"
     );
     // Every binding names the one ServiceAccount the Deployment runs as, where it is.
@@ -342,22 +381,49 @@ fn rbac_of(dir: &str, objects: &[Value]) {
     );
 }
 
-/// The test above can fail: a kustomization with the plain `namespace:` field (what the
-/// base had until the Events Role was found in nsguard-system on a real cluster) moves
-/// the Events Role out of `default`.
+/// The test above can fail: Events granted by a Role in `default` only (what the base had
+/// before the volume guard, whose Events live in each claim's namespace) are refused.
 #[test]
-fn the_rbac_check_refuses_a_role_moved_out_of_default() {
+fn the_rbac_check_refuses_events_granted_in_one_namespace() {
     let dir = tempfile::tempdir().unwrap();
-    for file in ["rbac.yaml", "deployment.yaml"] {
-        std::fs::copy(
-            repo_path("manifests/base").join(file),
-            dir.path().join(file),
+    std::fs::copy(
+        repo_path("manifests/base/deployment.yaml"),
+        dir.path().join("deployment.yaml"),
+    )
+    .unwrap();
+    let rbac_yaml = std::fs::read_to_string(repo_path("manifests/base/rbac.yaml")).unwrap();
+    let narrowed = rbac_yaml
+        .replace(
+            "kind: ClusterRole\nmetadata:\n  name: nsguard-events\n",
+            "kind: Role\nmetadata:\n  name: nsguard-events\n  namespace: default\n",
         )
-        .unwrap();
-    }
+        .replace(
+            "kind: ClusterRoleBinding\nmetadata:\n  name: nsguard-events\n",
+            "kind: RoleBinding\nmetadata:\n  name: nsguard-events\n  namespace: default\n",
+        )
+        .replace(
+            "  kind: ClusterRole\n  name: nsguard-events\n",
+            "  kind: Role\n  name: nsguard-events\n",
+        );
+    assert_ne!(
+        narrowed, rbac_yaml,
+        "rbac.yaml changed shape: update this test"
+    );
+    std::fs::write(dir.path().join("rbac.yaml"), narrowed).unwrap();
+    std::fs::copy(
+        repo_path("manifests/base/kustomization.yaml"),
+        dir.path().join("kustomization.yaml"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("kustomization.yaml"),
-        "namespace: nsguard-system\nresources:\n- rbac.yaml\n- deployment.yaml\n",
+        std::fs::read_to_string(dir.path().join("kustomization.yaml"))
+            .unwrap()
+            .lines()
+            .take_while(|l| *l != "resources:")
+            .chain(["resources:", "- rbac.yaml", "- deployment.yaml"])
+            .collect::<Vec<_>>()
+            .join("\n"),
     )
     .unwrap();
     let dir = dir.path().to_str().unwrap();
@@ -368,7 +434,7 @@ fn the_rbac_check_refuses_a_role_moved_out_of_default() {
         .cloned()
         .unwrap_or_default();
     assert!(
-        message.contains(r#"("nsguard-events", "nsguard-system")"#),
+        message.contains(r#"("nsguard-events", "default")"#),
         "{message}"
     );
 }
@@ -496,12 +562,12 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
         named("ClusterRoleBinding", "nsguard-policy-reports")["roleRef"]["name"],
         "nsguard-policy-reports"
     );
-    // The base grants no write cluster-wide: its writes are its own Lease, in a Role of
-    // its namespace, by name wherever the verb allows it, and the Events of refused
-    // deletes in `default` (checked in rbac_only_reads_and_leaves_secrets_out).
+    // The base writes no object but its own: its Lease, in a Role of its namespace, by
+    // name wherever the verb allows it, and the Events of its refusals (checked in
+    // rbac_only_reads_and_leaves_secrets_out).
     let base = rbac("manifests/base");
     for object in &base {
-        if object["kind"] == "Role" {
+        if object["kind"] == "Role" || object["metadata"]["name"] == "nsguard-events" {
             continue;
         }
         for rule in object["rules"].as_array().into_iter().flatten() {
@@ -528,7 +594,7 @@ fn the_audit_runs_in_the_background_and_only_the_overlay_writes_policy_reports()
                 "resourceNames": ["nsguard-audit"], "verbs": ["get", "update", "patch"]}
         ])
     );
-    assert_eq!(base.iter().filter(|o| o["kind"] == "Role").count(), 2);
+    assert_eq!(base.iter().filter(|o| o["kind"] == "Role").count(), 1);
     // The Lease lives in the pod's own namespace, named for the pod, from the downward API.
     for (name, field) in [
         ("NSGUARD_LEASE_NAMESPACE", "metadata.namespace"),

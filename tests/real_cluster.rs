@@ -40,7 +40,7 @@ const E2E: &str = "nsguard.dev/e2e";
 
 type Scenario = fn(&Suite);
 
-const SCENARIOS: [(&str, Scenario); 6] = [
+const SCENARIOS: [(&str, Scenario); 7] = [
     (
         "a_shared_namespace_delete_is_refused_real_and_dry_run",
         a_shared_namespace_delete_is_refused_real_and_dry_run,
@@ -60,6 +60,10 @@ const SCENARIOS: [(&str, Scenario); 6] = [
     (
         "two_replicas_one_lease_holder_one_policy_report_writer",
         two_replicas_one_lease_holder_one_policy_report_writer,
+    ),
+    (
+        "a_plain_move_is_refused_at_its_first_step_and_loses_nothing",
+        a_plain_move_is_refused_at_its_first_step_and_loses_nothing,
     ),
     (
         "the_migration_plan_hands_the_volume_over_with_the_pv_controller",
@@ -649,75 +653,298 @@ fn two_replicas_one_lease_holder_one_policy_report_writer(suite: &Suite) {
     drop(replicas);
 }
 
-/// `nsguard migrate plan` end to end with the real PersistentVolume controller: a sub-env
-/// claim in its parent's namespace on a `Delete` hostPath volume, `before`; the redeploy
-/// of simple-container 2026.5.12+ without the state step (the claim re-created where it
-/// was: the controller leaves the reserved volume alone, `after` and `check` stop, naming
-/// it); then the redeploy as simple-container does it once the Namespace is forgotten in
-/// its Pulumi state (the namespace and the claim created at the new place, the old
-/// Deployment deleted), `after`: the new claim is Bound to the old volume and the data file
-/// is still there.
-fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite) {
-    let plane = &suite.plane;
-    let (parent, target, app, env) = (
-        "e2e-shop",
-        "e2e-shop-tenant-a",
-        "e2e-shop-tenant-a",
-        "tenant-a",
-    );
-    let volume_dir = plane.dir.path().join("volumes/e2e-data");
-    std::fs::create_dir_all(&volume_dir).unwrap();
-    std::fs::write(volume_dir.join("ledger.txt"), "every byte of tenant-a\n").unwrap();
-    let claim = |namespace: &str| {
+/// A stateful sub-env in its parent's namespace, as simple-container made it before
+/// 2026.5.8: a claim `data` on a `Delete` hostPath volume holding a file, and the
+/// Deployment that mounts it.
+struct StatefulSubEnv {
+    parent: &'static str,
+    target: &'static str,
+    app: &'static str,
+    env: &'static str,
+    volume: &'static str,
+    /// The volume's directory, where the data file is.
+    dir: PathBuf,
+}
+
+/// The data file on every volume, and what it holds.
+const LEDGER: (&str, &str) = ("ledger.txt", "every byte of the sub-env\n");
+
+impl StatefulSubEnv {
+    /// Applied: the volume (its file written), the parent's namespace with a ConfigMap of
+    /// the parent stack, the claim (Bound by the PV controller) and the Deployment.
+    fn set_up(
+        plane: &ControlPlane,
+        parent: &'static str,
+        app: &'static str,
+        env: &'static str,
+        volume: &'static str,
+    ) -> StatefulSubEnv {
+        let dir = plane.dir.path().join("volumes").join(volume);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(LEDGER.0), LEDGER.1).unwrap();
+        let sub_env = StatefulSubEnv {
+            parent,
+            target: app,
+            app,
+            env,
+            volume,
+            dir,
+        };
+        plane.apply(&[
+            labelled(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "e2e-hostpath",
+                    "hostPath": {"path": sub_env.dir.display().to_string(), "type": "Directory"}}})),
+            labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": parent}})),
+            labelled(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{parent}-config"), "namespace": parent,
+                    "labels": stack_labels(parent, "production", None)}})),
+            sub_env.claim(parent),
+            sub_env.deployment(parent),
+        ]);
+        let bound = eventually("the old claim Bound", Duration::from_secs(60), || {
+            sub_env.bound(plane, parent)
+        });
+        assert_eq!(bound, volume);
+        sub_env
+    }
+
+    fn claim(&self, namespace: &str) -> Value {
         json!({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": "data", "namespace": namespace,
-                "labels": stack_labels(app, env, Some("production"))},
+                "labels": stack_labels(self.app, self.env, Some("production"))},
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "e2e-hostpath",
                 "resources": {"requests": {"storage": "1Gi"}}}
         })
-    };
-    let deployment = |namespace: &str| {
+    }
+
+    fn deployment(&self, namespace: &str) -> Value {
+        let app = self.app;
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": app, "namespace": namespace,
-                "labels": stack_labels(app, env, Some("production"))},
+                "labels": stack_labels(app, self.env, Some("production"))},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": app}},
                 "template": {"metadata": {"labels": {"app": app}}, "spec": {
                     "containers": [{"name": "app", "image": "registry.example.com/app:1",
                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}}
         })
-    };
-    plane.apply(&[
-        labelled(json!({"apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": "e2e-data"},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "e2e-hostpath",
-                "hostPath": {"path": volume_dir.display().to_string(), "type": "Directory"}}})),
-        labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": parent}})),
-        labelled(json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "e2e-shop-config", "namespace": parent,
-                "labels": stack_labels(parent, "production", None)}})),
-        claim(parent),
-        deployment(parent),
-    ]);
-    let bound = |namespace: &str| {
+    }
+
+    /// The volume the claim `namespace/data` is Bound to.
+    fn bound(&self, plane: &ControlPlane, namespace: &str) -> Option<Value> {
         let claim = plane.get(&["pvc", "-n", namespace, "data"])?;
         (claim["status"]["phase"] == "Bound").then(|| claim["spec"]["volumeName"].clone())
-    };
-    let volume = eventually("the old claim Bound", Duration::from_secs(60), || {
-        bound(parent)
-    });
-    assert_eq!(volume, "e2e-data");
+    }
 
+    fn stack(&self) -> String {
+        format!("{}/{}", self.app, self.env)
+    }
+
+    fn data_intact(&self) {
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join(LEDGER.0)).unwrap(),
+            LEDGER.1,
+            "the data"
+        );
+    }
+}
+
+/// `kubectl ARGS` as the admin, refused by the volume guard: a 409 Conflict whose message
+/// holds every one of `needles`. Returns the message.
+fn refused_by_the_volume_guard(
+    plane: &ControlPlane,
+    args: &[&str],
+    stdin: Option<&str>,
+    needles: &[&str],
+) -> String {
+    let out = plane.kubectl_with(args, stdin);
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} went through: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains("Error from server (Conflict)")
+            && stderr.contains("admission webhook \"volume-guard.nsguard.dev\" denied the request"),
+        "kubectl {args:?}: {stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    stderr
+}
+
+/// The plain move of a stateful sub-env through the shipped webhooks, as simple-container
+/// 2026.5.12+ runs it once the Namespace is forgotten in the Pulumi state but without
+/// `nsguard migrate plan`: the new namespace is created, then the claim there is refused
+/// (real and `--dry-run=server` alike, 409, naming the old claim, the volume, its policy
+/// and the plan), so the update stops before any delete. Deleting the old claim by hand
+/// while the new namespace exists is refused too. Each real refusal is a Warning Event
+/// `kubectl events --for pvc/data` shows, in the claim's namespace. The volume stays Bound
+/// to the old claim and its file is intact. Then the teardown (the new namespace gone):
+/// the old claim's delete is allowed.
+fn a_plain_move_is_refused_at_its_first_step_and_loses_nothing(suite: &Suite) {
+    let plane = &suite.plane;
+    let sub_env = StatefulSubEnv::set_up(
+        plane,
+        "e2e-store",
+        "e2e-store-tenant-b",
+        "tenant-b",
+        "e2e-store-data",
+    );
+    let (parent, target) = (sub_env.parent, sub_env.target);
+    plane.apply(&[labelled(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}}),
+    )]);
+    let claim = sub_env.claim(target).to_string();
+    let plan = format!("`nsguard migrate plan --stack {}`", sub_env.stack());
+    let create_needles = [
+        &format!("refusing to create claim {target}/data") as &str,
+        &format!("claim {parent}/data (volume {})", sub_env.volume),
+        "new, empty volume",
+        &format!(
+            "destroys volume {} and the data on it (reclaim policy Delete)",
+            sub_env.volume
+        ),
+        &plan,
+    ];
+    for dry_run in [true, false] {
+        let mut args = vec!["create", "-f", "-"];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        refused_by_the_volume_guard(plane, &args, Some(&claim), &create_needles);
+    }
+    assert!(plane.get(&["pvc", "-n", target, "data"]).is_none());
+    let delete_needles = [
+        &format!("refusing to delete claim {parent}/data") as &str,
+        &format!("moving to namespace {target}"),
+        &plan,
+    ];
+    for dry_run in [true, false] {
+        let mut args = vec!["delete", "pvc", "-n", parent, "data", "--wait=false"];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        refused_by_the_volume_guard(plane, &args, None, &delete_needles);
+    }
+    assert_eq!(sub_env.bound(plane, parent), Some(json!(sub_env.volume)));
+    let volume = plane.get(&["pv", sub_env.volume]).unwrap();
+    assert_eq!(volume["status"]["phase"], "Bound");
+    sub_env.data_intact();
+
+    // One Warning Event per real refusal, where `kubectl events` looks for the claim.
+    for (namespace, reason, needle) in [
+        (
+            target,
+            "CreateDenied",
+            "create requested by nsguard-e2e-admin refused",
+        ),
+        (
+            parent,
+            "DeleteDenied",
+            "delete requested by nsguard-e2e-admin refused",
+        ),
+    ] {
+        let args = ["events", "-n", namespace, "--for", "pvc/data"];
+        let shown = poll(Duration::from_secs(30), || {
+            let shown = text(&plane.kubectl(&args).stdout);
+            shown.contains(reason).then_some(shown)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {reason} Event in kubectl {args:?}; nsguard logged: {:#?}",
+                suite.nsguard.logs()
+            )
+        });
+        let line = shown.lines().find(|l| l.contains(reason)).unwrap();
+        for needle in ["Warning", "PersistentVolumeClaim/data", needle, &plan] {
+            assert!(line.contains(needle), "{needle:?} not in {line:?}\n{shown}");
+        }
+        let events = plane
+            .get(&[
+                "events.v1.events.k8s.io",
+                "-n",
+                namespace,
+                "--field-selector",
+                &format!("reason={reason}"),
+            ])
+            .unwrap();
+        let items = events["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "the dry run wrote none: {events:#}");
+        assert!(
+            items[0].get("series").is_none(),
+            "the dry run was counted: {:#}",
+            items[0]
+        );
+    }
+    // The counter, by operation and reason.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = runtime.block_on(suite.nsguard.metrics());
+    for (operation, reason) in [("create", "strands-data"), ("delete", "destroys-data")] {
+        let series = format!(
+            "nsguard_volume_guard_decisions_total{{operation=\"{operation}\",reason=\"{reason}\"}}"
+        );
+        assert_eq!(metric(&metrics, &series), 2.0, "{series}");
+    }
+
+    // The teardown: no namespace to move to, so the old claim's delete goes through.
+    plane.ok(&[
+        "delete",
+        "namespace",
+        target,
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    plane.ok(&["delete", "deployment", "-n", parent, sub_env.app]);
+    plane.ok(&[
+        "delete",
+        "pvc",
+        "-n",
+        parent,
+        "data",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(plane.get(&["pvc", "-n", parent, "data"]).is_none());
+}
+
+/// `nsguard migrate plan` end to end with the real PersistentVolume controller and the
+/// shipped webhooks: a sub-env claim in its parent's namespace on a `Delete` hostPath
+/// volume, `before`; the redeploy of simple-container 2026.5.12+ without the state step
+/// (the claim re-created where it was) is refused by the volume guard, the volume still
+/// reserved; created anyway past it (the break-glass annotation), the PV controller leaves
+/// the reserved volume alone and `after` and `check` stop, naming it; then the redeploy as
+/// simple-container does it once the Namespace is forgotten in its Pulumi state (the
+/// namespace and the claim created at the new place, allowed: the volume is handed over;
+/// the old Deployment deleted), `after`: the new claim is Bound to the old volume and the
+/// data file is still there.
+fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite) {
+    let plane = &suite.plane;
+    let sub_env = StatefulSubEnv::set_up(
+        plane,
+        "e2e-shop",
+        "e2e-shop-tenant-a",
+        "tenant-a",
+        "e2e-data",
+    );
+    let (parent, target, app, env) = (sub_env.parent, sub_env.target, sub_env.app, sub_env.env);
+    let stack = sub_env.stack();
     let plan = nsguard_as_admin(
         plane,
         &[
             "migrate",
             "plan",
             "--stack",
-            &format!("{app}/{env}"),
+            &stack,
             "--apply-ready",
             "--restore-reclaim-policy",
         ],
@@ -730,18 +957,29 @@ fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite
     let script = plane.dir.path().join("migrate.sh");
     std::fs::write(&script, &plan.stdout).unwrap();
     run_stage(plane, &script, "before");
-    let kept = plane.get(&["pv", "e2e-data"]).unwrap();
+    let kept = plane.get(&["pv", sub_env.volume]).unwrap();
     assert_eq!(kept["spec"]["persistentVolumeReclaimPolicy"], "Retain");
     assert_eq!(kept["spec"]["claimRef"]["namespace"], target, "{kept:#}");
-    assert!(
-        volume_dir.join("ledger.txt").exists(),
-        "before lost the data"
-    );
+    sub_env.data_intact();
 
     // First the trap: the redeploy of simple-container 2026.5.12+ without the state step
-    // refreshes, finds the claim gone and creates it again where it was. The PV controller
-    // does not give it the reserved volume; `after` and `check` stop, naming it.
-    plane.apply(&[claim(parent)]);
+    // refreshes, finds the claim gone and creates it again where it was: refused.
+    refused_by_the_volume_guard(
+        plane,
+        &["create", "-f", "-"],
+        Some(&sub_env.claim(parent).to_string()),
+        &[
+            &format!("refusing to create claim {parent}/data"),
+            &format!("handed over to {target}/data"),
+            "Forget its Namespace in its Pulumi state",
+        ],
+    );
+    assert!(plane.get(&["pvc", "-n", parent, "data"]).is_none());
+    // Created past the guard all the same, the PV controller does not give it the
+    // reserved volume; `after` and `check` stop, naming it.
+    let mut anyway = sub_env.claim(parent);
+    anyway["metadata"]["annotations"] = json!({"nsguard.dev/allow-delete": "true"});
+    plane.apply(&[anyway]);
     let out = Command::new("sh")
         .arg(&script)
         .arg("after")
@@ -756,7 +994,7 @@ fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite
         )),
         "{stderr}"
     );
-    let (_, status) = migrate_check(plane, &format!("{app}/{env}"));
+    let (_, status) = migrate_check(plane, &stack);
     assert_eq!(status[0]["state"], "stuck", "{status:#}");
     assert!(
         status
@@ -764,41 +1002,39 @@ fn the_migration_plan_hands_the_volume_over_with_the_pv_controller(suite: &Suite
             .contains("the redeploy did not move the sub-env"),
         "{status:#}"
     );
-    let held = plane.get(&["pv", "e2e-data"]).unwrap();
+    let held = plane.get(&["pv", sub_env.volume]).unwrap();
     assert_eq!(
         held["spec"]["claimRef"]["namespace"], target,
         "still reserved: {held:#}"
     );
+    // Not Bound: its delete destroys nothing, and is allowed.
     plane.ok(&["delete", "pvc", "-n", parent, "data", "--wait=true"]);
 
     // The redeploy, as simple-container 2026.5.12+ does it once the Namespace is forgotten
-    // in the Pulumi state: the namespace and every object at the new place, then the old
-    // Deployment deleted (the claim is already gone).
+    // in the Pulumi state: the namespace and every object at the new place (the claim
+    // allowed: its volume is handed over), then the old Deployment deleted.
     plane.apply(&[
         labelled(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}})),
-        claim(target),
-        deployment(target),
+        sub_env.claim(target),
+        sub_env.deployment(target),
     ]);
     plane.ok(&["delete", "deployment", "-n", parent, app]);
     run_stage(plane, &script, "after");
 
     let moved = eventually("the new claim Bound", Duration::from_secs(60), || {
-        bound(target)
+        sub_env.bound(plane, target)
     });
-    assert_eq!(moved, "e2e-data", "the new claim is on the old volume");
-    let volume = plane.get(&["pv", "e2e-data"]).unwrap();
+    assert_eq!(moved, sub_env.volume, "the new claim is on the old volume");
+    let volume = plane.get(&["pv", sub_env.volume]).unwrap();
     assert_eq!(volume["status"]["phase"], "Bound");
     assert_eq!(volume["spec"]["claimRef"]["namespace"], target);
     assert_eq!(
         volume["spec"]["persistentVolumeReclaimPolicy"], "Delete",
         "restored"
     );
-    assert_eq!(
-        std::fs::read_to_string(volume_dir.join("ledger.txt")).unwrap(),
-        "every byte of tenant-a\n"
-    );
+    sub_env.data_intact();
     assert!(plane.get(&["pvc", "-n", parent, "data"]).is_none());
-    let (done, status) = migrate_check(plane, &format!("{app}/{env}"));
+    let (done, status) = migrate_check(plane, &stack);
     assert!(done, "migrate check: {status:#}");
 }
 

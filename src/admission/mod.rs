@@ -17,6 +17,7 @@ use crate::labels::LabelScheme;
 use crate::metrics::Metrics;
 pub use crate::outcome::{Decision, Endpoint};
 use crate::placement::{self, Placement, PlacementMode};
+use crate::volume_guard;
 
 /// The only AdmissionReview version nsguard speaks (Kubernetes 1.16+; v1beta1 is gone
 /// from admissionregistration.k8s.io/v1 webhooks' defaults and from 1.22's API).
@@ -191,7 +192,15 @@ impl Webhook {
     ///   would keep an object that was misplaced before nsguard was installed from ever
     ///   losing its finalizers (its deletion would hang). An object already being deleted
     ///   is never judged.
+    /// - `/volume-guard` judges only a CREATE or DELETE of core `persistentvolumeclaims`
+    ///   (anything else sent there is allowed untouched), and nothing else.
     pub async fn review<'r>(&self, endpoint: Endpoint, request: &'r Request<'_>) -> Response<'r> {
+        if endpoint == Endpoint::VolumeGuard {
+            return match volume_guard_operation(request) {
+                Some(operation) => self.guard_claim(operation, request).await,
+                None => Response::allow(request),
+            };
+        }
         if endpoint == Endpoint::Validate && is_namespace_delete(request) {
             return self.guard_namespace_delete(request).await;
         }
@@ -367,18 +376,140 @@ impl Webhook {
                 && !request.dry_run
             {
                 events.record(crate::cluster::events::Refusal {
-                    namespace: request.name.as_str().to_owned(),
-                    uid: request
-                        .old_object
-                        .as_ref()
-                        .and_then(|ns| ns.metadata.uid.as_ref())
-                        .map(|uid| uid.as_str().to_owned()),
+                    regarding: crate::cluster::events::Regarding::Namespace {
+                        name: request.name.as_str().to_owned(),
+                        uid: request
+                            .old_object
+                            .as_ref()
+                            .and_then(|ns| ns.metadata.uid.as_ref())
+                            .map(|uid| uid.as_str().to_owned()),
+                    },
+                    action: "Delete",
                     user: delete.username.to_owned(),
                     message: message.clone(),
                 });
             }
             Response::deny(request, message)
         }
+    }
+}
+
+impl Webhook {
+    /// The volume guard on one claim's create or delete, with its audit event. Dry runs
+    /// get the same answer as real requests, without an Event. Every refusal is a 409
+    /// Conflict (why: `Response::conflict`).
+    async fn guard_claim<'r>(
+        &self,
+        operation: volume_guard::Operation,
+        request: &'r Request<'_>,
+    ) -> Response<'r> {
+        let started = Instant::now();
+        let object = match operation {
+            volume_guard::Operation::Create => request.object.as_ref(),
+            volume_guard::Operation::Delete => request.old_object.as_ref(),
+        };
+        let meta = object.map(|o| &o.metadata);
+        // The validating phase sees a generated name in the object, not in request.name.
+        let name = Some(request.name.as_str())
+            .filter(|n| !n.is_empty())
+            .or_else(|| meta.and_then(|m| m.name.as_ref()).map(Text::as_str))
+            .unwrap_or_default();
+        let namespace = request.namespace.as_ref().map_or("", Text::as_str);
+        if !crate::naming::is_dns1123_subdomain(name) || !crate::naming::is_dns1123_label(namespace)
+        {
+            return Response::bad_request(
+                request,
+                format!(
+                    "nsguard: a claim review must name the claim and its namespace (name {:?}, namespace {:?})",
+                    excerpt(name),
+                    excerpt(namespace)
+                ),
+            );
+        }
+        let groups: Vec<String> = request
+            .user_info
+            .groups
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        let claim = volume_guard::ClaimRequest {
+            operation,
+            namespace,
+            name,
+            labels: meta.and_then(|m| m.labels.as_ref()).map(|l| l as _),
+            annotations: meta.and_then(|m| m.annotations.as_ref()).map(|a| a as _),
+            username: request.user_info.username.as_ref().map_or("", Text::as_str),
+            groups: &groups,
+        };
+        let (decision, lookup) = self
+            .cluster
+            .volume_guard(&self.scheme, &self.guard, &claim, self.lookup_timeout)
+            .await;
+        if let Some(Err(reason)) = lookup {
+            self.metrics.lookup_error(reason);
+        }
+        self.metrics
+            .volume_guard_decision(operation.as_str(), decision.verdict.reason());
+        tracing::info!(
+            target: "nsguard::audit",
+            event = "claim",
+            operation = operation.as_str(),
+            uid = %request.uid,
+            user = claim.username,
+            namespace,
+            name,
+            stack = %decision.stack_arg(),
+            target_namespace = decision.target.as_deref().unwrap_or_default(),
+            dry_run = request.dry_run,
+            decision = if decision.allowed() { "allowed" } else { "denied" },
+            reason = decision.verdict.reason(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "claim {} {}",
+            operation.as_str(),
+            if decision.allowed() { "allowed" } else { "denied" }
+        );
+        if decision.allowed() {
+            return Response::allow(request);
+        }
+        let message = decision.message();
+        if let Some(events) = &self.events
+            && !request.dry_run
+        {
+            events.record(crate::cluster::events::Refusal {
+                regarding: crate::cluster::events::Regarding::Claim {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    uid: meta
+                        .and_then(|m| m.uid.as_ref())
+                        .map(|uid| uid.as_str().to_owned()),
+                },
+                action: match operation {
+                    volume_guard::Operation::Create => "Create",
+                    volume_guard::Operation::Delete => "Delete",
+                },
+                user: claim.username.to_owned(),
+                message: message.clone(),
+            });
+        }
+        Response::conflict(request, message)
+    }
+}
+
+/// The volume guard's operation for a review: a CREATE or DELETE of the core
+/// `persistentvolumeclaims` resource itself (not a subresource), known by the resource the
+/// API server resolved.
+fn volume_guard_operation(request: &Request<'_>) -> Option<volume_guard::Operation> {
+    if !request.resource.group.as_str().is_empty()
+        || request.resource.resource.as_str() != "persistentvolumeclaims"
+        || request.sub_resource.is_some()
+    {
+        return None;
+    }
+    match request.operation {
+        Operation::Create => Some(volume_guard::Operation::Create),
+        Operation::Delete => Some(volume_guard::Operation::Delete),
+        _ => None,
     }
 }
 

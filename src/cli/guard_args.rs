@@ -235,14 +235,16 @@ pub struct GuardArgs {
         default_value = "multi-owner"
     )]
     guard_policy: GuardPolicy,
-    /// User allowed to delete any namespace (repeatable or comma-separated).
+    /// User allowed to delete any namespace, and past the volume guard (repeatable or
+    /// comma-separated).
     #[arg(
         long = "exempt-user",
         env = "NSGUARD_EXEMPT_USERS",
         value_delimiter = ','
     )]
     exempt_users: Vec<String>,
-    /// Group whose members may delete any namespace (repeatable or comma-separated).
+    /// Group whose members may delete any namespace, and pass the volume guard (repeatable
+    /// or comma-separated).
     #[arg(
         long = "exempt-group",
         env = "NSGUARD_EXEMPT_GROUPS",

@@ -1,19 +1,20 @@
-//! Kubernetes Events for refused namespace deletes, so that `kubectl events` (`-n default
-//! --for namespace/NS`) and event exporters say why, to whoever looks later (not only the person whose kubectl
-//! printed the denial).
+//! Kubernetes Events for refused namespace deletes and refused claims, so that `kubectl
+//! events` (`-n default --for namespace/NS`, `-n NS --for pvc/NAME`) and event exporters
+//! say why, to whoever looks later (not only the person whose kubectl printed the denial).
 //!
 //! Never on the decision's path: the admission handler hands the refusal to a bounded
 //! queue ([`EventSink::record`], which never waits) and answers; one task writes. A full
 //! queue or a failed write is counted (`nsguard_events_total{result}`) and logged, never
 //! retried into the answer. Aggregated as client-go's and kube-runtime's recorders do: the
-//! refusals of one namespace within [`SERIES_TTL`] are one Event (`events.k8s.io/v1`) whose
+//! refusals of one object within [`SERIES_TTL`] are one Event (`events.k8s.io/v1`) whose
 //! `series.count` grows, and the count is written at most every [`WRITE_EVERY`], so a loop
 //! of refused deletes costs the API server one create and a patch every few seconds.
 //! (kube-runtime's `events::Recorder` keys its series the same way but writes on every
 //! publish, a patch per repeat: a retry loop would be a write per refused delete.)
 //!
 //! A Namespace is cluster-scoped, so its Events live in the `default` namespace, where
-//! client-go puts the Events of cluster-scoped objects and `kubectl describe` finds them.
+//! client-go puts the Events of cluster-scoped objects; a claim's live in its own namespace
+//! (the API server requires an Event's namespace to be its object's).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,9 +31,11 @@ use crate::metrics::Metrics;
 
 /// Where the Events of cluster-scoped objects live.
 pub const EVENTS_NAMESPACE: &str = "default";
-/// `reportingController` of every Event nsguard writes.
+/// `reportingController` of the namespace guard's Events.
 pub const REPORTING_CONTROLLER: &str = "nsguard.dev/namespace-guard";
-/// The refusals of one namespace within this long are one Event (kube-runtime's 6 minutes).
+/// `reportingController` of the volume guard's Events.
+pub const VOLUME_GUARD_CONTROLLER: &str = "nsguard.dev/volume-guard";
+/// The refusals of one object within this long are one Event (kube-runtime's 6 minutes).
 pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 /// A growing count is written at most this often per Event.
 pub const WRITE_EVERY: Duration = Duration::from_secs(10);
@@ -43,16 +46,88 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The API server refuses a longer `note`.
 const MAX_NOTE_BYTES: usize = 1024;
 
-/// One refused, non-dry-run namespace delete.
+/// One refused, non-dry-run request.
 #[derive(Debug, Clone)]
 pub struct Refusal {
-    pub namespace: String,
-    /// The Namespace's uid, from the review's `oldObject`, when sent.
-    pub uid: Option<String>,
+    pub regarding: Regarding,
+    /// What was refused: `Delete` or `Create`.
+    pub action: &'static str,
     /// Who asked (the review's `userInfo.username`).
     pub user: String,
-    /// The denial's message (owners named).
+    /// The denial's message.
     pub message: String,
+}
+
+/// The object a refusal is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Regarding {
+    /// A Namespace (a refused delete); its uid from the review's `oldObject`, when sent.
+    Namespace { name: String, uid: Option<String> },
+    /// A PersistentVolumeClaim (the volume guard); no uid for one not created yet.
+    Claim {
+        namespace: String,
+        name: String,
+        uid: Option<String>,
+    },
+}
+
+impl Regarding {
+    /// The namespace its Events live in.
+    fn events_namespace(&self) -> &str {
+        match self {
+            Regarding::Namespace { .. } => EVENTS_NAMESPACE,
+            Regarding::Claim { namespace, .. } => namespace,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Regarding::Namespace { name, .. } | Regarding::Claim { name, .. } => name,
+        }
+    }
+
+    fn reference(&self) -> ObjectReference {
+        let (kind, namespace, name, uid) = match self {
+            Regarding::Namespace { name, uid } => ("Namespace", None, name, uid),
+            Regarding::Claim {
+                namespace,
+                name,
+                uid,
+            } => ("PersistentVolumeClaim", Some(namespace.clone()), name, uid),
+        };
+        ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some(kind.to_owned()),
+            namespace,
+            name: Some(name.clone()),
+            uid: uid.clone(),
+            ..ObjectReference::default()
+        }
+    }
+
+    fn controller(&self) -> &'static str {
+        match self {
+            Regarding::Namespace { .. } => REPORTING_CONTROLLER,
+            Regarding::Claim { .. } => VOLUME_GUARD_CONTROLLER,
+        }
+    }
+}
+
+/// One Event series: the refusals of one action on one object (the uid left out, so a
+/// claim refused before and after it exists is one series).
+type SeriesKey = (String, &'static str, String, &'static str);
+
+fn series_key(refusal: &Refusal) -> SeriesKey {
+    let kind = match refusal.regarding {
+        Regarding::Namespace { .. } => "Namespace",
+        Regarding::Claim { .. } => "PersistentVolumeClaim",
+    };
+    (
+        refusal.regarding.events_namespace().to_owned(),
+        kind,
+        refusal.regarding.name().to_owned(),
+        refusal.action,
+    )
 }
 
 /// The handle the admission handler records refusals through.
@@ -75,13 +150,13 @@ impl EventSink {
     pub fn record(&self, refusal: Refusal) {
         if let Err(err) = self.queue.try_send(refusal) {
             self.metrics.event_write("dropped");
-            tracing::warn!(error = %err, "Event for a refused namespace delete dropped: the writer is behind");
+            tracing::warn!(error = %err, "Event for a refusal dropped: the writer is behind");
         }
     }
 }
 
-/// Start the writer: Events in [`EVENTS_NAMESPACE`] through `client`, reported by
-/// `instance` (the pod), until `stop`.
+/// Start the writer: Events through `client`, reported by `instance` (the pod), until
+/// `stop`.
 pub fn spawn(
     client: kube::Client,
     instance: String,
@@ -90,7 +165,7 @@ pub fn spawn(
 ) -> EventSink {
     let (queue, refusals) = mpsc::channel(QUEUE);
     let writer = Writer {
-        api: Api::namespaced(client, EVENTS_NAMESPACE),
+        client,
         instance,
         metrics: metrics.clone(),
         open: HashMap::new(),
@@ -99,10 +174,12 @@ pub fn spawn(
     EventSink { queue, metrics }
 }
 
-/// An Event written for a namespace, and the refusals since.
+/// An Event written for an object, and the refusals since.
 #[derive(Debug)]
 struct Open {
+    /// The Event's name and namespace.
     name: String,
+    namespace: String,
     /// Refusals seen, and how many the API server has.
     count: i32,
     written: i32,
@@ -111,11 +188,10 @@ struct Open {
 }
 
 struct Writer {
-    api: Api<Event>,
+    client: kube::Client,
     instance: String,
     metrics: Arc<Metrics>,
-    /// By namespace.
-    open: HashMap<String, Open>,
+    open: HashMap<SeriesKey, Open>,
 }
 
 impl Writer {
@@ -138,9 +214,14 @@ impl Writer {
         }
     }
 
+    fn api(&self, namespace: &str) -> Api<Event> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
     async fn refused(&mut self, refusal: Refusal) {
         let now = Instant::now();
-        if let Some(open) = self.open.get_mut(&refusal.namespace)
+        let key = series_key(&refusal);
+        if let Some(open) = self.open.get_mut(&key)
             && now.duration_since(open.last_seen) < SERIES_TTL
         {
             open.count += 1;
@@ -149,18 +230,20 @@ impl Writer {
         }
         let event = event(&refusal, &self.instance);
         let name = event.metadata.name.clone().unwrap_or_default();
+        let namespace = key.0.clone();
         let created = tokio::time::timeout(
             WRITE_TIMEOUT,
-            self.api.create(&PostParams::default(), &event),
+            self.api(&namespace).create(&PostParams::default(), &event),
         )
         .await;
         match created {
             Ok(Ok(_)) => {
                 self.metrics.event_write("created");
                 self.open.insert(
-                    refusal.namespace,
+                    key,
                     Open {
                         name,
+                        namespace,
                         count: 1,
                         written: 1,
                         last_seen: now,
@@ -168,24 +251,31 @@ impl Writer {
                     },
                 );
             }
-            Ok(Err(err)) => self.failed(&refusal.namespace, &err.to_string()),
-            Err(_) => self.failed(&refusal.namespace, "timed out"),
+            Ok(Err(err)) => self.failed(&key, &err.to_string()),
+            Err(_) => self.failed(&key, "timed out"),
         }
     }
 
     /// Write the counts that grew (each at most every [`WRITE_EVERY`], all when `all`),
     /// and forget the Events past [`SERIES_TTL`].
     async fn flush(&mut self, now: Instant, all: bool) {
-        let due: Vec<(String, String, i32)> = self
+        let due: Vec<(SeriesKey, String, String, i32)> = self
             .open
             .iter()
             .filter(|(_, open)| {
                 open.count > open.written
                     && (all || now.duration_since(open.last_written) >= WRITE_EVERY)
             })
-            .map(|(namespace, open)| (namespace.clone(), open.name.clone(), open.count))
+            .map(|(key, open)| {
+                (
+                    key.clone(),
+                    open.namespace.clone(),
+                    open.name.clone(),
+                    open.count,
+                )
+            })
             .collect();
-        for (namespace, name, count) in due {
+        for (key, namespace, name, count) in due {
             let patch = serde_json::json!({
                 "series": EventSeries {
                     count,
@@ -194,14 +284,14 @@ impl Writer {
             });
             let patched = tokio::time::timeout(
                 WRITE_TIMEOUT,
-                self.api
+                self.api(&namespace)
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
             )
             .await;
             match patched {
                 Ok(Ok(_)) => {
                     self.metrics.event_write("updated");
-                    if let Some(open) = self.open.get_mut(&namespace) {
+                    if let Some(open) = self.open.get_mut(&key) {
                         open.written = count;
                         open.last_written = now;
                     }
@@ -211,9 +301,9 @@ impl Writer {
                         Ok(Err(err)) => err.to_string(),
                         _ => "timed out".to_owned(),
                     };
-                    self.failed(&namespace, &error);
+                    self.failed(&key, &error);
                     // Tried again after WRITE_EVERY, not every tick.
-                    if let Some(open) = self.open.get_mut(&namespace) {
+                    if let Some(open) = self.open.get_mut(&key) {
                         open.last_written = now;
                     }
                 }
@@ -223,19 +313,22 @@ impl Writer {
             .retain(|_, open| now.duration_since(open.last_seen) < SERIES_TTL);
     }
 
-    fn failed(&self, namespace: &str, error: &str) {
+    fn failed(&self, (namespace, kind, name, action): &SeriesKey, error: &str) {
         self.metrics.event_write("failed");
         tracing::warn!(
             namespace,
+            kind,
+            name,
+            action,
             error,
-            "could not write the Event for a refused namespace delete (the delete was refused all the same)"
+            "could not write the Event for a refusal (the request was refused all the same)"
         );
     }
 }
 
-/// The Event for `refusal`: Warning `DeleteDenied` about the Namespace, the denial and
-/// who asked in its note, on one line (`kubectl events` and `kubectl get events` print a
-/// note as a table cell) and cut to the API server's 1 KiB.
+/// The Event for `refusal`: Warning `DeleteDenied` (or `CreateDenied`) about the object,
+/// the denial and who asked in its note, on one line (`kubectl events` and `kubectl get
+/// events` print a note as a table cell) and cut to the API server's 1 KiB.
 pub fn event(refusal: &Refusal, instance: &str) -> Event {
     let now = k8s_openapi::jiff::Timestamp::now();
     let denial: Vec<&str> = refusal
@@ -246,7 +339,8 @@ pub fn event(refusal: &Refusal, instance: &str) -> Event {
         .collect();
     let note = cut(
         format!(
-            "delete requested by {} refused: {}",
+            "{} requested by {} refused: {}",
+            refusal.action.to_lowercase(),
             refusal.user,
             denial.join(" ")
         ),
@@ -254,24 +348,22 @@ pub fn event(refusal: &Refusal, instance: &str) -> Event {
     );
     Event {
         metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", refusal.namespace, now.as_nanosecond())),
-            namespace: Some(EVENTS_NAMESPACE.to_owned()),
+            name: Some(format!(
+                "{}.{:x}",
+                refusal.regarding.name(),
+                now.as_nanosecond()
+            )),
+            namespace: Some(refusal.regarding.events_namespace().to_owned()),
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
-        action: Some("Delete".to_owned()),
-        reason: Some("DeleteDenied".to_owned()),
+        action: Some(refusal.action.to_owned()),
+        reason: Some(format!("{}Denied", refusal.action)),
         type_: Some("Warning".to_owned()),
         note: Some(note),
-        reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
+        reporting_controller: Some(refusal.regarding.controller().to_owned()),
         reporting_instance: Some(cut(instance.to_owned(), 128)),
-        regarding: Some(ObjectReference {
-            api_version: Some("v1".to_owned()),
-            kind: Some("Namespace".to_owned()),
-            name: Some(refusal.namespace.clone()),
-            uid: refusal.uid.clone(),
-            ..ObjectReference::default()
-        }),
+        regarding: Some(refusal.regarding.reference()),
         ..Event::default()
     }
 }
@@ -297,8 +389,11 @@ mod tests {
     #[test]
     fn the_event_names_the_namespace_the_user_and_fits_the_api_servers_limits() {
         let refusal = Refusal {
-            namespace: "shop".into(),
-            uid: Some("uid-1".into()),
+            regarding: Regarding::Namespace {
+                name: "shop".into(),
+                uid: Some("uid-1".into()),
+            },
+            action: "Delete",
             user: "alice".into(),
             message: format!(
                 "nsguard: namespace \"shop\" holds objects of 2 stacks: {}",
@@ -335,5 +430,55 @@ mod tests {
             super::event(&lines, "nsguard").note.unwrap(),
             "delete requested by alice refused: nsguard: namespace \"shop\" holds objects of 2 stacks: - stack a/x - stack b/y To proceed: ..."
         );
+    }
+
+    #[test]
+    fn a_refused_claims_event_lives_in_its_namespace() {
+        let refusal = Refusal {
+            regarding: Regarding::Claim {
+                namespace: "shop-tenant-a".into(),
+                name: "data".into(),
+                uid: None,
+            },
+            action: "Create",
+            user: "pulumi".into(),
+            message: "nsguard: refusing to create claim shop-tenant-a/data: ...".into(),
+        };
+        let event = event(&refusal, "nsguard-7d9f");
+        assert_eq!(event.metadata.namespace.as_deref(), Some("shop-tenant-a"));
+        assert_eq!(event.reason.as_deref(), Some("CreateDenied"));
+        assert_eq!(event.action.as_deref(), Some("Create"));
+        assert_eq!(
+            event.reporting_controller.as_deref(),
+            Some(VOLUME_GUARD_CONTROLLER)
+        );
+        let regarding = event.regarding.unwrap();
+        assert_eq!(
+            (
+                regarding.kind.as_deref(),
+                regarding.namespace.as_deref(),
+                regarding.name.as_deref(),
+                regarding.uid
+            ),
+            (
+                Some("PersistentVolumeClaim"),
+                Some("shop-tenant-a"),
+                Some("data"),
+                None
+            )
+        );
+        assert!(
+            event
+                .note
+                .unwrap()
+                .starts_with("create requested by pulumi refused: ")
+        );
+        // A create and a delete of one claim are two series; two creates are one.
+        let delete = Refusal {
+            action: "Delete",
+            ..refusal.clone()
+        };
+        assert_ne!(series_key(&refusal), series_key(&delete));
+        assert_eq!(series_key(&refusal), series_key(&refusal.clone()));
     }
 }

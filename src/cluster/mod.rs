@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::data_at_risk::VolumeCheck;
 use crate::guard::{self, DeleteRequest, GuardConfig, GuardDecision, NamespaceScan};
+use crate::labels::LabelScheme;
+use crate::volume_guard::{self, ClaimDecision, ClaimRequest, ClaimUnderReview};
 pub use dump::ClusterDump;
 pub use health::ClusterHealth;
 pub use live::{CallError, LiveCluster, LiveOptions, LookupError};
@@ -67,6 +69,56 @@ impl ClusterSource {
                 (check, calls.into_inner())
             }
         }
+    }
+
+    /// The volume guard's whole question, as the webhook and the CLI both ask it: what
+    /// needs no lookup first, then the sub-env's claims and volumes read under `timeout`,
+    /// then the decision. A lookup that fails or passes its deadline refuses (fail
+    /// closed), with the reason; the API calls made are returned too, for metrics.
+    pub async fn volume_guard(
+        &self,
+        scheme: &LabelScheme,
+        config: &GuardConfig,
+        request: &ClaimRequest<'_>,
+        timeout: Duration,
+    ) -> (ClaimDecision, Option<Result<usize, &'static str>>) {
+        let (stack, target) = match volume_guard::before_lookup(scheme, config, request) {
+            Ok(subject) => subject,
+            Err(decided) => return (*decided, None),
+        };
+        let claim = ClaimUnderReview {
+            namespace: request.namespace,
+            name: request.name,
+            owner: &stack,
+            target: &target,
+        };
+        let (facts, lookup) = match self {
+            ClusterSource::Dump(dump) => (Ok(dump.claim_facts(&claim)), Ok(0)),
+            ClusterSource::Live(live) => {
+                let calls = AtomicUsize::new(0);
+                let deadline = tokio::time::Instant::now() + timeout;
+                let read = tokio::time::timeout_at(
+                    deadline,
+                    live.claim_facts(request.operation, &claim, deadline, &calls),
+                )
+                .await;
+                let calls = calls.into_inner();
+                match read {
+                    Ok(Ok(facts)) => (Ok(facts), Ok(calls)),
+                    Ok(Err(err)) => (Err(err.to_string()), Err(err.reason())),
+                    Err(_) => (
+                        Err(format!(
+                            "the cluster lookup at {} did not finish within {timeout:?} ({calls} calls made)",
+                            live.server()
+                        )),
+                        Err("deadline"),
+                    ),
+                }
+            }
+        };
+        let decision =
+            volume_guard::decide(request, stack, target, facts.as_ref().map_err(Clone::clone));
+        (decision, Some(lookup))
     }
 
     /// The guard's whole question, as the webhook and the CLI both ask it: exemptions

@@ -44,6 +44,7 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
+        .route("/volume-guard", post(volume_guard))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -84,6 +85,10 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
     handle(&state, Endpoint::Mutate, request).await
 }
 
+async fn volume_guard(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    handle(&state, Endpoint::VolumeGuard, request).await
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -114,7 +119,7 @@ async fn not_found(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> 
     status_error(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}: nsguard serves POST /validate and /mutate, GET /healthz and /readyz",
+            "no route {}: nsguard serves POST /validate, /mutate and /volume-guard, GET /healthz and /readyz",
             uri.path()
         ),
     )

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
@@ -70,17 +70,23 @@ impl LiveCluster {
             let namespaces = namespaces.clone();
             async move { namespaces.list_metadata(&params).await }
         };
-        self.pages(deadline, progress, list, |namespace| {
-            let meta = namespace.metadata;
-            if let Some(name) = meta.name {
-                let meta = NamespaceMeta {
-                    labels: meta.labels.unwrap_or_default(),
-                    annotations: meta.annotations.unwrap_or_default(),
-                    created: meta.creation_timestamp.map(|t| t.0.to_string()),
-                };
-                inventory.namespace_meta.insert(name, meta);
-            }
-        })
+        self.pages(
+            deadline,
+            &progress.calls,
+            ListParams::default(),
+            list,
+            |namespace| {
+                let meta = namespace.metadata;
+                if let Some(name) = meta.name {
+                    let meta = NamespaceMeta {
+                        labels: meta.labels.unwrap_or_default(),
+                        annotations: meta.annotations.unwrap_or_default(),
+                        created: meta.creation_timestamp.map(|t| t.0.to_string()),
+                    };
+                    inventory.namespace_meta.insert(name, meta);
+                }
+            },
+        )
         .await
         .map_err(read("listing the namespaces"))?;
         inventory.namespaces = Some(inventory.namespace_meta.keys().cloned().collect());
@@ -155,7 +161,8 @@ impl LiveCluster {
         match self
             .pages(
                 deadline,
-                progress,
+                &progress.calls,
+                ListParams::default(),
                 |params| {
                     let claims = claims.clone();
                     async move { claims.list(&params).await }
@@ -174,7 +181,8 @@ impl LiveCluster {
         match self
             .pages(
                 deadline,
-                progress,
+                &progress.calls,
+                ListParams::default(),
                 |params| {
                     let volumes = volumes.clone();
                     async move { volumes.list(&params).await }
@@ -203,12 +211,13 @@ impl LiveCluster {
         Ok(inventory)
     }
 
-    /// Every object `list` answers, page by page (each page handed to `each` before the
-    /// next is asked for), every call retried within `deadline`.
-    async fn pages<T, F, Fut>(
+    /// Every object `list` answers to `params`, page by page (each page handed to `each`
+    /// before the next is asked for), every call retried within `deadline`.
+    pub(super) async fn pages<T, F, Fut>(
         &self,
         deadline: Instant,
-        progress: &Progress,
+        calls: &AtomicUsize,
+        params: ListParams,
         list: F,
         mut each: impl FnMut(T),
     ) -> Result<(), CallError>
@@ -217,11 +226,9 @@ impl LiveCluster {
         F: Fn(ListParams) -> Fut,
         Fut: Future<Output = kube::Result<ObjectList<T>>>,
     {
-        let mut params = ListParams::default().limit(self.options.page_size);
+        let mut params = params.limit(self.options.page_size);
         loop {
-            let page = self
-                .call(deadline, &progress.calls, || list(params.clone()))
-                .await?;
+            let page = self.call(deadline, calls, || list(params.clone())).await?;
             page.items.into_iter().for_each(&mut each);
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),

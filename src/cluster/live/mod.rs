@@ -23,6 +23,7 @@
 mod access;
 mod aggregated;
 mod calls;
+mod claims;
 mod discovery;
 mod inventory;
 mod lists;
