@@ -821,6 +821,22 @@ fn a_plain_move_is_refused_at_its_first_step_and_loses_nothing(suite: &Suite) {
         refused_by_the_volume_guard(plane, &args, Some(&claim), &create_needles);
     }
     assert!(plane.get(&["pvc", "-n", target, "data"]).is_none());
+    // The CLI's answer is the webhook's, word for word after kubectl's prefix.
+    let file = plane.dir.path().join("store-claim.json");
+    std::fs::write(&file, &claim).unwrap();
+    let cli = nsguard_as_admin(plane, &["can-create-claim", "-f", file.to_str().unwrap()]);
+    assert_eq!(cli.status.code(), Some(1), "{}", text(&cli.stderr));
+    let webhook = refused_by_the_volume_guard(
+        plane,
+        &["create", "-f", "-", "--dry-run=server"],
+        Some(&claim),
+        &create_needles,
+    );
+    let said = text(&cli.stdout);
+    assert!(
+        webhook.contains(said.trim()),
+        "CLI: {said}\nwebhook: {webhook}"
+    );
     let delete_needles = [
         &format!("refusing to delete claim {parent}/data") as &str,
         &format!("moving to namespace {target}"),
@@ -883,17 +899,20 @@ fn a_plain_move_is_refused_at_its_first_step_and_loses_nothing(suite: &Suite) {
             items[0]
         );
     }
-    // The counter, by operation and reason.
+    // The counter, by operation and reason: every review counted, dry runs included.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let metrics = runtime.block_on(suite.nsguard.metrics());
-    for (operation, reason) in [("create", "strands-data"), ("delete", "destroys-data")] {
+    for (operation, reason, count) in [
+        ("create", "strands-data", 3.0),
+        ("delete", "destroys-data", 2.0),
+    ] {
         let series = format!(
             "nsguard_volume_guard_decisions_total{{operation=\"{operation}\",reason=\"{reason}\"}}"
         );
-        assert_eq!(metric(&metrics, &series), 2.0, "{series}");
+        assert_eq!(metric(&metrics, &series), count, "{series}");
     }
 
     // The teardown: no namespace to move to, so the old claim's delete goes through.

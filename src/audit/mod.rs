@@ -39,11 +39,13 @@ impl LabelledObject {
     }
 }
 
-/// The only annotations the audit reads of an object: placement's opt-out, and which
-/// ServiceAccount a token Secret belongs to.
-const READ_ANNOTATIONS: [&str; 2] = [
+/// The only annotations the audit reads of an object: placement's opt-out, which
+/// ServiceAccount a token Secret belongs to, and the break-glass the volume guard reads on
+/// a claim (a dump keeps it for `can-delete-claim`).
+const READ_ANNOTATIONS: [&str; 3] = [
     placement::SKIP_ANNOTATION,
     "kubernetes.io/service-account.name",
+    crate::guard::BREAK_GLASS_ANNOTATION,
 ];
 
 /// `annotations` without what the audit does not read. Objects applied with

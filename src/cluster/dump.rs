@@ -198,6 +198,28 @@ impl ClusterDump {
         }
     }
 
+    /// The labels and annotations (those the audit keeps, the break-glass among them) of
+    /// the claim `namespace/name` in the dump; `None` when it holds no such claim.
+    pub fn claim_metadata(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+        let claims = &self.inventory.claims;
+        if !claims
+            .iter()
+            .any(|c| c.namespace == namespace && c.name == name)
+        {
+            return None;
+        }
+        let labelled = self.inventory.objects.iter().flatten().find(|o| {
+            o.kind == "PersistentVolumeClaim" && o.namespace == namespace && o.name == name
+        });
+        Some(labelled.map_or_else(Default::default, |o| {
+            (o.labels.clone(), o.annotations.clone())
+        }))
+    }
+
     /// What the audit reads from this dump.
     pub fn inventory(&self) -> &Inventory {
         &self.inventory

@@ -50,6 +50,20 @@ impl ClusterSource {
         }
     }
 
+    /// The labels and annotations of the claim `namespace/name`; `None` when it does not
+    /// exist.
+    pub async fn claim_metadata(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<(BTreeMap<String, String>, BTreeMap<String, String>)>, LookupError> {
+        match self {
+            ClusterSource::Live(live) => live.claim_metadata(namespace, name, timeout).await,
+            ClusterSource::Dump(dump) => Ok(dump.claim_metadata(namespace, name)),
+        }
+    }
+
     /// The volumes a delete of `namespace` destroys for good, in what is left before
     /// `deadline`, with the API calls it took. Never changes a verdict: it only adds to
     /// the message.

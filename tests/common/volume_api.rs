@@ -34,6 +34,8 @@ pub fn serve(
     let segments: Vec<&str> = path.split('/').collect();
     let (plural, namespace, name) = match segments.as_slice() {
         ["", "api", "v1", "persistentvolumes"] => ("persistentvolumes", None, None),
+        // The volume guard's list of one claim name in every namespace.
+        ["", "api", "v1", "persistentvolumeclaims"] => ("persistentvolumeclaims", None, None),
         ["", "api", "v1", "persistentvolumes", name] => ("persistentvolumes", None, Some(*name)),
         ["", "api", "v1", "namespaces", ns, "persistentvolumeclaims"] => {
             ("persistentvolumeclaims", Some(*ns), None)
@@ -70,12 +72,13 @@ pub fn serve(
         }
         _ => return None,
     };
-    // Metadata-only lists (nsguard's own reads) stay with the replay's list code.
+    // Metadata-only lists (nsguard's scans) stay with the replay's list code; a
+    // metadata-only get (the volume guard's CLI) is answered here, from the whole object.
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .unwrap_or_default();
-    if accept.contains("PartialObjectMetadata") {
+    if accept.contains("PartialObjectMetadata") && name.is_none() {
         return None;
     }
     let mut state = state.lock().unwrap();
@@ -96,7 +99,7 @@ pub fn serve(
         if *method != Method::GET {
             return None;
         }
-        // kubectl wait lists by name; nsguard lists everything.
+        // kubectl wait and the volume guard list by name; the audit lists everything.
         let wanted = query
             .get("fieldSelector")
             .and_then(|f| f.strip_prefix("metadata.name="));

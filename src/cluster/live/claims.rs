@@ -84,6 +84,34 @@ impl LiveCluster {
         Ok(facts)
     }
 
+    /// The labels and annotations of the claim `namespace/name`; `None` when it does not
+    /// exist.
+    pub async fn claim_metadata(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<(BTreeMap<String, String>, BTreeMap<String, String>)>, LookupError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let calls = AtomicUsize::new(0);
+        let found = self
+            .call(Instant::now() + timeout, &calls, || {
+                api.get_metadata_opt(name)
+            })
+            .await
+            .map_err(|cause| LookupError::Read {
+                what: "reading the PersistentVolumeClaim",
+                server: self.server.clone(),
+                cause,
+            })?;
+        Ok(found.map(|claim| {
+            (
+                claim.metadata.labels.unwrap_or_default(),
+                claim.metadata.annotations.unwrap_or_default(),
+            )
+        }))
+    }
+
     /// The claims named `name` in every namespace whose labels name `owner`.
     async fn sub_env_claims(
         &self,

@@ -1,0 +1,214 @@
+//! `nsguard can-create-claim` and `nsguard can-delete-claim`: the volume guard's decision
+//! from the command line, against a live cluster or a dump, the same answer the webhook
+//! gives (`kubectl --dry-run=server` asks the webhook itself). Exit 0 allowed, 1 refused,
+//! 2 error (the lookup failed, bad input, no such claim).
+//!
+//! Against a live cluster it reads with the caller's own credentials (kubeconfig): the
+//! sub-env's claims in every namespace, the volumes and the Namespace, as nsguard does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::OutputFormat;
+use super::guard_args::GuardInputs;
+use crate::documents::{self, ObjectHead};
+use crate::volume_guard::{ClaimDecision, ClaimRequest, Operation, Verdict};
+
+/// Who asks, for the exemptions.
+#[derive(Debug, Args)]
+struct Asking {
+    /// Evaluate exemptions as this user.
+    #[arg(long = "as", value_name = "USER", default_value = "")]
+    as_user: String,
+    /// Evaluate exemptions as a member of this group (repeatable).
+    #[arg(long = "as-group", value_name = "GROUP")]
+    as_groups: Vec<String>,
+    /// text for people, json for machines.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard can-create-claim -f claim.yaml                  # your kubeconfig's cluster
+  helm template ./chart | nsguard can-create-claim -n shop-tenant-a
+  nsguard can-create-claim -f claim.yaml --demo -o json   # the example dump")]
+pub struct CanCreateClaimArgs {
+    /// Manifest with the PersistentVolumeClaims to create (other objects are skipped), or
+    /// `-` for standard input. Default: standard input.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        default_value = "-"
+    )]
+    file: PathBuf,
+    /// Namespace of claims that name none, as `kubectl create --namespace` would use.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    asking: Asking,
+    #[command(flatten)]
+    inputs: GuardInputs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard can-delete-claim data -n shop                   # your kubeconfig's cluster
+  kubectl nsguard can-delete-claim data -n shop -o json   # as a kubectl plugin")]
+pub struct CanDeleteClaimArgs {
+    /// The PersistentVolumeClaim whose deletion to check.
+    name: String,
+    /// Its namespace.
+    #[arg(short = 'n', long)]
+    namespace: String,
+    #[command(flatten)]
+    asking: Asking,
+    #[command(flatten)]
+    inputs: GuardInputs,
+}
+
+/// A claim from a manifest: where it goes, its labels and annotations.
+struct ManifestClaim {
+    namespace: String,
+    name: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let mut claims = Vec::new();
+    for document in documents::parse(&text)? {
+        for (item, value) in documents::objects(&document.value).enumerate() {
+            let head = ObjectHead::of(value).map_err(|e| {
+                anyhow::anyhow!("document {}, item {}: {e}", document.number, item + 1)
+            })?;
+            if head.kind != "PersistentVolumeClaim" || !head.group().is_empty() {
+                continue;
+            }
+            let namespace = head
+                .metadata
+                .namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .or_else(|| args.namespace.clone())
+                .with_context(|| {
+                    format!(
+                        "claim {:?} names no namespace: give -n NAMESPACE",
+                        head.metadata.name
+                    )
+                })?;
+            claims.push(ManifestClaim {
+                namespace,
+                name: head.metadata.name,
+                labels: head.metadata.labels,
+                annotations: head.metadata.annotations,
+            });
+        }
+    }
+    if claims.is_empty() {
+        anyhow::bail!("no PersistentVolumeClaim in the input");
+    }
+    decide_all(Operation::Create, &claims, &args.asking, &args.inputs)
+}
+
+pub fn can_delete_claim(args: CanDeleteClaimArgs) -> anyhow::Result<ExitCode> {
+    let runtime = runtime()?;
+    let (labels, annotations) = runtime.block_on(async {
+        let scheme = args.inputs.labels.scheme();
+        let source = args.inputs.source(&scheme).await?;
+        source
+            .claim_metadata(
+                &args.namespace,
+                &args.name,
+                args.inputs.lookup.lookup_timeout,
+            )
+            .await
+            .map_err(|err| anyhow::anyhow!("claim {}/{}: {err}", args.namespace, args.name))?
+            .with_context(|| format!("claim {}/{} does not exist", args.namespace, args.name))
+    })?;
+    let claim = ManifestClaim {
+        namespace: args.namespace,
+        name: args.name,
+        labels,
+        annotations,
+    };
+    decide_all(Operation::Delete, &[claim], &args.asking, &args.inputs)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Each claim decided as the webhook decides it; printed; the exit code of the worst.
+fn decide_all(
+    operation: Operation,
+    claims: &[ManifestClaim],
+    asking: &Asking,
+    inputs: &GuardInputs,
+) -> anyhow::Result<ExitCode> {
+    let runtime = runtime()?;
+    let decisions: Vec<ClaimDecision> = runtime.block_on(async {
+        let scheme = inputs.labels.scheme();
+        let source = inputs.source(&scheme).await?;
+        let config = inputs.guard.config();
+        let mut decisions = Vec::new();
+        for claim in claims {
+            let request = ClaimRequest {
+                operation,
+                namespace: &claim.namespace,
+                name: &claim.name,
+                labels: Some(&claim.labels),
+                annotations: Some(&claim.annotations),
+                username: &asking.as_user,
+                groups: &asking.as_groups,
+            };
+            let (decision, _) = source
+                .volume_guard(&scheme, &config, &request, inputs.lookup.lookup_timeout)
+                .await;
+            decisions.push(decision);
+        }
+        anyhow::Ok(decisions)
+    })?;
+    match asking.output {
+        OutputFormat::Text => {
+            for decision in &decisions {
+                println!("{}", decision.message());
+            }
+        }
+        OutputFormat::Json => {
+            let values: Vec<serde_json::Value> = decisions
+                .iter()
+                .map(|d| {
+                    let mut value = serde_json::to_value(d)?;
+                    value["allowed"] = d.allowed().into();
+                    value["message"] = d.message().into();
+                    Ok(value)
+                })
+                .collect::<serde_json::Result<_>>()?;
+            println!("{}", serde_json::to_string_pretty(&values)?);
+        }
+    }
+    let failed = decisions
+        .iter()
+        .any(|d| matches!(d.verdict, Verdict::LookupFailed { .. }));
+    Ok(if failed {
+        ExitCode::from(super::EXIT_ERROR)
+    } else if decisions.iter().all(ClaimDecision::allowed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
