@@ -33,7 +33,40 @@ fn corpus(dir: &str) -> Vec<Vec<u8>> {
 
 fn reviews() -> &'static Vec<Vec<u8>> {
     static CORPUS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    CORPUS.get_or_init(|| corpus("tests/fixtures/admission-review"))
+    CORPUS.get_or_init(|| {
+        let mut all = corpus("tests/fixtures/admission-review");
+        all.extend(claim_reviews());
+        all
+    })
+}
+
+/// A sub-env claim's CREATE and DELETE, the fixtures' ConfigMap CREATE made into them, so
+/// the volume guard's path is mutated too.
+fn claim_reviews() -> Vec<Vec<u8>> {
+    let base: serde_json::Value =
+        serde_json::from_slice(&common::fixture("configmap-create.json")).unwrap();
+    ["CREATE", "DELETE"]
+        .into_iter()
+        .map(|operation| {
+            let mut body = base.clone();
+            let request = &mut body["request"];
+            request["kind"] =
+                serde_json::json!({"group": "", "version": "v1", "kind": "PersistentVolumeClaim"});
+            request["resource"] = serde_json::json!({"group": "", "version": "v1", "resource": "persistentvolumeclaims"});
+            request["operation"] = operation.into();
+            request["name"] = "pay-space-wallet-ledger".into();
+            let mut claim = request["object"].clone();
+            claim["kind"] = "PersistentVolumeClaim".into();
+            claim["metadata"]["name"] = "pay-space-wallet-ledger".into();
+            if operation == "DELETE" {
+                request["oldObject"] = claim;
+                request["object"] = serde_json::Value::Null;
+            } else {
+                request["object"] = claim;
+            }
+            serde_json::to_vec(&body).unwrap()
+        })
+        .collect()
 }
 
 fn documents() -> &'static Vec<Vec<u8>> {
@@ -124,7 +157,7 @@ fn review_round_trip(body: &[u8]) {
         PlacementMode::Warn,
     ] {
         let webhook = example_webhook(mode);
-        for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+        for endpoint in Endpoint::ALL {
             let response = runtime.block_on(webhook.review(endpoint, &request));
             let encoded: serde_json::Value = serde_json::from_slice(&response.encode()).unwrap();
             assert_eq!(
