@@ -875,18 +875,7 @@ fn live_server(replay: &Replay, dir: &tempfile::TempDir, args: &[&str]) -> Serve
 
 /// A kubeconfig in `dir` whose current context is the replayed API server.
 fn kubeconfig(dir: &tempfile::TempDir, replay: &Replay) -> std::path::PathBuf {
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: '{}'}}}}]\n\
-             users: [{{name: nsguard, user: {{token: replay-token}}}}]\n\
-             contexts: [{{name: replay, context: {{cluster: replay, user: nsguard}}}}]\ncurrent-context: replay\n",
-            replay.url()
-        ),
-    )
-    .unwrap();
-    path
+    replay.kubeconfig(dir.path())
 }
 
 /// Ready means the first discovery succeeded: /readyz answers 503, saying why, while the

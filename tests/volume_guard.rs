@@ -158,19 +158,22 @@ fn cluster_dump(dir: &tempfile::TempDir) -> std::path::PathBuf {
     path
 }
 
-fn kubeconfig(dir: &tempfile::TempDir, replay: &Replay) -> std::path::PathBuf {
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: '{}'}}}}]\n\
-             users: [{{name: nsguard, user: {{token: replay-token}}}}]\n\
-             contexts: [{{name: replay, context: {{cluster: replay, user: nsguard}}}}]\ncurrent-context: replay\n",
-            replay.url()
-        ),
-    )
-    .unwrap();
-    path
+/// The replay holding [`cluster`], a kubeconfig for it in a temporary directory, and
+/// `nsguard serve` with `args` reading it.
+async fn served(args: &[&str]) -> (Replay, tempfile::TempDir, Server) {
+    let replay = Replay::start().await;
+    cluster(&replay);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .cluster(Cluster::Kubeconfig(replay.kubeconfig(dir.path())))
+        .args(args)
+        .start();
+    (replay, dir, server)
+}
+
+/// The server's answer to one review on `/volume-guard`.
+async fn ask(server: &Server, body: Vec<u8>) -> Value {
+    review(&server.client(), server.addr, "/volume-guard", body).await
 }
 
 /// What the server answered: allowed, the status code, the message.
@@ -188,14 +191,7 @@ fn answer(reply: &Value) -> (bool, u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rule_and_every_allowed_case_over_https() {
-    let replay = Replay::start().await;
-    cluster(&replay);
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--exempt-user", "break-glass-bot"])
-        .start();
-    let client = server.client();
+    let (replay, _dir, server) = served(&["--exempt-user", "break-glass-bot"]).await;
     let current = |app: &str, env| sub_env(app, env, 0);
     // (operation, claim, refused: the reason and what the message says)
     let refused: [(&str, Value, &str, &[&str]); 5] = [
@@ -250,13 +246,7 @@ async fn every_rule_and_every_allowed_case_over_https() {
     ];
     for (operation, object, _, needles) in &refused {
         for dry_run in [true, false] {
-            let reply = review(
-                &client,
-                server.addr,
-                "/volume-guard",
-                claim_review(operation, object, dry_run),
-            )
-            .await;
+            let reply = ask(&server, claim_review(operation, object, dry_run)).await;
             let (allowed, code, message) = answer(&reply);
             assert!(!allowed, "{operation} {object}: {reply}");
             assert_eq!(code, 409, "{reply}");
@@ -308,13 +298,7 @@ async fn every_rule_and_every_allowed_case_over_https() {
         ("DELETE", claim("shop5", &current("shop-g", "g"), None)),
     ];
     for (operation, object) in &allowed {
-        let reply = review(
-            &client,
-            server.addr,
-            "/volume-guard",
-            claim_review(operation, object, false),
-        )
-        .await;
+        let reply = ask(&server, claim_review(operation, object, false)).await;
         assert!(answer(&reply).0, "{operation} {object}: {reply}");
     }
     // An exempt user passes without a lookup.
@@ -322,13 +306,7 @@ async fn every_rule_and_every_allowed_case_over_https() {
     let mut body: Value =
         serde_json::from_slice(&claim_review("DELETE", &refused[4].1, false)).unwrap();
     body["request"]["userInfo"]["username"] = "break-glass-bot".into();
-    let reply = review(
-        &client,
-        server.addr,
-        "/volume-guard",
-        serde_json::to_vec(&body).unwrap(),
-    )
-    .await;
+    let reply = ask(&server, serde_json::to_vec(&body).unwrap()).await;
     assert!(answer(&reply).0, "{reply}");
     assert_eq!(
         replay.request_count(),
@@ -339,13 +317,7 @@ async fn every_rule_and_every_allowed_case_over_https() {
     let mut update: Value =
         serde_json::from_slice(&claim_review("CREATE", &refused[0].1, false)).unwrap();
     update["request"]["operation"] = "UPDATE".into();
-    let reply = review(
-        &client,
-        server.addr,
-        "/volume-guard",
-        serde_json::to_vec(&update).unwrap(),
-    )
-    .await;
+    let reply = ask(&server, serde_json::to_vec(&update).unwrap()).await;
     assert!(answer(&reply).0, "{reply}");
 
     // One Warning Event per real refusal (none for the dry runs), in the claim's namespace.
@@ -414,14 +386,7 @@ async fn every_rule_and_every_allowed_case_over_https() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_that_fails_refuses_naming_why() {
-    let replay = Replay::start().await;
-    cluster(&replay);
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::builder()
-        .cluster(Cluster::Kubeconfig(kubeconfig(&dir, &replay)))
-        .args(&["--lookup-timeout", "2s"])
-        .start();
-    let client = server.client();
+    let (replay, _dir, server) = served(&["--lookup-timeout", "2s"]).await;
     let first_deploy = claim("shop-new", &sub_env("shop-new", "new", 0), None);
     for (plural, fault, said) in [
         ("persistentvolumeclaims", Fault::Forbidden, "403"),
@@ -432,13 +397,7 @@ async fn a_lookup_that_fails_refuses_naming_why() {
         replay.clear_faults();
         replay.fault(plural, fault.clone());
         let started = std::time::Instant::now();
-        let reply = review(
-            &client,
-            server.addr,
-            "/volume-guard",
-            claim_review("CREATE", &first_deploy, false),
-        )
-        .await;
+        let reply = ask(&server, claim_review("CREATE", &first_deploy, false)).await;
         let (allowed, code, message) = answer(&reply);
         assert!(!allowed && code == 409, "{fault:?}: {reply}");
         assert!(
@@ -453,13 +412,7 @@ async fn a_lookup_that_fails_refuses_naming_why() {
         );
     }
     replay.clear_faults();
-    let reply = review(
-        &client,
-        server.addr,
-        "/volume-guard",
-        claim_review("CREATE", &first_deploy, false),
-    )
-    .await;
+    let reply = ask(&server, claim_review("CREATE", &first_deploy, false)).await;
     assert!(answer(&reply).0, "recovered: {reply}");
     server
         .assert_metrics(&[
@@ -476,7 +429,7 @@ async fn the_cli_gives_the_webhooks_answer() {
     let replay = Replay::start().await;
     cluster(&replay);
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(&dir, &replay);
+    let config = replay.kubeconfig(dir.path());
     let config = config.to_str().unwrap();
     let manifest = dir.path().join("claim.yaml");
     let mut new = claim("shop-a", &sub_env("shop-a", "a", 0), None);

@@ -324,13 +324,7 @@ impl Webhook {
             );
         }
         // Not the hot path: a few owned strings are nothing next to the namespace scan.
-        let groups: Vec<String> = request
-            .user_info
-            .groups
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
+        let groups = groups(request);
         let delete = DeleteRequest {
             namespace: request.name.as_str(),
             username: request.user_info.username.as_ref().map_or("", Text::as_str),
@@ -426,13 +420,7 @@ impl Webhook {
                 ),
             );
         }
-        let groups: Vec<String> = request
-            .user_info
-            .groups
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
+        let groups = groups(request);
         let claim = volume_guard::ClaimRequest {
             operation,
             namespace,
@@ -511,6 +499,18 @@ fn volume_guard_operation(request: &Request<'_>) -> Option<volume_guard::Operati
         Operation::Delete => Some(volume_guard::Operation::Delete),
         _ => None,
     }
+}
+
+/// The groups of who asks, owned (not the hot path: a guard's decision, which reads the
+/// cluster anyway).
+fn groups(request: &Request<'_>) -> Vec<String> {
+    request
+        .user_info
+        .groups
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// The object's name for messages; `generateName` creates have none yet.

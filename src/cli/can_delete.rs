@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::OutputFormat;
-use super::guard_args::GuardInputs;
+use super::guard_args::{AskingArgs, GuardInputs};
 use crate::guard::{DeleteRequest, Verdict};
 
 #[derive(Debug, Args)]
@@ -23,15 +23,8 @@ use crate::guard::{DeleteRequest, Verdict};
 pub struct CanDeleteArgs {
     /// The namespace whose deletion to check.
     namespace: String,
-    /// Evaluate exemptions as this user.
-    #[arg(long = "as", value_name = "USER", default_value = "")]
-    as_user: String,
-    /// Evaluate exemptions as a member of this group (repeatable).
-    #[arg(long = "as-group", value_name = "GROUP")]
-    as_groups: Vec<String>,
-    /// text for people, json for machines.
-    #[arg(long, short, value_enum, default_value = "text")]
-    output: OutputFormat,
+    #[command(flatten)]
+    asking: AskingArgs,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -53,13 +46,13 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
         };
         let request = DeleteRequest {
             namespace: &args.namespace,
-            username: &args.as_user,
-            groups: &args.as_groups,
+            username: &args.asking.as_user,
+            groups: &args.asking.as_groups,
             annotations: Some(&annotations),
         };
         let config = args.inputs.guard.config();
         let (decision, _) = source.guard(&config, &request, timeout).await;
-        match args.output {
+        match args.asking.output {
             OutputFormat::Text => println!("{}", decision.message()),
             OutputFormat::Json => {
                 let mut value = serde_json::to_value(&decision)?;

@@ -14,23 +14,9 @@ use anyhow::Context;
 use clap::Args;
 
 use super::OutputFormat;
-use super::guard_args::GuardInputs;
+use super::guard_args::{AskingArgs, GuardInputs};
 use crate::documents::{self, ObjectHead};
 use crate::volume_guard::{ClaimDecision, ClaimRequest, Operation, Verdict};
-
-/// Who asks, for the exemptions.
-#[derive(Debug, Args)]
-struct Asking {
-    /// Evaluate exemptions as this user.
-    #[arg(long = "as", value_name = "USER", default_value = "")]
-    as_user: String,
-    /// Evaluate exemptions as a member of this group (repeatable).
-    #[arg(long = "as-group", value_name = "GROUP")]
-    as_groups: Vec<String>,
-    /// text for people, json for machines.
-    #[arg(long, short, value_enum, default_value = "text")]
-    output: OutputFormat,
-}
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -51,7 +37,7 @@ pub struct CanCreateClaimArgs {
     #[arg(short = 'n', long)]
     namespace: Option<String>,
     #[command(flatten)]
-    asking: Asking,
+    asking: AskingArgs,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -67,7 +53,7 @@ pub struct CanDeleteClaimArgs {
     #[arg(short = 'n', long)]
     namespace: String,
     #[command(flatten)]
-    asking: Asking,
+    asking: AskingArgs,
     #[command(flatten)]
     inputs: GuardInputs,
 }
@@ -156,7 +142,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn decide_all(
     operation: Operation,
     claims: &[ManifestClaim],
-    asking: &Asking,
+    asking: &AskingArgs,
     inputs: &GuardInputs,
 ) -> anyhow::Result<ExitCode> {
     let runtime = runtime()?;

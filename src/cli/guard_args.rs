@@ -262,3 +262,17 @@ impl GuardArgs {
         }
     }
 }
+
+/// Who asks, for the exemptions, and how to print the answer: the decision commands'.
+#[derive(Debug, Args)]
+pub struct AskingArgs {
+    /// Evaluate exemptions as this user.
+    #[arg(long = "as", value_name = "USER", default_value = "")]
+    pub as_user: String,
+    /// Evaluate exemptions as a member of this group (repeatable).
+    #[arg(long = "as-group", value_name = "GROUP")]
+    pub as_groups: Vec<String>,
+    /// text for people, json for machines.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: super::OutputFormat,
+}

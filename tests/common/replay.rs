@@ -131,6 +131,22 @@ impl Replay {
         }
     }
 
+    /// A kubeconfig in `dir` whose current context is this API server.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: replay, cluster: {{server: '{}'}}}}]\n\
+                 users: [{{name: nsguard, user: {{token: replay-token}}}}]\n\
+                 contexts: [{{name: replay, context: {{cluster: replay, user: nsguard}}}}]\ncurrent-context: replay\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
