@@ -770,7 +770,7 @@ fn the_monitoring_overlay_validates_and_every_alert_has_its_runbook() {
         assert!(rule["annotations"]["summary"].is_string(), "{rule}");
     }
     assert_eq!(alerts, sections, "alerts and runbook sections differ");
-    assert_eq!(alerts.len(), 12);
+    assert_eq!(alerts.len(), 13);
 
     let dashboard = of_kind(&objects, "ConfigMap");
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
@@ -798,7 +798,7 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         std::fs::read_to_string(repo_path("tests/data/monitoring/alerts.test.yaml")).unwrap();
     std::fs::write(dir.path().join("alerts.test.yaml"), &tests).unwrap();
     let checked = promtool(&["check", "rules", "rules.json"], dir.path());
-    assert!(checked.contains("SUCCESS: 12 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
     promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
     // Every alert fires in some test.
     let unit: Value = nsguard::documents::parse(&tests).unwrap().remove(0).value;
@@ -1051,7 +1051,7 @@ fn prometheus_scrapes_nsguard_and_evaluates_every_alert_and_panel() {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let evaluated = rules.len() == 12
+        let evaluated = rules.len() == 13
             && rules.iter().all(|r| {
                 r["lastEvaluation"]
                     .as_str()
