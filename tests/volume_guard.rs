@@ -421,6 +421,37 @@ async fn a_lookup_that_fails_refuses_naming_why() {
         .await;
 }
 
+/// The volume guard's lookups at once are bounded (`--max-concurrent-lookups`): past it, a
+/// review waits within its deadline, then is refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_lookups_at_once_are_bounded() {
+    let (replay, _dir, server) =
+        served(&["--lookup-timeout", "2s", "--max-concurrent-lookups", "1"]).await;
+    replay.fault("persistentvolumeclaims", Fault::Hang);
+    let body = || {
+        claim_review(
+            "CREATE",
+            &claim("shop-new", &sub_env("shop-new", "new", 0), None),
+            false,
+        )
+    };
+    let (first, second) = tokio::join!(ask(&server, body()), ask(&server, body()));
+    let messages: Vec<String> = [first, second]
+        .iter()
+        .map(|reply| {
+            let (allowed, code, message) = answer(reply);
+            assert!(!allowed && code == 409, "{reply}");
+            message
+        })
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("1 claim lookups were already running and none finished within")),
+        "{messages:#?}"
+    );
+}
+
 /// `nsguard can-create-claim` and `can-delete-claim` against the replay and the same
 /// cluster as a dump: the webhook's answer, exit 1 refused, 0 allowed, 2 no such claim or
 /// a failed lookup.

@@ -95,11 +95,16 @@ pub enum LookupError {
         #[source]
         cause: CallError,
     },
-    /// [`LiveOptions::max_concurrent_scans`] scans were running and none finished in time.
+    /// [`LiveOptions::max_concurrent_scans`] lookups of one kind (`what`: namespace, claim)
+    /// were running and none finished in time.
     #[error(
-        "{limit} namespace lookups were already running and none finished within {timeout:?}; retry"
+        "{limit} {what} lookups were already running and none finished within {timeout:?}; retry"
     )]
-    Busy { limit: usize, timeout: Duration },
+    Busy {
+        what: &'static str,
+        limit: usize,
+        timeout: Duration,
+    },
 }
 
 impl LookupError {

@@ -34,6 +34,18 @@ impl LiveCluster {
                 cause,
             }
         };
+        let bound = deadline.saturating_duration_since(Instant::now());
+        let _permit = match tokio::time::timeout_at(deadline, self.claim_lookups.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // Never closed; a closed one would be as good as full.
+            Ok(Err(_)) | Err(_) => {
+                return Err(LookupError::Busy {
+                    what: "claim",
+                    limit: self.options.max_concurrent_scans.max(1),
+                    timeout: bound,
+                });
+            }
+        };
         let owner = Owner {
             app_name: claim.owner.app_name.clone(),
             env: claim.owner.env.clone(),

@@ -73,7 +73,8 @@ pub struct LiveOptions {
     /// Namespace scans in flight at once (4). Each is ~(types x generations) list calls,
     /// so this bounds what nsguard can ask of the API server, however many deletes (or
     /// `--dry-run=server` checks) arrive together. Scans beyond it wait, under the same
-    /// deadline.
+    /// deadline. The volume guard's lookups (a few calls each) have a bound of their own,
+    /// the same number.
     pub max_concurrent_scans: usize,
     /// Extra attempts of a call answered 429, 503 or 504, or cut off, when they fit before
     /// the deadline (2).
@@ -109,6 +110,10 @@ pub struct LiveCluster {
     /// The last good discovery, the stand-in when a refresh fails as a whole.
     last_good: Mutex<Option<Arc<Discovered>>>,
     scans: tokio::sync::Semaphore,
+    /// The volume guard's lookups at once, bounded as the scans are and apart from them,
+    /// so a flood of claims' reviews cannot take the namespace guard's share, nor the
+    /// other way round.
+    claim_lookups: tokio::sync::Semaphore,
 }
 
 impl LiveCluster {
@@ -120,6 +125,7 @@ impl LiveCluster {
             server,
             scheme,
             scans: tokio::sync::Semaphore::new(options.max_concurrent_scans.max(1)),
+            claim_lookups: tokio::sync::Semaphore::new(options.max_concurrent_scans.max(1)),
             options,
             last_good: Mutex::new(None),
         }

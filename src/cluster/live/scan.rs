@@ -32,6 +32,7 @@ impl LiveCluster {
     ) -> Result<NamespaceScan, LookupError> {
         let deadline = Instant::now() + timeout;
         let busy = || LookupError::Busy {
+            what: "namespace",
             limit: self.options.max_concurrent_scans.max(1),
             timeout,
         };
