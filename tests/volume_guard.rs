@@ -191,7 +191,13 @@ fn answer(reply: &Value) -> (bool, u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rule_and_every_allowed_case_over_https() {
-    let (replay, _dir, server) = served(&["--exempt-user", "break-glass-bot"]).await;
+    let (replay, _dir, server) = served(&[
+        "--exempt-user",
+        "break-glass-bot",
+        "--exempt-group",
+        "storage-admins",
+    ])
+    .await;
     let current = |app: &str, env| sub_env(app, env, 0);
     // (operation, claim, refused: the reason and what the message says)
     let refused: [(&str, Value, &str, &[&str]); 5] = [
@@ -301,13 +307,18 @@ async fn every_rule_and_every_allowed_case_over_https() {
         let reply = ask(&server, claim_review(operation, object, false)).await;
         assert!(answer(&reply).0, "{operation} {object}: {reply}");
     }
-    // An exempt user passes without a lookup.
+    // An exempt user, and a member of an exempt group, pass without a lookup.
     let before = replay.request_count();
-    let mut body: Value =
-        serde_json::from_slice(&claim_review("DELETE", &refused[4].1, false)).unwrap();
-    body["request"]["userInfo"]["username"] = "break-glass-bot".into();
-    let reply = ask(&server, serde_json::to_vec(&body).unwrap()).await;
-    assert!(answer(&reply).0, "{reply}");
+    for (field, value) in [
+        ("username", json!("break-glass-bot")),
+        ("groups", json!(["system:authenticated", "storage-admins"])),
+    ] {
+        let mut body: Value =
+            serde_json::from_slice(&claim_review("DELETE", &refused[4].1, false)).unwrap();
+        body["request"]["userInfo"][field] = value;
+        let reply = ask(&server, serde_json::to_vec(&body).unwrap()).await;
+        assert!(answer(&reply).0, "{field}: {reply}");
+    }
     assert_eq!(
         replay.request_count(),
         before,
@@ -349,17 +360,17 @@ async fn every_rule_and_every_allowed_case_over_https() {
             r#"nsguard_volume_guard_decisions_total{operation="delete",reason="destroys-data"} 2"#,
             r#"nsguard_volume_guard_decisions_total{operation="create",reason="allowed"} 4"#,
             r#"nsguard_volume_guard_decisions_total{operation="delete",reason="allowed"} 4"#,
-            r#"nsguard_volume_guard_decisions_total{operation="delete",reason="exempt"} 2"#,
+            r#"nsguard_volume_guard_decisions_total{operation="delete",reason="exempt"} 3"#,
             r#"nsguard_admission_reviews_total{endpoint="volume-guard",decision="denied"} 10"#,
         ])
         .await;
     let audit: Vec<Value> = server
-        .wait_for_logs("\"event\":\"claim\"", 20, Duration::from_secs(5))
+        .wait_for_logs("\"event\":\"claim\"", 21, Duration::from_secs(5))
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["event"] == "claim")
         .collect();
-    assert_eq!(audit.len(), 20, "{:#?}", server.logs());
+    assert_eq!(audit.len(), 21, "{:#?}", server.logs());
     let first = &audit[0];
     assert_eq!(
         (
