@@ -371,6 +371,12 @@ async fn every_rule_and_every_allowed_case_over_https() {
         .filter(|v| v["event"] == "claim")
         .collect();
     assert_eq!(audit.len(), 21, "{:#?}", server.logs());
+    // A handful of calls each: a create lists the claims of that name and the volumes; a
+    // delete lists the claims, gets the Namespace and the claim's volume. (The first
+    // review is a dry-run create; the ninth, a dry-run delete.)
+    assert_eq!(audit[0]["api_calls"], 2, "{:#}", audit[0]);
+    assert_eq!(audit[8]["operation"], "delete", "{:#}", audit[8]);
+    assert_eq!(audit[8]["api_calls"], 3, "{:#}", audit[8]);
     let first = &audit[0];
     assert_eq!(
         (
@@ -433,7 +439,7 @@ async fn a_lookup_that_fails_refuses_naming_why() {
 }
 
 /// The volume guard's lookups at once are bounded (`--max-concurrent-lookups`): past it, a
-/// review waits within its deadline, then is refused, saying so.
+/// review waits for a turn within its own deadline, and is refused when that passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_lookups_at_once_are_bounded() {
     let (replay, _dir, server) =
@@ -446,21 +452,32 @@ async fn claim_lookups_at_once_are_bounded() {
             false,
         )
     };
-    let (first, second) = tokio::join!(ask(&server, body()), ask(&server, body()));
-    let messages: Vec<String> = [first, second]
-        .iter()
-        .map(|reply| {
-            let (allowed, code, message) = answer(reply);
-            assert!(!allowed && code == 409, "{reply}");
-            message
-        })
-        .collect();
-    assert!(
-        messages
+    let lists = || {
+        replay
+            .requests()
             .iter()
-            .any(|m| m.contains("1 claim lookups were already running and none finished within")),
-        "{messages:#?}"
-    );
+            .filter(|r| r.contains("fieldSelector=metadata.name"))
+            .count()
+    };
+    let both = tokio::spawn({
+        let server_addr = server.addr;
+        let client = server.client();
+        let (a, b) = (body(), body());
+        async move {
+            tokio::join!(
+                review(&client, server_addr, "/volume-guard", a),
+                review(&client, server_addr, "/volume-guard", b)
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lists(), 1, "one lookup at a time: {:#?}", replay.requests());
+    let (first, second) = both.await.unwrap();
+    for reply in [first, second] {
+        let (allowed, code, message) = answer(&reply);
+        assert!(!allowed && code == 409, "{reply}");
+        assert!(message.contains("(fail closed)"), "{message}");
+    }
 }
 
 /// `nsguard can-create-claim` and `can-delete-claim` against the replay and the same

@@ -434,9 +434,14 @@ impl Webhook {
             .cluster
             .volume_guard(&self.scheme, &self.guard, &claim, self.lookup_timeout)
             .await;
-        if let Some(Err(reason)) = lookup {
-            self.metrics.lookup_error(reason);
-        }
+        let api_calls = match lookup {
+            Some(Ok(calls)) => calls,
+            Some(Err(reason)) => {
+                self.metrics.lookup_error(reason);
+                0
+            }
+            None => 0,
+        };
         self.metrics
             .volume_guard_decision(operation.as_str(), decision.verdict.reason());
         tracing::info!(
@@ -452,6 +457,7 @@ impl Webhook {
             dry_run = request.dry_run,
             decision = if decision.allowed() { "allowed" } else { "denied" },
             reason = decision.verdict.reason(),
+            api_calls,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "claim {} {}",
             operation.as_str(),

@@ -88,7 +88,9 @@ impl ClusterSource {
     /// The volume guard's whole question, as the webhook and the CLI both ask it: what
     /// needs no lookup first, then the sub-env's claims and volumes read under `timeout`,
     /// then the decision. A lookup that fails or passes its deadline refuses (fail
-    /// closed), with the reason; the API calls made are returned too, for metrics.
+    /// closed), with the reason. Also returned: the API calls the lookup made (its audit
+    /// line says them), or why it failed (for `nsguard_lookup_errors_total`); `None`
+    /// when decided without a lookup.
     pub async fn volume_guard(
         &self,
         scheme: &LabelScheme,
