@@ -4,6 +4,9 @@
 //! documents, on the bare server (about 30 namespaced types) and with 200 CRDs in 20 groups
 //! (about 230), 30 decisions each, one after another on a quiet server.
 //!
+//! Then the volume guard's decision on a sub-env claim (create and delete), with no other
+//! PersistentVolume and with 500.
+//!
 //! `NSGUARD_KUBE_ASSETS=DIR cargo bench --bench real_lookup` (`tests/run.sh --tools-only`
 //! unpacks the binaries into target/kube-assets). Without it, nothing is measured and it
 //! says so. `NSGUARD_REAL_LOOKUP_DECISIONS` changes the 30.
@@ -19,6 +22,8 @@ use serde_json::{Value, json};
 mod control_plane;
 
 const NAMESPACE: &str = "bench-shared";
+/// Where the volume guard's sub-env claim is, apart from the guard's namespace.
+const PARENT: &str = "bench-shop";
 const GROUPS: usize = 20;
 const KINDS_PER_GROUP: usize = 10;
 
@@ -62,6 +67,7 @@ fn main() {
             .unwrap();
         kube::Client::try_from(nsguard::cluster::live::client_config(config)).unwrap()
     });
+    volume_guard(&plane, &runtime, &client, decisions);
     println!(
         "| types | discovery | API calls per decision | p50 | p90 | worst of {decisions} |\n|---|---|---|---|---|---|"
     );
@@ -105,15 +111,12 @@ fn main() {
                 runs[i].push(scan(cluster));
             }
         }
-        for ((aggregated, _), mut runs) in clusters.iter().zip(runs) {
-            runs.sort();
+        for ((aggregated, _), runs) in clusters.iter().zip(runs) {
             let mut calls: Vec<usize> = runs.iter().map(|r| r.1).collect();
             calls.sort();
-            let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-            let at =
-                |q: f64| runs[((runs.len() as f64 * q).ceil() as usize).clamp(1, runs.len()) - 1].0;
+            let [p50, p90, worst] = quantiles(runs.iter().map(|r| r.0).collect());
             println!(
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {p50} | {p90} | {worst} |",
                 runs[0].2,
                 if *aggregated {
                     "aggregated"
@@ -121,9 +124,121 @@ fn main() {
                     "per group version"
                 },
                 calls[calls.len() / 2],
-                ms(at(0.5)),
-                ms(at(0.9)),
-                ms(runs[runs.len() - 1].0),
+            );
+        }
+    }
+}
+
+/// p50, p90 and the worst of `runs`, in milliseconds.
+fn quantiles(mut runs: Vec<Duration>) -> [String; 3] {
+    runs.sort();
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let at = |q: f64| runs[((runs.len() as f64 * q).ceil() as usize).clamp(1, runs.len()) - 1];
+    [ms(at(0.5)), ms(at(0.9)), ms(runs[runs.len() - 1])]
+}
+
+/// The volume guard's decision on a sub-env's claim `data` in its parent's namespace (its
+/// own namespace exists): a create in its own namespace (refused: the old claim holds the
+/// data) and a delete of the old claim, `decisions` of each, in turn, with 0 and 500 other
+/// PersistentVolumes.
+fn volume_guard(
+    plane: &control_plane::ControlPlane,
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    decisions: usize,
+) {
+    use nsguard::cluster::ClusterSource;
+    use nsguard::guard::GuardConfig;
+    use nsguard::volume_guard::{ClaimRequest, Operation};
+    use std::collections::BTreeMap;
+    let labels: BTreeMap<String, String> = [
+        ("simple-container-com/app-name", "shop-tenant-a"),
+        ("simple-container-com/env", "tenant-a"),
+        ("simple-container-com/parent-env", "production"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    plane.apply(&[
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-tenant-a"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PARENT}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "bench-data"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "bench",
+                "hostPath": {"path": "/tmp/nsguard-bench-data"}}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": PARENT, "labels": labels},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "bench",
+                "volumeName": "bench-data", "resources": {"requests": {"storage": "1Gi"}}}}),
+    ]);
+    control_plane::eventually("the claim Bound", Duration::from_secs(60), || {
+        let claim = plane.get(&["pvc", "-n", PARENT, "data"])?;
+        (claim["status"]["phase"] == "Bound").then_some(())
+    });
+    let source = {
+        let _guard = runtime.enter();
+        ClusterSource::Live(LiveCluster::new(
+            client.clone(),
+            plane.server.clone(),
+            LabelScheme::default(),
+            LiveOptions::default(),
+        ))
+    };
+    let scheme = LabelScheme::default();
+    let config = GuardConfig::default();
+    let request = |operation, namespace| ClaimRequest {
+        operation,
+        namespace,
+        name: "data",
+        labels: Some(&labels),
+        annotations: None,
+        username: "bench",
+        groups: &[],
+    };
+    println!(
+        "| volume guard | other volumes | API calls per decision | p50 | p90 | worst of {decisions} |\n|---|---|---|---|---|---|"
+    );
+    for volumes in [0, 500] {
+        if volumes > 0 {
+            let more: Vec<Value> = (0..volumes)
+                .map(|i| {
+                    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": format!("bench-other-{i}")},
+                    "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "other",
+                        "hostPath": {"path": format!("/tmp/nsguard-bench-{i}")}}})
+                })
+                .collect();
+            plane.apply(&more);
+        }
+        let cases = [
+            (Operation::Create, "shop-tenant-a", "strands-data"),
+            (Operation::Delete, PARENT, "destroys-data"),
+        ];
+        let mut runs = vec![(Vec::new(), 0); cases.len()];
+        for round in 0..=decisions {
+            for (i, (operation, namespace, reason)) in cases.iter().enumerate() {
+                let started = Instant::now();
+                let (decision, calls) = runtime.block_on(source.volume_guard(
+                    &scheme,
+                    &config,
+                    &request(*operation, namespace),
+                    Duration::from_secs(5),
+                ));
+                let took = started.elapsed();
+                assert_eq!(decision.verdict.reason(), *reason, "{}", decision.message());
+                if round > 0 {
+                    // Round 0 warms the connections.
+                    runs[i].0.push(took);
+                    runs[i].1 = calls.unwrap().unwrap();
+                }
+            }
+        }
+        for ((operation, ..), (runs, calls)) in cases.iter().zip(runs) {
+            let [p50, p90, worst] = quantiles(runs);
+            println!(
+                "| {} | {volumes} | {calls} | {p50} | {p90} | {worst} |",
+                operation.as_str()
             );
         }
     }
