@@ -386,9 +386,7 @@ impl Webhook {
             Response::deny(request, message)
         }
     }
-}
 
-impl Webhook {
     /// The volume guard on one claim's create or delete, with its audit event. Dry runs
     /// get the same answer as real requests, without an Event. Every refusal is a 409
     /// Conflict (why: `Response::conflict`).
