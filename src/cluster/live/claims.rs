@@ -59,6 +59,8 @@ impl LiveCluster {
                 Facts {
                     claims: claims.map_err(read("listing the sub-env's PersistentVolumeClaims"))?,
                     volumes: volumes.map_err(read("listing the PersistentVolumes"))?,
+                    // Not read for a create (`on_create`): one in the target proves it
+                    // exists, one elsewhere is judged by the volume waiting there. Not asked.
                     target_exists: true,
                 }
             }
