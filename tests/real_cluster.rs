@@ -40,7 +40,7 @@ const E2E: &str = "nsguard.dev/e2e";
 
 type Scenario = fn(&Suite);
 
-const SCENARIOS: [(&str, Scenario); 7] = [
+const SCENARIOS: [(&str, Scenario); 8] = [
     (
         "a_shared_namespace_delete_is_refused_real_and_dry_run",
         a_shared_namespace_delete_is_refused_real_and_dry_run,
@@ -64,6 +64,10 @@ const SCENARIOS: [(&str, Scenario); 7] = [
     (
         "a_plain_move_is_refused_at_its_first_step_and_loses_nothing",
         a_plain_move_is_refused_at_its_first_step_and_loses_nothing,
+    ),
+    (
+        "a_namespace_being_left_keeps_a_moving_sub_envs_volume",
+        a_namespace_being_left_keeps_a_moving_sub_envs_volume,
     ),
     (
         "the_migration_plan_hands_the_volume_over_with_the_pv_controller",
@@ -934,6 +938,78 @@ fn a_plain_move_is_refused_at_its_first_step_and_loses_nothing(suite: &Suite) {
         "--timeout=60s",
     ]);
     assert!(plane.get(&["pvc", "-n", parent, "data"]).is_none());
+}
+
+/// The namespace controller is refused like anyone: a namespace holding only a moving
+/// sub-env (its own namespace exists) may be deleted (one stack), but the controller's
+/// delete of the sub-env's claim on a `Delete` volume is refused, so the namespace stays
+/// `Terminating`, saying why in its conditions, the volume Bound and its file intact. Kept
+/// (`Retain`), the claim goes, and the namespace with it; the volume stays.
+fn a_namespace_being_left_keeps_a_moving_sub_envs_volume(suite: &Suite) {
+    let plane = &suite.plane;
+    let sub_env = StatefulSubEnv::set_up(
+        plane,
+        "e2e-solo",
+        "e2e-solo-tenant-c",
+        "tenant-c",
+        "e2e-solo-data",
+    );
+    let (parent, target) = (sub_env.parent, sub_env.target);
+    // The sub-env alone in its parent's namespace, its own namespace made (a move begun).
+    plane.ok(&[
+        "delete",
+        "configmap",
+        "-n",
+        parent,
+        &format!("{parent}-config"),
+    ]);
+    plane.apply(&[labelled(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}}),
+    )]);
+    plane.ok(&["delete", "namespace", parent, "--wait=false"]);
+    let condition = eventually(
+        "the namespace controller refused",
+        Duration::from_secs(60),
+        || {
+            let namespace = plane.get(&["namespace", parent])?;
+            namespace["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| {
+                    c["type"] == "NamespaceDeletionContentFailure"
+                        && c["status"] == "True"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("volume-guard.nsguard.dev"))
+                })
+                .cloned()
+        },
+    );
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("refusing to delete claim {parent}/data")),
+        "{condition:#}"
+    );
+    let namespace = plane.get(&["namespace", parent]).unwrap();
+    assert_eq!(namespace["status"]["phase"], "Terminating");
+    assert_eq!(sub_env.bound(plane, parent), Some(json!(sub_env.volume)));
+    sub_env.data_intact();
+    // The way out the message gives: keep the volume; the controller's next try passes.
+    plane.ok(&[
+        "patch",
+        "pv",
+        sub_env.volume,
+        "-p",
+        r#"{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}"#,
+    ]);
+    eventually("the namespace gone", Duration::from_secs(120), || {
+        plane.get(&["namespace", parent]).is_none().then_some(())
+    });
+    let volume = plane.get(&["pv", sub_env.volume]).unwrap();
+    assert_eq!(volume["status"]["phase"], "Released", "{volume:#}");
+    sub_env.data_intact();
 }
 
 /// `nsguard migrate plan` end to end with the real PersistentVolume controller and the
