@@ -155,3 +155,19 @@ fn objects_with_nothing_to_answer_cost_no_decision_allocations() {
         assert_within(name, got, [4, 0, 1]);
     }
 }
+
+/// The future of one review is set up, and moved, for every review: a decision's lookup
+/// that awaits in place makes it as large as that lookup's state for every placement
+/// review too (the volume guard's, unboxed, cost 8.6% more instructions per review:
+/// benches/instructions_per_review.sh). The guards' lookups are boxed: 32 bytes today.
+#[test]
+fn a_reviews_future_stays_small() {
+    let webhook = example_webhook(PlacementMode::Warn);
+    let body = compact_fixture("deployment-create.json");
+    let request = admission::decode(&body).unwrap();
+    let size = std::mem::size_of_val(&webhook.review(Endpoint::Validate, &request));
+    assert!(
+        size <= 256,
+        "a review's future is {size} bytes: box the lookup that grew it"
+    );
+}
