@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::labels::Owner;
+
 /// A PersistentVolumeClaim and the volume it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -16,9 +18,9 @@ pub struct Claim {
     /// `spec.volumeName` while still `Pending` (made for that volume, or pre-bound) has
     /// no data on it yet: `None`.
     pub volume: Option<String>,
-    /// Whether it carries a stack's labels. One that does not may belong to any stack of
-    /// its namespace, a sub-env that moves out included.
-    pub owned: bool,
+    /// The stack its labels name, if any. One without may belong to any stack of its
+    /// namespace, a sub-env that moves out included.
+    pub owner: Option<Owner>,
     /// `deletionTimestamp`: deleted, and held by `kubernetes.io/pvc-protection` until no
     /// pod mounts it.
     pub deleted_at: Option<String>,
@@ -86,6 +88,13 @@ pub fn at_risk<'a>(
             })
         })
         .collect()
+}
+
+impl Claim {
+    /// Whether it carries a stack's labels.
+    pub fn owned(&self) -> bool {
+        self.owner.is_some()
+    }
 }
 
 impl Volume {
@@ -159,7 +168,7 @@ mod tests {
             namespace: "shop".into(),
             name: name.into(),
             volume: volume.map(Into::into),
-            owned: true,
+            owner: None,
             deleted_at: None,
         }
     }

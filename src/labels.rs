@@ -168,6 +168,15 @@ pub struct Owner {
     pub env: String,
 }
 
+impl Owner {
+    pub fn new(app_name: &str, env: &str) -> Owner {
+        Owner {
+            app_name: app_name.to_owned(),
+            env: env.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.app_name, self.env)

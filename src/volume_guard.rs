@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::audit::StackRef;
-use crate::data_at_risk::Volume;
+use crate::data_at_risk::{Claim, Volume};
 use crate::guard::{self, BREAK_GLASS_ANNOTATION, DeleteRequest, GuardConfig};
 use crate::labels::{LabelScheme, StringMap};
 use crate::redeploy;
@@ -159,17 +159,6 @@ pub fn decide(
     request.decision(Some(stack), Some(target), verdict)
 }
 
-/// A claim of the sub-env under review, found by the lookup (any namespace).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubEnvClaim {
-    pub namespace: String,
-    pub name: String,
-    /// `spec.volumeName`, once bound.
-    pub volume: Option<String>,
-    /// It has a deletionTimestamp.
-    pub terminating: bool,
-}
-
 /// The claim a request creates or deletes, of a sub-env whose namespace is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimUnderReview<'a> {
@@ -183,9 +172,10 @@ pub struct ClaimUnderReview<'a> {
 /// What the lookup read.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
-    /// The sub-env's claims with the reviewed claim's name, in every namespace (a delete's
-    /// own claim among them, as the API server has it now).
-    pub claims: Vec<SubEnvClaim>,
+    /// The claims with the reviewed claim's name, in every namespace, whoever's (a
+    /// delete's own claim among them, as the API server has it now): the decision keeps
+    /// the sub-env's.
+    pub claims: Vec<Claim>,
     /// The volumes those claims are bound to, and any volume reserved for the reviewed
     /// claim's name in the target namespace, by name.
     pub volumes: BTreeMap<String, Volume>,
@@ -357,11 +347,15 @@ pub fn on_create(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
             why: "a volume is handed over for this claim",
         };
     }
-    // A claim being deleted goes its way whatever is created; one not Bound holds no data.
+    // The sub-env's, in any label generation. A claim being deleted goes its way whatever
+    // is created; one not Bound holds no data.
     match facts.claims.iter().find(|c| {
         c.namespace != claim.namespace
             && c.name == claim.name
-            && !c.terminating
+            && c.owner
+                .as_ref()
+                .is_some_and(|o| o.app_name == claim.owner.app_name && o.env == claim.owner.env)
+            && c.deleted_at.is_none()
             && c.volume.is_some()
     }) {
         Some(old) => {
@@ -423,6 +417,7 @@ pub fn on_delete(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
 mod tests {
     use super::*;
     use crate::data_at_risk::ClaimRef;
+    use crate::labels::Owner;
 
     fn owner() -> StackRef {
         StackRef {
@@ -448,11 +443,12 @@ mod tests {
     fn facts(old: bool, data: Volume, target_exists: bool) -> Facts {
         Facts {
             claims: old
-                .then(|| SubEnvClaim {
+                .then(|| Claim {
                     namespace: "shop".into(),
                     name: "data".into(),
                     volume: Some("pv-data".into()),
-                    terminating: false,
+                    owner: Some(Owner::new("shop-tenant-a", "tenant-a")),
+                    deleted_at: None,
                 })
                 .into_iter()
                 .collect(),
@@ -519,11 +515,18 @@ mod tests {
             .allowed()
         );
         let mut terminating = facts(true, bound(), true);
-        terminating.claims[0].terminating = true;
+        terminating.claims[0].deleted_at = Some("2026-12-07T08:00:00Z".into());
         assert!(on_create(&claim("shop-tenant-a", &owner), &terminating).allowed());
         let mut pending = facts(true, bound(), true);
         pending.claims[0].volume = None;
         assert!(on_create(&claim("shop-tenant-a", &owner), &pending).allowed());
+        // Another stack's claim of that name, or one without stack labels, is not the
+        // sub-env's data.
+        for other in [Some(Owner::new("shop", "production")), None] {
+            let mut facts = facts(true, bound(), true);
+            facts.claims[0].owner = other;
+            assert!(on_create(&claim("shop-tenant-a", &owner), &facts).allowed());
+        }
         // A claim bound to a volume (uid set) is not a hand-over: still refused.
         let mut taken = facts(true, bound(), true);
         taken.volumes.insert(

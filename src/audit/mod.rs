@@ -715,7 +715,7 @@ fn moves_destroying_data(misplaced: &[&MisplacedObject], inventory: &Inventory) 
     let left: BTreeSet<&str> = misplaced.iter().map(|m| m.namespace.as_str()).collect();
     let moved = inventory.claims.iter().filter(|c| {
         moving.contains_key(&(c.namespace.as_str(), c.name.as_str()))
-            || (!c.owned && left.contains(c.namespace.as_str()))
+            || (!c.owned() && left.contains(c.namespace.as_str()))
     });
     data_at_risk::at_risk(moved, &inventory.volumes)
         .into_iter()
@@ -849,7 +849,7 @@ mod tests {
                 namespace: "shop".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
-                owned: true,
+                owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
             }],
             volumes: [("pv-1".to_owned(), Volume::with_policy("Delete"))].into(),
             ..inventory
@@ -917,7 +917,7 @@ mod tests {
         ]);
         let claim = |name: &str, volume: &str| Claim {
             deleted_at: None,
-            owned: true,
+            owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
             namespace: "shop".into(),
             name: name.into(),
             volume: Some(volume.into()),
@@ -977,7 +977,7 @@ mod tests {
             namespace: "shop".into(),
             name: "scratch".into(),
             volume: Some("pv-scratch".into()),
-            owned: false,
+            owner: None,
         });
         unlabelled
             .volumes
@@ -1128,7 +1128,7 @@ mod tests {
                 namespace: "solo".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
-                owned: false,
+                owner: None,
             }],
             volumes: [("pv-1".to_owned(), Volume::with_policy("Delete"))].into(),
             ..with_objects(vec![object("solo", "Service", "s", &PARENT)])

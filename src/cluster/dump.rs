@@ -12,16 +12,14 @@ use crate::audit::{
 use crate::data_at_risk::{ClaimRef, MIGRATION_ANNOTATIONS, Volume};
 use crate::documents::{self, ObjectHead};
 use crate::guard::{NamespaceScan, OwnedObject};
-use crate::labels::{LabelScheme, Owner};
-use crate::volume_guard::{ClaimUnderReview, Facts, SubEnvClaim};
+use crate::labels::LabelScheme;
+use crate::volume_guard::{ClaimUnderReview, Facts};
 
 /// A loaded dump: owned objects per namespace, and what the audit reads (the Namespaces'
 /// annotations, which the guard reads too, among it).
 #[derive(Debug, Default)]
 pub struct ClusterDump {
     owned: HashMap<String, Vec<OwnedObject>>,
-    /// The owner of each labelled claim, by (namespace, name): the volume guard's read.
-    claim_owners: HashMap<(String, String), Owner>,
     objects: usize,
     inventory: Inventory,
 }
@@ -103,12 +101,8 @@ impl ClusterDump {
             return;
         };
         if core && head.kind == "PersistentVolumeClaim" {
-            if let Some(owner) = scheme.owner(&head.metadata.labels) {
-                self.claim_owners
-                    .insert((namespace.clone(), head.metadata.name.clone()), owner);
-            }
             self.inventory.claims.push(Claim {
-                owned: scheme.owner(&head.metadata.labels).is_some(),
+                owner: scheme.owner(&head.metadata.labels),
                 deleted_at: value["metadata"]["deletionTimestamp"]
                     .as_str()
                     .map(str::to_owned),
@@ -167,32 +161,13 @@ impl ClusterDump {
     }
 
     /// What the volume guard decides `claim`'s `operation` over: the dump's claims of
-    /// that name and sub-env, every volume, and whether the sub-env's namespace is in it.
+    /// that name, every volume, and whether the sub-env's namespace is in it.
     pub fn claim_facts(&self, claim: &ClaimUnderReview<'_>) -> Facts {
-        let owner = Owner {
-            app_name: claim.owner.app_name.clone(),
-            env: claim.owner.env.clone(),
-        };
-        let claims = self
-            .inventory
-            .claims
-            .iter()
-            .filter(|c| {
-                c.name == claim.name
-                    && self
-                        .claim_owners
-                        .get(&(c.namespace.clone(), c.name.clone()))
-                        == Some(&owner)
-            })
-            .map(|c| SubEnvClaim {
-                namespace: c.namespace.clone(),
-                name: c.name.clone(),
-                volume: c.volume.clone(),
-                terminating: c.deleted_at.is_some(),
-            })
-            .collect();
         Facts {
-            claims,
+            claims: (self.inventory.claims.iter())
+                .filter(|c| c.name == claim.name)
+                .cloned()
+                .collect(),
             volumes: self.inventory.volumes.clone(),
             target_exists: self.namespace_annotations(claim.target).is_some(),
         }

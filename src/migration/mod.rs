@@ -202,7 +202,7 @@ pub fn sub_envs(
     let unlabelled = inventory
         .claims
         .iter()
-        .filter(|c| !c.owned && left.contains(c.namespace.as_str()))
+        .filter(|c| !c.owned() && left.contains(c.namespace.as_str()))
         .filter_map(|c| {
             let volume = c.volume.as_ref()?;
             inventory
@@ -660,7 +660,7 @@ mod tests {
                 namespace: (*namespace).into(),
                 name: (*name).into(),
                 volume: bound.map(Into::into),
-                owned: true,
+                owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
                 deleted_at: deleted.then(|| "2026-12-02T10:00:00Z".to_owned()),
             });
             if *namespace == FROM {
@@ -843,7 +843,7 @@ mod tests {
             namespace: FROM.into(),
             name: "scratch".into(),
             volume: Some("pv-scratch".into()),
-            owned: false,
+            owner: None,
             deleted_at: None,
         });
         inventory

@@ -552,7 +552,7 @@ mod tests {
                 namespace: from.into(),
                 name: (*name).into(),
                 volume: Some((*volume).into()),
-                owned: true,
+                owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
                 deleted_at: None,
             });
             inventory

@@ -2,7 +2,8 @@
 //! volumes they hold or that wait for them, and whether the sub-env's namespace exists.
 //! A handful of calls under one deadline, whatever the cluster's size: one list of the
 //! claims of that name (field selector, every namespace), then for a create one list of
-//! the volumes, for a delete a get of its volume and of the Namespace.
+//! the volumes, for a delete a get of its volume and of the Namespace. The reads of
+//! claims and volumes are the audit's (`volumes`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
@@ -12,10 +13,9 @@ use kube::api::{Api, ListParams};
 use tokio::time::Instant;
 
 use super::LiveCluster;
-use super::calls::{CallError, LookupError};
+use super::calls::LookupError;
 use super::volumes::volume_of;
-use crate::labels::Owner;
-use crate::volume_guard::{ClaimUnderReview, Facts, Operation, SubEnvClaim};
+use crate::volume_guard::{ClaimUnderReview, Facts, Operation};
 
 impl LiveCluster {
     /// What [`crate::volume_guard`] decides `claim`'s `operation` over, read before
@@ -46,16 +46,19 @@ impl LiveCluster {
                 });
             }
         };
-        let owner = Owner {
-            app_name: claim.owner.app_name.clone(),
-            env: claim.owner.env.clone(),
-        };
-        let claims = self.sub_env_claims(&owner, claim.name, deadline, calls);
+        // Every claim of that name, whoever's: the decision keeps the sub-env's, in any
+        // label generation.
+        let claims = self.claims(
+            Api::all(self.client.clone()),
+            ListParams::default().fields(&format!("metadata.name={}", claim.name)),
+            deadline,
+            calls,
+        );
         let mut facts = match operation {
             Operation::Create => {
                 // A volume reserved for the target's claim has no claim to find it by:
                 // every volume is read (one list; a cluster holds few, each a disk).
-                let (claims, volumes) = tokio::join!(claims, self.all_volumes(deadline, calls));
+                let (claims, volumes) = tokio::join!(claims, self.volumes(deadline, calls));
                 Facts {
                     claims: claims.map_err(read("listing the sub-env's PersistentVolumeClaims"))?,
                     volumes: volumes.map_err(read("listing the PersistentVolumes"))?,
@@ -125,76 +128,4 @@ impl LiveCluster {
             )
         }))
     }
-
-    /// The claims named `name` in every namespace whose labels name `owner`.
-    async fn sub_env_claims(
-        &self,
-        owner: &Owner,
-        name: &str,
-        deadline: Instant,
-        calls: &AtomicUsize,
-    ) -> Result<Vec<SubEnvClaim>, CallError> {
-        let api: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
-        let mut found = Vec::new();
-        let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        self.pages(
-            deadline,
-            calls,
-            params,
-            |params| {
-                let api = api.clone();
-                async move { api.list(&params).await }
-            },
-            |pvc| {
-                let theirs = pvc
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| self.scheme.owner(labels))
-                    .is_some_and(|o| o == *owner);
-                if theirs {
-                    found.extend(sub_env_claim(pvc));
-                }
-            },
-        )
-        .await?;
-        Ok(found)
-    }
-
-    async fn all_volumes(
-        &self,
-        deadline: Instant,
-        calls: &AtomicUsize,
-    ) -> Result<BTreeMap<String, crate::data_at_risk::Volume>, CallError> {
-        let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        let mut found = BTreeMap::new();
-        self.pages(
-            deadline,
-            calls,
-            ListParams::default(),
-            |params| {
-                let api = api.clone();
-                async move { api.list(&params).await }
-            },
-            |pv| found.extend(volume_of(pv)),
-        )
-        .await?;
-        Ok(found)
-    }
-}
-
-/// A claim as the volume guard reads it: the volume only when Bound (a claim that names
-/// one while Pending holds no data yet).
-fn sub_env_claim(pvc: PersistentVolumeClaim) -> Option<SubEnvClaim> {
-    let bound = pvc
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|phase| phase == "Bound");
-    Some(SubEnvClaim {
-        terminating: pvc.metadata.deletion_timestamp.is_some(),
-        namespace: pvc.metadata.namespace?,
-        name: pvc.metadata.name?,
-        volume: pvc.spec.and_then(|s| s.volume_name).filter(|_| bound),
-    })
 }

@@ -16,7 +16,6 @@ use super::LiveCluster;
 use super::calls::{CallError, LookupError};
 use super::discovery::{ResourceType, still_served};
 use super::lists::{Pages, Progress, Seen};
-use super::volumes::{claim_of, volume_of};
 use crate::audit::{Inventory, LabelledObject, NamespaceMeta, UnownedObject};
 
 impl LiveCluster {
@@ -51,7 +50,7 @@ impl LiveCluster {
         progress: &Progress,
         inventory: Inventory,
     ) -> Result<Inventory, LookupError> {
-        use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+        use k8s_openapi::api::core::v1::Namespace;
         let discovered = self.discovery(deadline).await?;
         let mut inventory = Inventory {
             resource_types: discovered.types.len(),
@@ -156,42 +155,15 @@ impl LiveCluster {
         let mut inventory = shared.into_inner().unwrap_or_else(|e| e.into_inner());
         inventory.unverified.extend(unverified);
 
-        let claims: Api<PersistentVolumeClaim> = Api::all(self.client.clone());
-        let mut found = Vec::new();
-        match self
-            .pages(
-                deadline,
-                &progress.calls,
-                ListParams::default(),
-                |params| {
-                    let claims = claims.clone();
-                    async move { claims.list(&params).await }
-                },
-                |pvc| found.extend(claim_of(pvc, &self.scheme)),
-            )
-            .await
-        {
-            Ok(()) => inventory.claims = found,
+        let claims = Api::all(self.client.clone());
+        match (self.claims(claims, ListParams::default(), deadline, &progress.calls)).await {
+            Ok(found) => inventory.claims = found,
             Err(err) => inventory
                 .unverified
                 .push(err.unverified("persistentvolumeclaims")),
         }
-        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
-        let mut found = std::collections::BTreeMap::new();
-        match self
-            .pages(
-                deadline,
-                &progress.calls,
-                ListParams::default(),
-                |params| {
-                    let volumes = volumes.clone();
-                    async move { volumes.list(&params).await }
-                },
-                |pv| found.extend(volume_of(pv)),
-            )
-            .await
-        {
-            Ok(()) => inventory.volumes = found,
+        match self.volumes(deadline, &progress.calls).await {
+            Ok(found) => inventory.volumes = found,
             Err(err) => inventory
                 .unverified
                 .push(err.unverified("persistentvolumes")),

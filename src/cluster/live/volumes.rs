@@ -1,8 +1,11 @@
-//! Which PersistentVolumes a namespace delete would destroy for good.
+//! Which PersistentVolumes a namespace delete would destroy for good, and the paged reads
+//! of claims and volumes that it, the audit and the volume guard share.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 
 use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
 use tokio::time::Instant;
 
@@ -21,7 +24,6 @@ impl LiveCluster {
         deadline: Instant,
         calls: &AtomicUsize,
     ) -> Result<Vec<VolumeAtRisk>, LookupError> {
-        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
         let read = |what: &'static str| {
             move |cause| LookupError::Read {
                 what,
@@ -29,17 +31,15 @@ impl LiveCluster {
                 cause,
             }
         };
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
-        let all = ListParams::default();
-        let listed = self
-            .call(deadline, calls, || claims.list(&all))
+        let claims = self
+            .claims(
+                Api::namespaced(self.client.clone(), namespace),
+                ListParams::default(),
+                deadline,
+                calls,
+            )
             .await
             .map_err(read("listing the PersistentVolumeClaims"))?;
-        let claims: Vec<Claim> = listed
-            .items
-            .into_iter()
-            .filter_map(|pvc| claim_of(pvc, &self.scheme))
-            .collect();
         let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
         // Owned names: a borrowing iterator adaptor would make the future not `Send`.
         let names: Vec<String> = claims.iter().filter_map(|c| c.volume.clone()).collect();
@@ -50,7 +50,7 @@ impl LiveCluster {
                 .await?;
             Ok::<_, CallError>(found.and_then(volume_of))
         });
-        let mut policies = std::collections::BTreeMap::new();
+        let mut policies = BTreeMap::new();
         let mut answers = stream::iter(gets).buffer_unordered(self.options.concurrency.max(1));
         while let Some(answer) = answers.next().await {
             // A volume that is gone (404) holds no data the delete could destroy.
@@ -60,14 +60,56 @@ impl LiveCluster {
         }
         Ok(data_at_risk::at_risk(&claims, &policies))
     }
+
+    /// Every claim `api` lists to `params`, page by page, read as [`claim_of`] does.
+    pub(super) async fn claims(
+        &self,
+        api: Api<PersistentVolumeClaim>,
+        params: ListParams,
+        deadline: Instant,
+        calls: &AtomicUsize,
+    ) -> Result<Vec<Claim>, CallError> {
+        let mut found = Vec::new();
+        self.pages(
+            deadline,
+            calls,
+            params,
+            |params| {
+                let api = api.clone();
+                async move { api.list(&params).await }
+            },
+            |pvc| found.extend(claim_of(pvc, &self.scheme)),
+        )
+        .await?;
+        Ok(found)
+    }
+
+    /// Every PersistentVolume, page by page, by name, read as [`volume_of`] does.
+    pub(super) async fn volumes(
+        &self,
+        deadline: Instant,
+        calls: &AtomicUsize,
+    ) -> Result<BTreeMap<String, data_at_risk::Volume>, CallError> {
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let mut found = BTreeMap::new();
+        self.pages(
+            deadline,
+            calls,
+            ListParams::default(),
+            |params| {
+                let api = api.clone();
+                async move { api.list(&params).await }
+            },
+            |pv| found.extend(volume_of(pv)),
+        )
+        .await?;
+        Ok(found)
+    }
 }
 
 /// A claim as the guard and the audit read it: where it is, the volume it is bound to, and
-/// whether `scheme` finds a stack in its labels.
-pub(super) fn claim_of(
-    pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim,
-    scheme: &crate::labels::LabelScheme,
-) -> Option<Claim> {
+/// the stack `scheme` finds in its labels.
+fn claim_of(pvc: PersistentVolumeClaim, scheme: &crate::labels::LabelScheme) -> Option<Claim> {
     // `spec.volumeName` alone is not a binding: a claim made for a volume (or pre-bound
     // by an admin) names it while both are still Pending, and no data is on it yet.
     let bound = pvc
@@ -75,13 +117,9 @@ pub(super) fn claim_of(
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|phase| phase == "Bound");
-    let owned = pvc
-        .metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| scheme.owner(l).is_some());
+    let owner = pvc.metadata.labels.as_ref().and_then(|l| scheme.owner(l));
     Some(Claim {
-        owned,
+        owner,
         deleted_at: pvc.metadata.deletion_timestamp.map(|t| t.0.to_string()),
         namespace: pvc.metadata.namespace?,
         name: pvc.metadata.name?,
@@ -91,9 +129,7 @@ pub(super) fn claim_of(
 
 /// A volume by name, when it has a name and a reclaim policy: its phase, its claim and
 /// nsguard's migration annotations (no other annotation is kept).
-pub(super) fn volume_of(
-    pv: k8s_openapi::api::core::v1::PersistentVolume,
-) -> Option<(String, data_at_risk::Volume)> {
+pub(super) fn volume_of(pv: PersistentVolume) -> Option<(String, data_at_risk::Volume)> {
     let spec = pv.spec?;
     let migration = pv
         .metadata
