@@ -508,16 +508,9 @@ pub fn lookup_role<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<String>
 mod tests {
     use super::*;
 
-    fn owner(app: &str, env: &str) -> Owner {
-        Owner {
-            app_name: app.into(),
-            env: env.into(),
-        }
-    }
-
     fn obj(app: &str, env: &str, kind: &str, name: &str) -> OwnedObject {
         OwnedObject {
-            owner: owner(app, env),
+            owner: Owner::new(app, env),
             kind: kind.into(),
             name: name.into(),
         }

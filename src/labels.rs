@@ -147,10 +147,7 @@ pub struct StackLabels<'a> {
 
 impl StackLabels<'_> {
     pub fn owner(&self) -> Owner {
-        Owner {
-            app_name: self.app_name.to_owned(),
-            env: self.env.to_owned(),
-        }
+        Owner::new(self.app_name, self.env)
     }
 
     /// A sub-env (custom stack) object: parent-env present, non-empty and != env,
