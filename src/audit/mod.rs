@@ -995,11 +995,16 @@ mod tests {
         );
         assert!(unknown.advice().contains("kubectl patch pv pv-scratch"));
         assert!(unknown.summary(None).contains("carries no stack labels"));
-        let configmap = report
-            .findings
-            .iter()
-            .find(|f| matches!(f, Finding::Misplaced { name, .. } if name == "settings"))
-            .unwrap();
+        // The Misplaced finding of the sub-env's ConfigMap `settings`.
+        let settings = |report: &Report| {
+            report
+                .findings
+                .iter()
+                .find(|f| matches!(f, Finding::Misplaced { name, .. } if name == "settings"))
+                .unwrap()
+                .clone()
+        };
+        let configmap = settings(&report);
         assert!(
             configmap
                 .advice()
@@ -1027,11 +1032,7 @@ mod tests {
         }
         // Kept or not, the sub-env's claims need their volumes handed over: a move
         // without the plan gives each a new, empty volume.
-        let configmap = report
-            .findings
-            .iter()
-            .find(|f| matches!(f, Finding::Misplaced { name, .. } if name == "settings"))
-            .unwrap();
+        let configmap = settings(&report);
         assert!(
             configmap
                 .advice()
