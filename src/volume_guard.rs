@@ -63,6 +63,23 @@ pub struct ClaimRequest<'a> {
 }
 
 impl ClaimRequest<'_> {
+    /// Why the claim's name or namespace is not one the API server accepts, if so: such a
+    /// claim cannot exist, and its name must never reach the lookup's field selector
+    /// (`metadata.name=a,metadata.namespace=b` would narrow the list, and let a move
+    /// through). Quoted as an excerpt.
+    pub fn invalid_names(&self) -> Option<String> {
+        let (name, namespace) = (self.name, self.namespace);
+        (!crate::naming::is_dns1123_subdomain(name)
+            || !crate::naming::is_dns1123_label(namespace))
+        .then(|| {
+            format!(
+                "a claim's name must be a DNS-1123 subdomain and its namespace a DNS-1123 label (name {:?}, namespace {:?})",
+                crate::admission::excerpt(name),
+                crate::admission::excerpt(namespace)
+            )
+        })
+    }
+
     /// The decision on this claim, of sub-env `stack` (if any) whose namespace is `target`.
     pub fn decision(
         &self,

@@ -324,6 +324,17 @@ async fn every_rule_and_every_allowed_case_over_https() {
         before,
         "an exemption asks the API server nothing"
     );
+    // A name that no claim can have never reaches the lookup's field selector (it would
+    // narrow the list to nothing and let the move through): 400, before any API call.
+    let before = replay.request_count();
+    let mut forged: Value =
+        serde_json::from_slice(&claim_review("CREATE", &refused[0].1, false)).unwrap();
+    forged["request"]["name"] = "data,metadata.namespace=elsewhere".into();
+    let reply = ask(&server, serde_json::to_vec(&forged).unwrap()).await;
+    let (allowed, code, message) = answer(&reply);
+    assert!(!allowed && code == 400, "{reply}");
+    assert!(message.contains("DNS-1123 subdomain"), "{message}");
+    assert_eq!(replay.request_count(), before);
     // Updates and other resources sent there are not the volume guard's.
     let mut update: Value =
         serde_json::from_slice(&claim_review("CREATE", &refused[0].1, false)).unwrap();
@@ -361,7 +372,8 @@ async fn every_rule_and_every_allowed_case_over_https() {
             r#"nsguard_volume_guard_decisions_total{operation="create",reason="allowed"} 4"#,
             r#"nsguard_volume_guard_decisions_total{operation="delete",reason="allowed"} 4"#,
             r#"nsguard_volume_guard_decisions_total{operation="delete",reason="exempt"} 3"#,
-            r#"nsguard_admission_reviews_total{endpoint="volume-guard",decision="denied"} 10"#,
+            // The ten refusals and the forged name.
+            r#"nsguard_admission_reviews_total{endpoint="volume-guard",decision="denied"} 11"#,
         ])
         .await;
     let audit: Vec<Value> = server
@@ -512,6 +524,19 @@ async fn the_cli_gives_the_webhooks_answer() {
         said.contains("refusing to create claim shop-a/data") && said.contains("volume pv-a"),
         "{said}"
     );
+    let forged = dir.path().join("forged.json");
+    let mut bad = new.clone();
+    bad["metadata"]["name"] = "data,metadata.namespace=elsewhere".into();
+    std::fs::write(&forged, bad.to_string()).unwrap();
+    let refused = run(&[
+        "can-create-claim",
+        "-f",
+        forged.to_str().unwrap(),
+        "-n",
+        "shop-a",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("DNS-1123 subdomain"));
     let created = run(&[
         "can-create-claim",
         "-f",

@@ -411,17 +411,6 @@ impl Webhook {
             .or_else(|| meta.and_then(|m| m.name.as_ref()).map(Text::as_str))
             .unwrap_or_default();
         let namespace = request.namespace.as_ref().map_or("", Text::as_str);
-        if !crate::naming::is_dns1123_subdomain(name) || !crate::naming::is_dns1123_label(namespace)
-        {
-            return Response::bad_request(
-                request,
-                format!(
-                    "nsguard: a claim review must name the claim and its namespace (name {:?}, namespace {:?})",
-                    excerpt(name),
-                    excerpt(namespace)
-                ),
-            );
-        }
         let groups = groups(request);
         let claim = volume_guard::ClaimRequest {
             operation,
@@ -432,6 +421,9 @@ impl Webhook {
             username: request.user_info.username.as_ref().map_or("", Text::as_str),
             groups: &groups,
         };
+        if let Some(invalid) = claim.invalid_names() {
+            return Response::bad_request(request, format!("nsguard: {invalid}"));
+        }
         let (decision, lookup) = self
             .cluster
             .volume_guard(&self.scheme, &self.guard, &claim, self.lookup_timeout)

@@ -161,6 +161,9 @@ fn decide_all(
                 username: &asking.as_user,
                 groups: &asking.as_groups,
             };
+            if let Some(invalid) = request.invalid_names() {
+                anyhow::bail!("{invalid}");
+            }
             let (decision, _) = source
                 .volume_guard(&scheme, &config, &request, inputs.lookup.lookup_timeout)
                 .await;
