@@ -169,8 +169,21 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
 
 /// A DNS-1123 label: what the API server requires of a namespace name (and shell-safe).
 pub fn is_dns1123_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (1..=MAX_NAME_LEN).contains(&bytes.len())
+    name.len() <= MAX_NAME_LEN && is_label_shaped(name)
+}
+
+/// A DNS-1123 subdomain, as Kubernetes' `IsDNS1123Subdomain` checks it: what the API
+/// server requires of a claim's, a volume's or a Deployment's name. At most 253 bytes of
+/// label-shaped parts joined by dots, each of any length (Kubernetes' pattern bounds only
+/// the whole); shell-safe.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_label_shaped)
+}
+
+/// Lowercase letters, digits and '-', not empty, not starting or ending with '-'.
+fn is_label_shaped(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    !bytes.is_empty()
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
@@ -178,16 +191,27 @@ pub fn is_dns1123_label(name: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
-/// A DNS-1123 subdomain: what the API server requires of a claim's, a volume's or a
-/// Deployment's name (labels joined by dots; shell-safe).
-pub fn is_dns1123_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns1123_label)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// As Kubernetes' validation: a subdomain's parts are not bound to 63 bytes (a claim
+    /// named with 70 letters exists), only the whole to 253; a label is bound to 63.
+    #[test]
+    fn subdomains_and_labels_as_kubernetes_bounds_them() {
+        let seventy = "a".repeat(70);
+        assert!(is_dns1123_subdomain(&seventy));
+        assert!(!is_dns1123_label(&seventy));
+        assert!(is_dns1123_subdomain(&format!("{}.b", "a".repeat(251))));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        for bad in [
+            "", "a..b", ".a", "a.", "-a", "a-", "a.-b", "A", "a_b", "a,b", "a b",
+        ] {
+            assert!(!is_dns1123_subdomain(bad), "{bad:?}");
+        }
+        assert!(is_dns1123_subdomain("data-0.shop"));
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5000))]
