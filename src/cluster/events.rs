@@ -348,11 +348,7 @@ pub fn event(refusal: &Refusal, instance: &str) -> Event {
     );
     Event {
         metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                refusal.regarding.name(),
-                now.as_nanosecond()
-            )),
+            name: Some(event_name(refusal.regarding.name(), now.as_nanosecond())),
             namespace: Some(refusal.regarding.events_namespace().to_owned()),
             ..ObjectMeta::default()
         },
@@ -366,6 +362,23 @@ pub fn event(refusal: &Refusal, instance: &str) -> Event {
         regarding: Some(refusal.regarding.reference()),
         ..Event::default()
     }
+}
+
+/// The longest object name the API server takes (a DNS-1123 subdomain).
+const MAX_NAME_BYTES: usize = 253;
+
+/// `<object>.<nanoseconds in hex>`, as client-go names Events, with the object's name cut
+/// so that the whole stays a DNS-1123 subdomain: a claim's name may already be 253 bytes,
+/// and the API server refuses a longer Event name (the Event would never be written).
+fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = MAX_NAME_BYTES.saturating_sub(suffix.len());
+    // Names are ASCII; a cut must not leave a '.' or '-' before the suffix's '.'.
+    let stem = object
+        .get(..room.min(object.len()))
+        .unwrap_or(object)
+        .trim_end_matches(['.', '-']);
+    format!("{stem}{suffix}")
 }
 
 /// `text` cut to at most `bytes` bytes at a character boundary, marked when cut.
@@ -473,6 +486,16 @@ mod tests {
                 .unwrap()
                 .starts_with("create requested by pulumi refused: ")
         );
+        // A claim of the longest name still gets an Event name the API server takes.
+        for long in [
+            "a".repeat(253),
+            format!("{}.{}", "a".repeat(236), "b".repeat(16)),
+        ] {
+            let name = event_name(&long, i128::from(i64::MAX));
+            assert!(name.len() <= 253, "{}", name.len());
+            assert!(crate::naming::is_dns1123_subdomain(&name), "{name}");
+        }
+        assert_eq!(event_name("data", 255), "data.ff");
         // A create and a delete of one claim are two series; two creates are one.
         let delete = Refusal {
             action: "Delete",
