@@ -322,7 +322,7 @@ impl ClaimDecision {
                     None => format!("and the data stays behind on volume {volume}"),
                 };
                 format!(
-                    "nsguard: refusing to create {claim}: sub-env {stack} keeps its data in claim {old_namespace}/{name} (volume {volume}); this new claim would start on a new, empty volume, {fate}. Keep the volume: {plan} hands it over to {target}/{name} (run its `before`, then `sc deploy` again); {on_purpose}"
+                    "nsguard: refusing to create {claim}: sub-env {stack} keeps its data in claim {old_namespace}/{name} (volume {volume}); this new claim would start on a new, empty volume, {fate}. Keep the volume: {plan} hands it over to {target}/{name}: run its `before` (not its state step, which this deploy shows done), `sc deploy` again, then `sh migrate.sh after`; {on_purpose}"
                 )
             }
             Verdict::NotMoved { volume } => format!(
@@ -604,6 +604,7 @@ mod tests {
             "new, empty volume",
             "destroys volume pv-data",
             "`nsguard migrate plan --stack shop-tenant-a/tenant-a`",
+            "run its `before` (not its state step, which this deploy shows done), `sc deploy` again, then `sh migrate.sh after`",
         ] {
             assert!(strands.contains(said), "{said:?} in {strands}");
         }

@@ -495,7 +495,9 @@ fn comment(text: &str) -> String {
         .collect()
 }
 
-/// The Pulumi state step of `sub_env`, as comments (its names were checked by [`valid`]).
+/// The Pulumi state step of `sub_env`, as comments (its names were checked by [`valid`]),
+/// and when not to take it: once a deploy has made the new Namespace, the state holds that
+/// one, and forgetting it makes the next deploy fail on the namespace that exists.
 fn state_step(sub_env: &SubEnv) -> String {
     let deployments: Vec<String> = sub_env
         .workloads
@@ -503,7 +505,13 @@ fn state_step(sub_env: &SubEnv) -> String {
         .filter_map(|w| w.strip_prefix("Deployment/"))
         .map(str::to_owned)
         .collect();
-    crate::redeploy::StateStep::of(&sub_env.owner, &deployments).comment()
+    let mut step = crate::redeploy::StateStep::of(&sub_env.owner, &deployments).comment();
+    let _ = writeln!(
+        step,
+        "#   (skip it when it is done already: when an `sc deploy` made namespace {} and stopped at a\n#   claim nsguard refused, the state holds the new Namespace, and forgetting that one makes the\n#   next deploy fail on the namespace that exists)",
+        sub_env.to
+    );
+    step
 }
 
 /// A label value (what the stack's labels hold), not empty.
@@ -627,6 +635,11 @@ mod tests {
             };
             assert!(valid(&sub_env, &[]).is_ok(), "{app}/{env}");
             let step = state_step(&sub_env);
+            assert!(
+                step.contains("skip it when it is done already: when an `sc deploy` made namespace shop-tenant-a"),
+                "{step}"
+            );
+            assert!(step.lines().all(|l| l.starts_with('#')), "{step}");
             let commands: Vec<&str> = step
                 .lines()
                 .filter_map(|l| l.strip_prefix("#   $ "))
