@@ -15,7 +15,9 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::{AskingArgs, GuardInputs};
+use crate::cluster::ClusterSource;
 use crate::documents::{self, ObjectHead};
+use crate::labels::LabelScheme;
 use crate::volume_guard::{ClaimDecision, ClaimRequest, Operation, Verdict};
 
 #[derive(Debug, Args)]
@@ -105,15 +107,25 @@ pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
     if claims.is_empty() {
         anyhow::bail!("no PersistentVolumeClaim in the input");
     }
-    decide_all(Operation::Create, &claims, &args.asking, &args.inputs)
+    let decisions = runtime()?.block_on(async {
+        let (scheme, source) = source(&args.inputs).await?;
+        decide(
+            Operation::Create,
+            &claims,
+            &args.asking,
+            &args.inputs,
+            &scheme,
+            &source,
+        )
+        .await
+    })?;
+    print(&decisions, args.asking.output)
 }
 
 pub fn can_delete_claim(args: CanDeleteClaimArgs) -> anyhow::Result<ExitCode> {
-    let runtime = runtime()?;
-    let (labels, annotations) = runtime.block_on(async {
-        let scheme = args.inputs.labels.scheme();
-        let source = args.inputs.source(&scheme).await?;
-        source
+    let decisions = runtime()?.block_on(async {
+        let (scheme, source) = source(&args.inputs).await?;
+        let (labels, annotations) = source
             .claim_metadata(
                 &args.namespace,
                 &args.name,
@@ -121,15 +133,24 @@ pub fn can_delete_claim(args: CanDeleteClaimArgs) -> anyhow::Result<ExitCode> {
             )
             .await
             .map_err(|err| anyhow::anyhow!("claim {}/{}: {err}", args.namespace, args.name))?
-            .with_context(|| format!("claim {}/{} does not exist", args.namespace, args.name))
+            .with_context(|| format!("claim {}/{} does not exist", args.namespace, args.name))?;
+        let claim = ManifestClaim {
+            namespace: args.namespace.clone(),
+            name: args.name.clone(),
+            labels,
+            annotations,
+        };
+        decide(
+            Operation::Delete,
+            &[claim],
+            &args.asking,
+            &args.inputs,
+            &scheme,
+            &source,
+        )
+        .await
     })?;
-    let claim = ManifestClaim {
-        namespace: args.namespace,
-        name: args.name,
-        labels,
-        annotations,
-    };
-    decide_all(Operation::Delete, &[claim], &args.asking, &args.inputs)
+    print(&decisions, args.asking.output)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -138,42 +159,50 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Each claim decided as the webhook decides it; printed; the exit code of the worst.
-fn decide_all(
+/// The label scheme and the cluster source, made once per command.
+async fn source(inputs: &GuardInputs) -> anyhow::Result<(LabelScheme, ClusterSource)> {
+    let scheme = inputs.labels.scheme();
+    let source = inputs.source(&scheme).await?;
+    Ok((scheme, source))
+}
+
+/// Each claim decided as the webhook decides it.
+async fn decide(
     operation: Operation,
     claims: &[ManifestClaim],
     asking: &AskingArgs,
     inputs: &GuardInputs,
-) -> anyhow::Result<ExitCode> {
-    let runtime = runtime()?;
-    let decisions: Vec<ClaimDecision> = runtime.block_on(async {
-        let scheme = inputs.labels.scheme();
-        let source = inputs.source(&scheme).await?;
-        let config = inputs.guard.config();
-        let mut decisions = Vec::new();
-        for claim in claims {
-            let request = ClaimRequest {
-                operation,
-                namespace: &claim.namespace,
-                name: &claim.name,
-                labels: Some(&claim.labels),
-                annotations: Some(&claim.annotations),
-                username: &asking.as_user,
-                groups: &asking.as_groups,
-            };
-            if let Some(invalid) = request.invalid_names() {
-                anyhow::bail!("{invalid}");
-            }
-            let (decision, _) = source
-                .volume_guard(&scheme, &config, &request, inputs.lookup.lookup_timeout)
-                .await;
-            decisions.push(decision);
+    scheme: &LabelScheme,
+    source: &ClusterSource,
+) -> anyhow::Result<Vec<ClaimDecision>> {
+    let config = inputs.guard.config();
+    let mut decisions = Vec::new();
+    for claim in claims {
+        let request = ClaimRequest {
+            operation,
+            namespace: &claim.namespace,
+            name: &claim.name,
+            labels: Some(&claim.labels),
+            annotations: Some(&claim.annotations),
+            username: &asking.as_user,
+            groups: &asking.as_groups,
+        };
+        if let Some(invalid) = request.invalid_names() {
+            anyhow::bail!("{invalid}");
         }
-        anyhow::Ok(decisions)
-    })?;
-    match asking.output {
+        let (decision, _) = source
+            .volume_guard(scheme, &config, &request, inputs.lookup.lookup_timeout)
+            .await;
+        decisions.push(decision);
+    }
+    Ok(decisions)
+}
+
+/// The decisions printed; the exit code of the worst.
+fn print(decisions: &[ClaimDecision], output: OutputFormat) -> anyhow::Result<ExitCode> {
+    match output {
         OutputFormat::Text => {
-            for decision in &decisions {
+            for decision in decisions {
                 println!("{}", decision.message());
             }
         }
