@@ -18,6 +18,7 @@ use super::guard_args::{AskingArgs, GuardInputs};
 use crate::cluster::ClusterSource;
 use crate::documents::{self, ObjectHead};
 use crate::labels::LabelScheme;
+use crate::manifests;
 use crate::volume_guard::{ClaimDecision, ClaimRequest, Operation, Verdict};
 
 #[derive(Debug, Args)]
@@ -26,8 +27,9 @@ use crate::volume_guard::{ClaimDecision, ClaimRequest, Operation, Verdict};
   helm template ./chart | nsguard can-create-claim -n shop-tenant-a
   nsguard can-create-claim -f claim.yaml --demo -o json   # the example dump")]
 pub struct CanCreateClaimArgs {
-    /// Manifest with the PersistentVolumeClaims to create (other objects are skipped), or
-    /// `-` for standard input. Default: standard input.
+    /// Manifest file or directory (its .yaml/.yml/.json files) with the
+    /// PersistentVolumeClaims to create (other objects are skipped), or `-` for standard
+    /// input. Default: standard input.
     #[arg(
         short = 'f',
         long = "filename",
@@ -69,39 +71,41 @@ struct ManifestClaim {
 }
 
 pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
-    let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-    } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("reading {}", args.file.display()))?
-    };
     let mut claims = Vec::new();
-    for document in documents::parse(&text)? {
-        for (item, value) in documents::objects(&document.value).enumerate() {
-            let head = ObjectHead::of(value).map_err(|e| {
-                anyhow::anyhow!("document {}, item {}: {e}", document.number, item + 1)
-            })?;
-            if head.kind != "PersistentVolumeClaim" || !head.group().is_empty() {
-                continue;
-            }
-            let namespace = head
-                .metadata
-                .namespace
-                .clone()
-                .filter(|ns| !ns.is_empty())
-                .or_else(|| args.namespace.clone())
-                .with_context(|| {
-                    format!(
-                        "claim {:?} names no namespace: give -n NAMESPACE",
-                        head.metadata.name
+    // Read as `check` and `rewrite` read their input: a file, a directory, or `-`.
+    for source in manifests::read_sources(std::slice::from_ref(&args.file))? {
+        for document in manifests::parse(&source)? {
+            for (item, value) in documents::objects(&document.value).enumerate() {
+                let head = ObjectHead::of(value).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} document {}, item {}: {e}",
+                        source.name,
+                        document.number,
+                        item + 1
                     )
                 })?;
-            claims.push(ManifestClaim {
-                namespace,
-                name: head.metadata.name,
-                labels: head.metadata.labels,
-                annotations: head.metadata.annotations,
-            });
+                if head.kind != "PersistentVolumeClaim" || !head.group().is_empty() {
+                    continue;
+                }
+                let namespace = head
+                    .metadata
+                    .namespace
+                    .clone()
+                    .filter(|ns| !ns.is_empty())
+                    .or_else(|| args.namespace.clone())
+                    .with_context(|| {
+                        format!(
+                            "claim {:?} names no namespace: give -n NAMESPACE",
+                            head.metadata.name
+                        )
+                    })?;
+                claims.push(ManifestClaim {
+                    namespace,
+                    name: head.metadata.name,
+                    labels: head.metadata.labels,
+                    annotations: head.metadata.annotations,
+                });
+            }
         }
     }
     if claims.is_empty() {
