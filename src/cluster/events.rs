@@ -177,9 +177,8 @@ pub fn spawn(
 /// An Event written for an object, and the refusals since.
 #[derive(Debug)]
 struct Open {
-    /// The Event's name and namespace.
+    /// The Event's name (its namespace is its series key's).
     name: String,
-    namespace: String,
     /// Refusals seen, and how many the API server has.
     count: i32,
     written: i32,
@@ -230,10 +229,9 @@ impl Writer {
         }
         let event = event(&refusal, &self.instance);
         let name = event.metadata.name.clone().unwrap_or_default();
-        let namespace = key.0.clone();
         let created = tokio::time::timeout(
             WRITE_TIMEOUT,
-            self.api(&namespace).create(&PostParams::default(), &event),
+            self.api(&key.0).create(&PostParams::default(), &event),
         )
         .await;
         match created {
@@ -243,7 +241,6 @@ impl Writer {
                     key,
                     Open {
                         name,
-                        namespace,
                         count: 1,
                         written: 1,
                         last_seen: now,
@@ -259,23 +256,16 @@ impl Writer {
     /// Write the counts that grew (each at most every [`WRITE_EVERY`], all when `all`),
     /// and forget the Events past [`SERIES_TTL`].
     async fn flush(&mut self, now: Instant, all: bool) {
-        let due: Vec<(SeriesKey, String, String, i32)> = self
+        let due: Vec<(SeriesKey, String, i32)> = self
             .open
             .iter()
             .filter(|(_, open)| {
                 open.count > open.written
                     && (all || now.duration_since(open.last_written) >= WRITE_EVERY)
             })
-            .map(|(key, open)| {
-                (
-                    key.clone(),
-                    open.namespace.clone(),
-                    open.name.clone(),
-                    open.count,
-                )
-            })
+            .map(|(key, open)| (key.clone(), open.name.clone(), open.count))
             .collect();
-        for (key, namespace, name, count) in due {
+        for (key, name, count) in due {
             let patch = serde_json::json!({
                 "series": EventSeries {
                     count,
@@ -284,7 +274,7 @@ impl Writer {
             });
             let patched = tokio::time::timeout(
                 WRITE_TIMEOUT,
-                self.api(&namespace)
+                self.api(&key.0)
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
             )
             .await;
