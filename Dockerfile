@@ -1,21 +1,23 @@
-# syntax=docker/dockerfile:1
 # nsguard: build with the Rust toolchain, run from a distroless non-root image (no shell,
 # no package manager). Build: docker build -t <registry>/nsguard:<tag> .
+# Base images from a registry mirror (nothing else is fetched: no frontend image, no
+# BuildKit-only syntax, so the classic builder and BuildKit both build it):
+#   docker build --build-arg RUST_IMAGE=<mirror>/library/rust:1.95-bookworm \
+#     --build-arg RUNTIME_IMAGE=<mirror>/distroless/cc-debian12:nonroot -t <registry>/nsguard:<tag> .
+# The build stage runs with the network (crates.io) unless a vendored registry is given.
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-# Everything the nsguard binary compiles from: the manifest and lock file, the sources,
-# the example dump it embeds, and the declared bench target (cargo reads every target).
+# Everything the nsguard binary compiles from: the manifest and lock file, the sources and
+# the example dump it embeds. The build context (.dockerignore) holds nothing else.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
-COPY benches ./benches
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin nsguard \
-    && cp target/release/nsguard /nsguard
+RUN cargo build --release --locked --bin nsguard && cp target/release/nsguard /nsguard
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /nsguard /usr/local/bin/nsguard
 # 65532 is distroless' nonroot user; the Deployment also sets runAsNonRoot.
 USER 65532:65532

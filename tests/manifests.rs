@@ -439,18 +439,43 @@ fn the_rbac_check_refuses_events_granted_in_one_namespace() {
     );
 }
 
+/// The image builds anywhere its two base images can be had (a registry mirror through the
+/// build args): nothing else is fetched (no `# syntax=` frontend image) and no BuildKit-only
+/// instruction is used, so the classic builder builds it too. `tests/image.sh` builds its
+/// context; this checks what that cannot: the runtime stage.
 #[test]
 fn the_dockerfile_builds_locked_and_runs_non_root_without_a_shell() {
     let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
     assert!(dockerfile.contains("cargo build --release --locked"));
-    let runtime = dockerfile
-        .lines()
-        .rfind(|l| l.starts_with("FROM "))
-        .unwrap();
     assert!(
-        runtime.contains("distroless") && runtime.contains("nonroot"),
+        !dockerfile.contains("# syntax="),
+        "a syntax line makes every build fetch a frontend image"
+    );
+    assert!(
+        !dockerfile.contains("--mount="),
+        "RUN --mount needs BuildKit"
+    );
+    let arg = |name: &str| {
+        dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("no ARG {name}= default"))
+            .to_owned()
+    };
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        froms,
+        ["FROM ${RUST_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"]
+    );
+    let runtime = arg("RUNTIME_IMAGE");
+    assert!(
+        runtime.contains("distroless") && runtime.ends_with(":nonroot"),
         "{runtime}"
     );
+    assert!(arg("RUST_IMAGE").starts_with("rust:"));
     assert!(dockerfile.lines().any(|l| l.starts_with("USER 65532")));
     assert!(dockerfile.contains("EXPOSE 8443 9090"));
     // Everything the binary embeds is copied into the build stage.
