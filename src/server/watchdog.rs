@@ -22,9 +22,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+// tokio's clock, not std's: the same instant in production, and a paused clock the tests
+// advance by hand, so no test judges a deadline by how fast a busy machine sleeps.
+use tokio::time::Instant;
 
 use super::framing::Framing;
 
@@ -247,84 +250,116 @@ pub async fn expiry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::advance;
 
     const LIMITS: Limits = Limits {
         request_timeout: Duration::from_millis(50),
         idle_timeout: Duration::from_millis(200),
     };
 
-    #[test]
-    fn a_silent_connection_expires_at_the_request_timeout_after_its_handshake() {
+    /// Each test runs on tokio's paused clock: `advance` moves it by exactly that much,
+    /// whatever the machine is doing, so the limits are judged to the millisecond.
+    async fn after(ms: u64) {
+        advance(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_expires_at_the_request_timeout_after_its_handshake() {
         let p = Progress::new();
         assert_eq!(p.expired(LIMITS, false), None);
         // A slow handshake (bounded on its own) does not use up the first request's time.
-        std::thread::sleep(Duration::from_millis(40));
+        after(40).await;
         p.handshake_done(false);
-        std::thread::sleep(Duration::from_millis(30));
+        after(30).await;
         assert_eq!(p.expired(LIMITS, false), None);
-        std::thread::sleep(Duration::from_millis(40));
+        after(20).await;
+        assert_eq!(
+            p.expired(LIMITS, false),
+            None,
+            "50 ms exactly is not past it"
+        );
+        after(1).await;
         assert_eq!(p.expired(LIMITS, false), Some(Expired::NoRequest));
     }
 
     /// A head that began just after the handshake is judged by its own deadline: before,
     /// the idle clock (a few ms older) closed it as "no request" first.
-    #[test]
-    fn a_head_in_progress_is_never_a_connection_without_a_request() {
+    #[tokio::test(start_paused = true)]
+    async fn a_head_in_progress_is_never_a_connection_without_a_request() {
         let p = Progress::new();
         p.handshake_done(false);
-        std::thread::sleep(Duration::from_millis(20));
+        after(20).await;
         p.read(b"POST /validate HTTP/1.1\r\n");
-        std::thread::sleep(Duration::from_millis(40));
+        after(40).await;
         assert_eq!(p.expired(LIMITS, false), None, "idle 60 ms, head 40 ms");
-        std::thread::sleep(Duration::from_millis(20));
+        after(11).await;
         assert_eq!(p.expired(LIMITS, false), Some(Expired::SlowRequest));
     }
 
-    #[test]
-    fn slow_headers_expire_and_a_request_in_flight_never_does() {
+    #[tokio::test(start_paused = true)]
+    async fn slow_headers_expire_and_a_request_in_flight_never_does() {
         let p = Progress::new();
         p.read(b"POST /validate HTTP/1.1\r\n");
-        std::thread::sleep(Duration::from_millis(70));
+        after(70).await;
         p.read(b"Host: x\r\n"); // still the same head: the clock does not restart
         assert_eq!(p.expired(LIMITS, false), Some(Expired::SlowRequest));
         p.read(b"\r\n");
         let (started, in_flight) = p.request_started();
-        assert!(
-            started.elapsed() >= Duration::from_millis(70),
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(70),
             "the deadline starts at the first byte"
         );
         assert_eq!(p.expired(LIMITS, false), None);
-        std::thread::sleep(Duration::from_millis(70));
+        after(70).await;
         assert_eq!(p.expired(LIMITS, true), None);
         drop(in_flight);
-        assert_eq!(
-            p.idle_since()
-                .map(|at| at.elapsed() < Duration::from_millis(20)),
-            Some(true)
-        );
+        assert_eq!(p.idle_since(), Some(Instant::now()));
     }
 
-    #[test]
-    fn idle_is_counted_in_requests_and_shortened_under_pressure() {
+    #[tokio::test(start_paused = true)]
+    async fn idle_is_counted_in_requests_and_shortened_under_pressure() {
         let p = Progress::new();
         drop(p.request_started().1);
-        std::thread::sleep(Duration::from_millis(70));
+        after(70).await;
         assert_eq!(p.expired(LIMITS, false), None);
         assert_eq!(p.expired(LIMITS, true), Some(Expired::Idle));
-        std::thread::sleep(Duration::from_millis(150));
+        after(130).await;
+        assert_eq!(
+            p.expired(LIMITS, false),
+            None,
+            "200 ms exactly is not past it"
+        );
+        after(1).await;
         assert_eq!(p.expired(LIMITS, false), Some(Expired::Idle));
     }
 
-    #[test]
-    fn http2_control_frames_are_not_a_request_head() {
+    #[tokio::test(start_paused = true)]
+    async fn http2_control_frames_are_not_a_request_head() {
         let p = Progress::new();
         p.handshake_done(true);
         p.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         drop(p.request_started().1);
         p.read(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00"); // a PING
-        std::thread::sleep(Duration::from_millis(70));
+        after(70).await;
         assert_eq!(p.expired(LIMITS, false), None);
-        std::thread::sleep(Duration::from_millis(150));
+        after(150).await;
         assert_eq!(p.expired(LIMITS, false), Some(Expired::Idle));
+    }
+
+    /// The watchdog's timer: a silent connection is closed at its first check past the
+    /// request timeout (checks are a second apart, or the timeout's apart if shorter).
+    #[tokio::test(start_paused = true)]
+    async fn expiry_fires_at_the_first_check_past_the_deadline() {
+        let limits = Limits {
+            request_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let p = Progress::new();
+        p.handshake_done(false);
+        let started = Instant::now();
+        let expired = expiry(p, limits, || false).await;
+        assert_eq!(expired, Expired::NoRequest);
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
     }
 }
