@@ -262,6 +262,39 @@ async fn refuses_to_start_with_a_broken_certificate() {
     );
 }
 
+/// Without --tls-cert/--tls-key, serve makes development certificates in --cert-dir; where
+/// it cannot (a read-only root, as in the shipped pod), it says which flags to pass.
+#[tokio::test]
+async fn refuses_to_start_naming_the_flags_when_it_cannot_make_development_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the folder would be: writing fails, as on a read-only root (root, which
+    // runs CI, can write through permission bits).
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--demo",
+        ])
+        .arg("--cert-dir")
+        .arg(blocked.join("certs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("nsguard: error: no --tls-cert/--tls-key given")
+            && err.contains("pass --tls-cert and --tls-key")
+            && err.contains("Not a directory"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[tokio::test]
 async fn slow_drip_headers_and_bodies_are_cut_off_at_the_request_timeout() {
     let server = Server::builder().args(&["--request-timeout", "1s"]).start();

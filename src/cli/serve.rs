@@ -163,8 +163,15 @@ impl ServeArgs {
         match (files.cert.exists(), files.key.exists()) {
             (true, true) => {}
             (false, false) => {
-                let written =
-                    certs::generate(&CertRequest::default())?.write(&self.cert_dir, false)?;
+                let written = certs::generate(&CertRequest::default())?
+                    .write(&self.cert_dir, false)
+                    .with_context(|| {
+                        format!(
+                            "no --tls-cert/--tls-key given, and the development certificates cannot be made in --cert-dir {} \
+                             (pass --tls-cert and --tls-key, as the shipped Deployment does with its Secret, or a writable --cert-dir)",
+                            self.cert_dir.display()
+                        )
+                    })?;
                 tracing::warn!(
                     dir = %self.cert_dir.display(),
                     files = ?written,
