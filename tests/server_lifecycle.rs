@@ -120,11 +120,15 @@ async fn rotated_certificates_are_served_without_dropping_connections() {
         .await;
 }
 
+/// On SIGTERM: /readyz fails on both ports at once (the kubelet probes the metrics port),
+/// reviews are answered through the delay, then no new connection is taken while the one
+/// in flight finishes; the metrics port serves to the end.
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let mut server = Server::builder()
-        .args(&["--shutdown-grace", "15s", "--shutdown-delay", "0s"])
+        .args(&["--shutdown-grace", "30s", "--shutdown-delay", "1s"])
         .start();
+    assert_eq!(server.metrics_port_get("/readyz").await.0, 200);
     let client = server.client();
     let body = fixture("deployment-create.json");
     let (head, tail) = body.split_at(body.len() / 2);
@@ -149,11 +153,30 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     );
 
     server.signal("TERM");
+    server.wait_for_log(
+        "still serving while endpoints update",
+        Duration::from_secs(5),
+    );
+    assert_eq!(client.get(server.addr, "/readyz").await.status, 503);
+    let (status, said) = server.metrics_port_get("/readyz").await;
+    assert_eq!(status, 503, "the kubelet's probe: {said}");
     server.wait_for_log("shutting down", Duration::from_secs(5));
-    // No new connections once shutdown has begun.
+    // No new connections once the drain has begun ...
     assert!(
         client.connect(server.addr).await.is_err(),
         "accepted a connection while draining"
+    );
+    // ... while the metrics port still answers: not ready, and the counts to the end.
+    assert_eq!(server.metrics_port_get("/readyz").await.0, 503);
+    let metrics = server.metrics().await;
+    let answered: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with(r#"nsguard_admission_reviews_total{endpoint="validate""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        answered, 1.0,
+        "the review answered before SIGTERM:\n{metrics}"
     );
 
     // The in-flight request completes.

@@ -146,12 +146,18 @@ impl BoundServer {
             watcher_stop.clone(),
         ));
 
-        let metrics_stop = stop.clone();
+        // The metrics port serves until the webhook port has drained: through the
+        // shutdown delay and the drain, the kubelet's probes read /readyz's 503 there and
+        // Prometheus scrapes the last counts.
+        let metrics_stop = CancellationToken::new();
         let metrics_router = routes::metrics_router(state.clone());
-        let metrics_server = tokio::spawn(async move {
-            axum::serve(metrics_listener, metrics_router)
-                .with_graceful_shutdown(async move { metrics_stop.cancelled().await })
-                .await
+        let metrics_server = tokio::spawn({
+            let metrics_stop = metrics_stop.clone();
+            async move {
+                axum::serve(metrics_listener, metrics_router)
+                    .with_graceful_shutdown(async move { metrics_stop.cancelled().await })
+                    .await
+            }
         });
 
         let service = TowerToHyperService::new(routes::webhook_router(state.clone()));
@@ -248,6 +254,7 @@ impl BoundServer {
         }
         watcher_stop.cancel();
         let _ = reload.await;
+        metrics_stop.cancel();
         match metrics_server.await {
             Ok(result) => result.context("metrics server")?,
             Err(err) => tracing::warn!(error = %err, "metrics server task failed"),

@@ -266,18 +266,27 @@ impl Server {
 
     /// The metrics exposition, over plain HTTP.
     pub async fn metrics(&self) -> String {
+        let (status, body) = self.metrics_port_get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// A GET on the plain-HTTP metrics port (`/metrics`, `/readyz`, `/healthz`): the status
+    /// and the body.
+    pub async fn metrics_port_get(&self, path: &str) -> (u16, String) {
         let tcp = TcpStream::connect(self.metrics_addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = Request::get("/metrics")
+        let req = Request::get(path)
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
+        (status, String::from_utf8(body.to_vec()).unwrap())
     }
 }
 
