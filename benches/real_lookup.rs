@@ -192,6 +192,7 @@ fn volume_guard(
         name: "data",
         labels: Some(&labels),
         annotations: None,
+        ephemeral_pod: None,
         username: "bench",
         groups: &[],
     };

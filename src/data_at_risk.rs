@@ -24,6 +24,35 @@ pub struct Claim {
     /// `deletionTimestamp`: deleted, and held by `kubernetes.io/pvc-protection` until no
     /// pod mounts it.
     pub deleted_at: Option<String>,
+    /// The Pod whose generic ephemeral volume it is ([`ephemeral_pod`]): its data goes
+    /// with that Pod, so it is never data at risk, never guarded, never handed over.
+    pub ephemeral_pod: Option<String>,
+}
+
+/// An ownerReference, as [`ephemeral_pod`] reads it from whichever form the reader has
+/// (an AdmissionReview, the kube client's types, a manifest or a dump).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerRef<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub controller: bool,
+}
+
+/// The Pod that controls a claim, if one does: the claim of a generic ephemeral volume.
+/// Kubernetes' ephemeral-volume controller creates the claim `<pod>-<volume>` with its Pod
+/// as controlling owner, and the garbage collector deletes it with the Pod (a rollout does,
+/// all the time): its data is meant to go. simple-container gives scratch volumes this way,
+/// with the stack's labels on the claim (its #189).
+///
+/// Only the owner reference counts, never a label or an annotation anyone may set on any
+/// claim: and whoever sets that reference gets what it means, since the garbage collector
+/// deletes a claim controlled by a Pod when that Pod is gone (or never existed).
+pub fn ephemeral_pod<'a>(owners: impl IntoIterator<Item = OwnerRef<'a>>) -> Option<&'a str> {
+    owners
+        .into_iter()
+        .find(|o| o.controller && o.api_version == "v1" && o.kind == "Pod")
+        .map(|o| o.name)
 }
 
 /// A PersistentVolume as the audit and a migration read it.
@@ -67,13 +96,15 @@ const DELETE: &str = "Delete";
 
 /// The claims of `claims` bound to a volume of `volumes` (by name) that is deleted with
 /// its claim, in claim order. Unbound claims and volumes not found are not
-/// at risk from the delete (there is no data, or it is not deleted through the claim).
+/// at risk from the delete (there is no data, or it is not deleted through the claim), nor
+/// is an ephemeral volume's claim (its data goes with its Pod whatever is deleted).
 pub fn at_risk<'a>(
     claims: impl IntoIterator<Item = &'a Claim>,
     volumes: &BTreeMap<String, Volume>,
 ) -> Vec<VolumeAtRisk> {
     claims
         .into_iter()
+        .filter(|claim| !claim.is_ephemeral())
         .filter_map(|claim| {
             let volume = claim.volume.as_ref()?;
             let policy = volumes
@@ -90,10 +121,27 @@ pub fn at_risk<'a>(
         .collect()
 }
 
+/// [`ephemeral_pod`] of `metadata.ownerReferences` as JSON (a manifest, a dump).
+pub fn ephemeral_pod_in_json(owner_references: &serde_json::Value) -> Option<String> {
+    let refs = owner_references.as_array()?;
+    ephemeral_pod(refs.iter().map(|r| OwnerRef {
+        api_version: r["apiVersion"].as_str().unwrap_or_default(),
+        kind: r["kind"].as_str().unwrap_or_default(),
+        name: r["name"].as_str().unwrap_or_default(),
+        controller: r["controller"] == true,
+    }))
+    .map(str::to_owned)
+}
+
 impl Claim {
     /// Whether it carries a stack's labels.
     pub fn owned(&self) -> bool {
         self.owner.is_some()
+    }
+
+    /// Whether it is a generic ephemeral volume's claim ([`ephemeral_pod`]).
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral_pod.is_some()
     }
 }
 
@@ -170,7 +218,51 @@ mod tests {
             volume: volume.map(Into::into),
             owner: None,
             deleted_at: None,
+            ephemeral_pod: None,
         }
+    }
+
+    fn owner<'a>(api_version: &'a str, kind: &'a str, controller: bool) -> OwnerRef<'a> {
+        OwnerRef {
+            api_version,
+            kind,
+            name: "web-5d9c-x7k2p",
+            controller,
+        }
+    }
+
+    /// Only a Pod that controls the claim makes it ephemeral: not a Pod that merely owns
+    /// it, not another controller, not a Pod of another API group.
+    #[test]
+    fn a_claim_controlled_by_a_pod_is_ephemeral() {
+        assert_eq!(
+            ephemeral_pod([
+                owner("apps/v1", "ReplicaSet", false),
+                owner("v1", "Pod", true)
+            ]),
+            Some("web-5d9c-x7k2p")
+        );
+        for other in [
+            owner("v1", "Pod", false),
+            owner("apps/v1", "StatefulSet", true),
+            owner("example.com/v1", "Pod", true),
+            owner("v1", "pod", true),
+        ] {
+            assert_eq!(ephemeral_pod([other]), None, "{other:?}");
+        }
+        assert_eq!(ephemeral_pod([]), None);
+    }
+
+    /// A scratch volume's data goes with its Pod: never counted as at risk, whatever its
+    /// reclaim policy.
+    #[test]
+    fn an_ephemeral_claim_is_never_at_risk() {
+        let volumes: BTreeMap<String, Volume> =
+            [("pv-scratch".to_owned(), Volume::with_policy("Delete"))].into();
+        let mut scratch = claim("web-5d9c-x7k2p-scratch", Some("pv-scratch"));
+        assert_eq!(at_risk([&scratch], &volumes).len(), 1);
+        scratch.ephemeral_pod = Some("web-5d9c-x7k2p".into());
+        assert!(at_risk([&scratch], &volumes).is_empty());
     }
 
     #[test]

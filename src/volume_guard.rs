@@ -58,6 +58,9 @@ pub struct ClaimRequest<'a> {
     /// The claim's labels: the new object's for a create, the old one's for a delete.
     pub labels: Option<&'a dyn StringMap>,
     pub annotations: Option<&'a dyn StringMap>,
+    /// The Pod that controls the claim, when it is a generic ephemeral volume's
+    /// ([`crate::data_at_risk::ephemeral_pod`], read from its owner references).
+    pub ephemeral_pod: Option<&'a str>,
     pub username: &'a str,
     pub groups: &'a [String],
 }
@@ -98,9 +101,11 @@ impl ClaimRequest<'_> {
     }
 }
 
-/// What needs no lookup: a claim that is not a sub-env's, one whose namespace cannot be
-/// told, the break-glass annotation, an exempt user or group (checked before any API call,
-/// as for the namespace guard, so an emergency does not wait on the API server). `Ok`: the
+/// What needs no lookup: a claim that is not a sub-env's, a generic ephemeral volume's
+/// claim (its Pod's scratch space, which the ephemeral-volume controller and the garbage
+/// collector create and delete with the Pod), one whose namespace cannot be told, the
+/// break-glass annotation, an exempt user or group (checked before any API call, as for
+/// the namespace guard, so an emergency does not wait on the API server). `Ok`: the
 /// sub-env and its namespace, to look up.
 pub fn before_lookup(
     scheme: &LabelScheme,
@@ -116,16 +121,25 @@ pub fn before_lookup(
         return Err(allowed("it carries no sub-env's labels"));
     };
     let parent_env = stack.parent_env.unwrap_or_default();
-    let Some(target) = crate::placement::target_namespace(stack.app_name, stack.env, parent_env)
-    else {
-        return Err(allowed(
-            "its sub-env's namespace cannot be told (the app-name sanitizes to nothing)",
-        ));
-    };
+    let target = crate::placement::target_namespace(stack.app_name, stack.env, parent_env);
     let stack_ref = StackRef {
         app_name: stack.app_name.to_owned(),
         env: stack.env.to_owned(),
         parent_env: parent_env.to_owned(),
+    };
+    if let Some(pod) = request.ephemeral_pod {
+        return Err(Box::new(request.decision(
+            Some(stack_ref),
+            target.map(Into::into),
+            Verdict::Ephemeral {
+                pod: pod.to_owned(),
+            },
+        )));
+    }
+    let Some(target) = target else {
+        return Err(allowed(
+            "its sub-env's namespace cannot be told (the app-name sanitizes to nothing)",
+        ));
     };
     let exemption = guard::exemption(
         config,
@@ -212,6 +226,10 @@ pub enum Verdict {
     Allowed { why: &'static str },
     /// The break-glass annotation, or an exempt user or group: allowed without a lookup.
     Exempt { why: String },
+    /// A generic ephemeral volume's claim, controlled by `pod`: made and deleted with the
+    /// Pod (a rollout does both), its data meant to go. Allowed without a lookup: refusing
+    /// the garbage collector's delete would leave a claim and its volume bound to nothing.
+    Ephemeral { pod: String },
     /// A create in a namespace while the sub-env's claim of that name lives on in another,
     /// with no volume handed over: the move would strand the data (`Retain`) or destroy it
     /// (`Delete`, when the old claim is deleted).
@@ -232,9 +250,10 @@ pub enum Verdict {
 
 impl Verdict {
     /// Every [`Self::reason`], for metrics that start each series at zero.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 7] = [
         "allowed",
         "exempt",
+        "ephemeral",
         "strands-data",
         "not-moved",
         "destroys-data",
@@ -246,15 +265,19 @@ impl Verdict {
         match self {
             Verdict::Allowed { .. } => Self::REASONS[0],
             Verdict::Exempt { .. } => Self::REASONS[1],
-            Verdict::StrandsData { .. } => Self::REASONS[2],
-            Verdict::NotMoved { .. } => Self::REASONS[3],
-            Verdict::DestroysData { .. } => Self::REASONS[4],
-            Verdict::LookupFailed { .. } => Self::REASONS[5],
+            Verdict::Ephemeral { .. } => Self::REASONS[2],
+            Verdict::StrandsData { .. } => Self::REASONS[3],
+            Verdict::NotMoved { .. } => Self::REASONS[4],
+            Verdict::DestroysData { .. } => Self::REASONS[5],
+            Verdict::LookupFailed { .. } => Self::REASONS[6],
         }
     }
 
     pub fn allowed(&self) -> bool {
-        matches!(self, Verdict::Allowed { .. } | Verdict::Exempt { .. })
+        matches!(
+            self,
+            Verdict::Allowed { .. } | Verdict::Exempt { .. } | Verdict::Ephemeral { .. }
+        )
     }
 }
 
@@ -306,6 +329,10 @@ impl ClaimDecision {
         match &self.verdict {
             Verdict::Allowed { why } => format!("{claim} may be {}: {why}", self.operation.done()),
             Verdict::Exempt { why } => format!("{claim} may be {}: {why}", self.operation.done()),
+            Verdict::Ephemeral { pod } => format!(
+                "{claim} may be {}: it is the generic ephemeral volume of Pod {pod} (the Pod controls it), made and deleted with the Pod; its data is meant to go with it",
+                self.operation.done()
+            ),
             Verdict::StrandsData {
                 old_namespace,
                 volume,
@@ -365,10 +392,11 @@ pub fn on_create(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
         };
     }
     // The sub-env's, in any label generation. A claim being deleted goes its way whatever
-    // is created; one not Bound holds no data.
+    // is created; one not Bound holds no data; an ephemeral volume's goes with its Pod.
     match facts.claims.iter().find(|c| {
         c.namespace != claim.namespace
             && c.name == claim.name
+            && !c.is_ephemeral()
             && c.owner
                 .as_ref()
                 .is_some_and(|o| o.app_name == claim.owner.app_name && o.env == claim.owner.env)
@@ -466,6 +494,7 @@ mod tests {
                     volume: Some("pv-data".into()),
                     owner: Some(Owner::new("shop-tenant-a", "tenant-a")),
                     deleted_at: None,
+                    ephemeral_pod: None,
                 })
                 .into_iter()
                 .collect(),
@@ -551,6 +580,66 @@ mod tests {
             volume("Retain", Some(("shop-tenant-a", "data", Some("uid-2")))),
         );
         assert!(!on_create(&claim("shop-tenant-a", &owner), &taken).allowed());
+    }
+
+    /// A generic ephemeral volume's claim (its Pod controls it) is let through on create
+    /// and delete before any lookup, with a reason of its own; the same claim without that
+    /// owner reference goes on to the lookup.
+    #[test]
+    fn an_ephemeral_volumes_claim_is_decided_without_a_lookup() {
+        let labels: BTreeMap<String, String> = [
+            ("simple-container.com/app-name", "shop-tenant-a"),
+            ("simple-container.com/env", "tenant-a"),
+            ("simple-container.com/parent-env", "production"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        let (scheme, config) = (LabelScheme::default(), GuardConfig::default());
+        for operation in Operation::ALL {
+            let mut request = ClaimRequest {
+                operation,
+                namespace: "shop",
+                name: "web-7f9c-x2k4p-scratch",
+                labels: Some(&labels),
+                annotations: None,
+                ephemeral_pod: Some("web-7f9c-x2k4p"),
+                username: "system:serviceaccount:kube-system:generic-garbage-collector",
+                groups: &[],
+            };
+            let decided = *before_lookup(&scheme, &config, &request).unwrap_err();
+            assert_eq!(
+                decided.verdict,
+                Verdict::Ephemeral {
+                    pod: "web-7f9c-x2k4p".into()
+                }
+            );
+            assert!(decided.allowed());
+            assert_eq!(decided.verdict.reason(), "ephemeral");
+            assert_eq!(decided.stack_arg(), "shop-tenant-a/tenant-a");
+            assert_eq!(decided.target.as_deref(), Some("shop-tenant-a"));
+            assert!(
+                decided
+                    .message()
+                    .contains("is the generic ephemeral volume of Pod web-7f9c-x2k4p"),
+                "{}",
+                decided.message()
+            );
+            request.ephemeral_pod = None;
+            let (stack, target) = before_lookup(&scheme, &config, &request).unwrap();
+            assert_eq!((stack, target.as_str()), (owner(), "shop-tenant-a"));
+        }
+    }
+
+    /// An ephemeral volume's claim of the same name in the old namespace is not the
+    /// sub-env's data: creating the claim in the sub-env's namespace strands nothing.
+    #[test]
+    fn an_old_ephemeral_claim_of_that_name_strands_nothing() {
+        let owner = owner();
+        let bound = volume("Delete", Some(("shop", "data", Some("uid-1"))));
+        let mut facts = facts(true, bound, true);
+        assert!(!on_create(&claim("shop-tenant-a", &owner), &facts).allowed());
+        facts.claims[0].ephemeral_pod = Some("db-0".into());
+        assert!(on_create(&claim("shop-tenant-a", &owner), &facts).allowed());
     }
 
     #[test]

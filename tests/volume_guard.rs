@@ -39,6 +39,20 @@ fn claim(namespace: &str, labels: &Value, volume: Option<&str>) -> Value {
         "status": {"phase": if volume.is_some() { "Bound" } else { "Pending" }}})
 }
 
+/// The generic ephemeral volume `scratch` of Pod `web-7f9c-x2k4p`, as Kubernetes'
+/// ephemeral-volume controller makes it from the Pod's `volumeClaimTemplate`: named
+/// `<pod>-<volume>`, the Pod its controlling owner, the sub-env's labels copied on it (as
+/// simple-container writes the template), Bound to `pv-scratch`.
+fn ephemeral_claim(namespace: &str, labels: &Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "web-7f9c-x2k4p-scratch", "namespace": namespace, "labels": labels,
+            "uid": "uid-scratch",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "web-7f9c-x2k4p",
+                "uid": "uid-pod", "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv-scratch"},
+        "status": {"phase": "Bound"}})
+}
+
 /// A volume: its policy, and the claim it is bound to (`uid` set) or reserved for.
 fn volume(name: &str, policy: &str, claim_ref: (&str, Option<&str>)) -> Value {
     let (namespace, uid) = claim_ref;
@@ -101,6 +115,8 @@ fn cluster_objects() -> (Vec<Value>, Vec<Value>, Vec<&'static str>) {
             &json!({"simple-container-com/app-name": "shop-a", "simple-container-com/env": "a"}),
             Some("pv-z"),
         ),
+        // A Pod's generic ephemeral volume, of the sub-env that moves out of shop.
+        ephemeral_claim("shop", &current("shop-a", "a")),
     ];
     let volumes = vec![
         volume("pv-a", "Delete", ("shop", Some("uid-a"))),
@@ -112,6 +128,11 @@ fn cluster_objects() -> (Vec<Value>, Vec<Value>, Vec<&'static str>) {
         volume("pv-e", "Delete", ("shop4", Some("uid-e"))),
         volume("pv-f", "Delete", ("shop-f", Some("uid-f"))),
         volume("pv-z", "Delete", ("shop-a-too", Some("uid-z"))),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-scratch"},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "shop",
+                    "name": "web-7f9c-x2k4p-scratch", "uid": "uid-scratch"}},
+            "status": {"phase": "Bound"}}),
     ];
     (
         claims,
@@ -413,6 +434,100 @@ async fn every_rule_and_every_allowed_case_over_https() {
     );
 }
 
+/// A Pod's generic ephemeral volume comes and goes with the Pod: the ephemeral-volume
+/// controller's create and the garbage collector's delete pass in the middle of a move,
+/// without a lookup, counted under `ephemeral`, with no Event. Only a Pod that controls the
+/// claim makes it so: the same delete with the Pod as a mere owner, or another controller,
+/// is judged and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_volumes_claim_comes_and_goes_with_its_pod() {
+    let (replay, _dir, server) = served(&[]).await;
+    let scratch = ephemeral_claim("shop", &sub_env("shop-a", "a", 0));
+    // The volume guard's reads (the server's own start-up reads go on beside them): the
+    // claims of one name, the sub-env's Namespace, a claim's volume.
+    let lookups = || {
+        (replay.requests().iter())
+            .filter(|r| {
+                r.contains("fieldSelector=metadata.name")
+                    || r.starts_with("/api/v1/namespaces/shop-a")
+                    || r.starts_with("/api/v1/persistentvolumes/")
+            })
+            .count()
+    };
+    let before = lookups();
+    for (operation, user) in [
+        (
+            "CREATE",
+            "system:serviceaccount:kube-system:ephemeral-volume-controller",
+        ),
+        (
+            "DELETE",
+            "system:serviceaccount:kube-system:generic-garbage-collector",
+        ),
+    ] {
+        for dry_run in [true, false] {
+            let mut body: Value =
+                serde_json::from_slice(&claim_review(operation, &scratch, dry_run)).unwrap();
+            body["request"]["userInfo"]["username"] = user.into();
+            let reply = ask(&server, serde_json::to_vec(&body).unwrap()).await;
+            assert!(answer(&reply).0, "{operation}: {reply}");
+        }
+    }
+    assert_eq!(
+        lookups(),
+        before,
+        "an ephemeral volume's claim asks the API server nothing"
+    );
+    // The claim `data` of the same sub-env, Bound to the Delete volume pv-a while the
+    // sub-env's namespace exists: its delete destroys data, whatever else owns it.
+    let data = claim("shop", &sub_env("shop-a", "a", 0), Some("pv-a"));
+    for owner in [
+        json!({"apiVersion": "v1", "kind": "Pod", "name": "web-7f9c-x2k4p", "uid": "u",
+            "controller": false}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u",
+            "controller": true}),
+    ] {
+        let mut owned = data.clone();
+        owned["metadata"]["ownerReferences"] = json!([owner]);
+        let reply = ask(&server, claim_review("DELETE", &owned, true)).await;
+        let (allowed, code, message) = answer(&reply);
+        assert!(!allowed && code == 409, "{owner}: {reply}");
+        assert!(message.contains("destroy volume pv-a"), "{message}");
+    }
+    let mut ephemeral_data = data.clone();
+    ephemeral_data["metadata"]["ownerReferences"] = scratch["metadata"]["ownerReferences"].clone();
+    let reply = ask(&server, claim_review("DELETE", &ephemeral_data, true)).await;
+    assert!(answer(&reply).0, "{reply}");
+    server
+        .assert_metrics(&[
+            r#"nsguard_volume_guard_decisions_total{operation="create",reason="ephemeral"} 2"#,
+            r#"nsguard_volume_guard_decisions_total{operation="delete",reason="ephemeral"} 3"#,
+            r#"nsguard_volume_guard_decisions_total{operation="delete",reason="destroys-data"} 2"#,
+        ])
+        .await;
+    let audit: Vec<Value> = server
+        .wait_for_logs("\"event\":\"claim\"", 7, Duration::from_secs(5))
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "claim")
+        .collect();
+    let ephemeral: Vec<&Value> = audit
+        .iter()
+        .filter(|v| v["reason"] == "ephemeral")
+        .collect();
+    assert_eq!(ephemeral.len(), 5, "{audit:#?}");
+    for line in ephemeral {
+        assert_eq!(
+            (&line["decision"], &line["api_calls"], &line["stack"]),
+            (&json!("allowed"), &json!(0), &json!("shop-a/a")),
+            "{line:#}"
+        );
+    }
+    // Nothing refused for real: no Event.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(replay.state.lock().unwrap().events.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_that_fails_refuses_naming_why() {
     let (replay, _dir, server) = served(&["--lookup-timeout", "2s"]).await;
@@ -569,6 +684,36 @@ async fn the_cli_gives_the_webhooks_answer() {
         "{}",
         String::from_utf8_lossy(&deleted.stdout)
     );
+    // A Pod's ephemeral volume: its controlling owner is read from the cluster too.
+    let scratch = run(&[
+        "can-delete-claim",
+        "web-7f9c-x2k4p-scratch",
+        "-n",
+        "shop",
+        "-o",
+        "json",
+    ]);
+    let decisions: Value = serde_json::from_slice(&scratch.stdout).unwrap();
+    assert_eq!(scratch.status.code(), Some(0), "{decisions:#}");
+    assert_eq!(decisions[0]["reason"], "ephemeral");
+    assert_eq!(decisions[0]["pod"], "web-7f9c-x2k4p");
+    let ephemeral_manifest = dir.path().join("ephemeral.json");
+    std::fs::write(
+        &ephemeral_manifest,
+        ephemeral_claim("shop", &sub_env("shop-a", "a", 0)).to_string(),
+    )
+    .unwrap();
+    let created = run(&[
+        "can-create-claim",
+        "-f",
+        ephemeral_manifest.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&created.stdout);
+    assert_eq!(created.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("is the generic ephemeral volume of Pod web-7f9c-x2k4p"),
+        "{said}"
+    );
     let missing = run(&["can-delete-claim", "nope", "-n", "shop"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("claim shop/nope does not exist"));
@@ -627,6 +772,11 @@ async fn the_cli_gives_the_webhooks_answer() {
             vec!["can-delete-claim", "data", "-n", "shop2"],
             0,
             "allowed",
+        ),
+        (
+            vec!["can-delete-claim", "web-7f9c-x2k4p-scratch", "-n", "shop"],
+            0,
+            "ephemeral",
         ),
     ] {
         let mut full = args.clone();

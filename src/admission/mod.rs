@@ -418,6 +418,7 @@ impl Webhook {
             name,
             labels: meta.and_then(|m| m.labels.as_ref()).map(|l| l as _),
             annotations: meta.and_then(|m| m.annotations.as_ref()).map(|a| a as _),
+            ephemeral_pod: meta.and_then(Metadata::ephemeral_pod),
             username: request.user_info.username.as_ref().map_or("", Text::as_str),
             groups: &groups,
         };

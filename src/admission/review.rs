@@ -189,8 +189,8 @@ pub struct Metadata<'a> {
     pub labels: Option<TextMap<'a>>,
     #[serde(default, borrow)]
     pub annotations: Option<TextMap<'a>>,
-    #[serde(default, deserialize_with = "optional_objects")]
-    pub owner_references: Option<Vec<OwnerReference>>,
+    #[serde(default, borrow, deserialize_with = "optional_objects")]
+    pub owner_references: Option<Vec<OwnerReference<'a>>>,
     /// Set once the object is being deleted; only its presence matters.
     #[serde(default, borrow)]
     pub deletion_timestamp: Option<Text<'a>>,
@@ -204,13 +204,37 @@ impl Metadata<'_> {
             .flatten()
             .any(|r| r.controller == Some(true))
     }
+
+    /// The Pod that controls the object: for a claim, that it is a generic ephemeral
+    /// volume's ([`crate::data_at_risk::ephemeral_pod`]).
+    pub fn ephemeral_pod(&self) -> Option<&str> {
+        fn text<'t>(t: &'t Option<Text<'_>>) -> &'t str {
+            t.as_ref().map_or("", Text::as_str)
+        }
+        crate::data_at_risk::ephemeral_pod(self.owner_references.iter().flatten().map(|r| {
+            crate::data_at_risk::OwnerRef {
+                api_version: text(&r.api_version),
+                kind: text(&r.kind),
+                name: text(&r.name),
+                controller: r.controller == Some(true),
+            }
+        }))
+    }
 }
 
-/// Of an ownerReference, nsguard reads whether it is the controller.
+/// Of an ownerReference, nsguard reads whether it is the controller, and which object
+/// (a Pod's controls an ephemeral volume's claim).
 #[derive(Debug, Deserialize)]
-pub struct OwnerReference {
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference<'a> {
     #[serde(default)]
     pub controller: Option<bool>,
+    #[serde(default, borrow)]
+    pub api_version: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub kind: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub name: Option<Text<'a>>,
 }
 
 /// Only a JSON object is read as a struct. serde's derive also reads a struct from a

@@ -846,6 +846,7 @@ mod tests {
             namespaces: Some(["shop", "clean"].map(String::from).into()),
             claims: vec![Claim {
                 deleted_at: None,
+                ephemeral_pod: None,
                 namespace: "shop".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
@@ -917,6 +918,7 @@ mod tests {
         ]);
         let claim = |name: &str, volume: &str| Claim {
             deleted_at: None,
+            ephemeral_pod: None,
             owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
             namespace: "shop".into(),
             name: name.into(),
@@ -974,6 +976,7 @@ mod tests {
         let mut unlabelled = inventory.clone();
         unlabelled.claims.push(Claim {
             deleted_at: None,
+            ephemeral_pod: None,
             namespace: "shop".into(),
             name: "scratch".into(),
             volume: Some("pv-scratch".into()),
@@ -995,6 +998,33 @@ mod tests {
         );
         assert!(unknown.advice().contains("kubectl patch pv pv-scratch"));
         assert!(unknown.summary(None).contains("carries no stack labels"));
+        // A Pod's generic ephemeral volume, labelled with the sub-env or not, on a Delete
+        // volume: its data goes with its Pod whatever moves. No finding, nothing to keep.
+        let mut ephemeral = inventory.clone();
+        for (name, owner) in [
+            (
+                "web-7f9c-x2k4p-tmp",
+                Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+            ),
+            ("web-7f9c-x2k4p-cache", None),
+        ] {
+            ephemeral.claims.push(Claim {
+                deleted_at: None,
+                ephemeral_pod: Some("web-7f9c-x2k4p".into()),
+                namespace: "shop".into(),
+                name: name.into(),
+                volume: Some(format!("pv-{name}")),
+                owner,
+            });
+            ephemeral
+                .volumes
+                .insert(format!("pv-{name}"), Volume::with_policy("Delete"));
+        }
+        let with_ephemeral = audit(&ephemeral, &LabelScheme::default(), &[]);
+        assert_eq!(
+            with_ephemeral.findings,
+            audit(&inventory, &LabelScheme::default(), &[]).findings
+        );
         // The Misplaced finding of the sub-env's ConfigMap `settings`.
         let settings = |report: &Report| {
             report
@@ -1126,6 +1156,7 @@ mod tests {
         let inventory = Inventory {
             claims: vec![Claim {
                 deleted_at: None,
+                ephemeral_pod: None,
                 namespace: "solo".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),

@@ -6,7 +6,6 @@
 //! Against a live cluster it reads with the caller's own credentials (kubeconfig): the
 //! sub-env's claims in every namespace, the volumes and the Namespace, as nsguard does.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +14,7 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::{AskingArgs, GuardInputs};
-use crate::cluster::ClusterSource;
+use crate::cluster::{ClaimMetadata, ClusterSource};
 use crate::documents::{self, ObjectHead};
 use crate::labels::LabelScheme;
 use crate::manifests;
@@ -62,12 +61,11 @@ pub struct CanDeleteClaimArgs {
     inputs: GuardInputs,
 }
 
-/// A claim from a manifest: where it goes, its labels and annotations.
+/// A claim from a manifest or the cluster: where it is, and what the guard reads of it.
 struct ManifestClaim {
     namespace: String,
     name: String,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
+    metadata: ClaimMetadata,
 }
 
 pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
@@ -102,8 +100,13 @@ pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
                 claims.push(ManifestClaim {
                     namespace,
                     name: head.metadata.name,
-                    labels: head.metadata.labels,
-                    annotations: head.metadata.annotations,
+                    metadata: ClaimMetadata {
+                        labels: head.metadata.labels,
+                        annotations: head.metadata.annotations,
+                        ephemeral_pod: crate::data_at_risk::ephemeral_pod_in_json(
+                            &value["metadata"]["ownerReferences"],
+                        ),
+                    },
                 });
             }
         }
@@ -129,7 +132,7 @@ pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
 pub fn can_delete_claim(args: CanDeleteClaimArgs) -> anyhow::Result<ExitCode> {
     let decisions = runtime()?.block_on(async {
         let (scheme, source) = source(&args.inputs).await?;
-        let (labels, annotations) = source
+        let metadata = source
             .claim_metadata(
                 &args.namespace,
                 &args.name,
@@ -141,8 +144,7 @@ pub fn can_delete_claim(args: CanDeleteClaimArgs) -> anyhow::Result<ExitCode> {
         let claim = ManifestClaim {
             namespace: args.namespace.clone(),
             name: args.name.clone(),
-            labels,
-            annotations,
+            metadata,
         };
         decide(
             Operation::Delete,
@@ -186,8 +188,9 @@ async fn decide(
             operation,
             namespace: &claim.namespace,
             name: &claim.name,
-            labels: Some(&claim.labels),
-            annotations: Some(&claim.annotations),
+            labels: Some(&claim.metadata.labels),
+            annotations: Some(&claim.metadata.annotations),
+            ephemeral_pod: claim.metadata.ephemeral_pod.as_deref(),
             username: &asking.as_user,
             groups: &asking.as_groups,
         };

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::ClaimMetadata;
 use crate::audit::{
     Claim, Inventory, LabelledObject, NamespaceMeta, UnownedObject, read_annotations,
 };
@@ -103,6 +104,9 @@ impl ClusterDump {
         if core && head.kind == "PersistentVolumeClaim" {
             self.inventory.claims.push(Claim {
                 owner: scheme.owner(&head.metadata.labels),
+                ephemeral_pod: crate::data_at_risk::ephemeral_pod_in_json(
+                    &value["metadata"]["ownerReferences"],
+                ),
                 deleted_at: value["metadata"]["deletionTimestamp"]
                     .as_str()
                     .map(str::to_owned),
@@ -174,25 +178,22 @@ impl ClusterDump {
     }
 
     /// The labels and annotations (those the audit keeps, the break-glass among them) of
-    /// the claim `namespace/name` in the dump; `None` when it holds no such claim.
-    pub fn claim_metadata(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Option<(BTreeMap<String, String>, BTreeMap<String, String>)> {
-        let claims = &self.inventory.claims;
-        if !claims
-            .iter()
-            .any(|c| c.namespace == namespace && c.name == name)
-        {
-            return None;
-        }
+    /// the claim `namespace/name` in the dump, and the Pod that controls it; `None` when
+    /// it holds no such claim.
+    pub fn claim_metadata(&self, namespace: &str, name: &str) -> Option<ClaimMetadata> {
+        let claim =
+            (self.inventory.claims.iter()).find(|c| c.namespace == namespace && c.name == name)?;
         let labelled = self.inventory.objects.iter().flatten().find(|o| {
             o.kind == "PersistentVolumeClaim" && o.namespace == namespace && o.name == name
         });
-        Some(labelled.map_or_else(Default::default, |o| {
+        let (labels, annotations) = labelled.map_or_else(Default::default, |o| {
             (o.labels.clone(), o.annotations.clone())
-        }))
+        });
+        Some(ClaimMetadata {
+            labels,
+            annotations,
+            ephemeral_pod: claim.ephemeral_pod.clone(),
+        })
     }
 
     /// What the audit reads from this dump.
@@ -282,6 +283,11 @@ pub fn write(inventory: &Inventory, only: &[String]) -> serde_json::Value {
         }
         if let Some(deleted_at) = &claim.deleted_at {
             item["metadata"]["deletionTimestamp"] = deleted_at.clone().into();
+        }
+        if let Some(pod) = &claim.ephemeral_pod {
+            // The Pod that controls it is what makes it ephemeral (and controller-owned).
+            item["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "v1", "kind": "Pod", "name": pod, "controller": true}]);
         }
     };
     for object in inventory

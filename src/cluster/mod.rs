@@ -19,6 +19,16 @@ pub use dump::ClusterDump;
 pub use health::ClusterHealth;
 pub use live::{CallError, LiveCluster, LiveOptions, LookupError};
 
+/// What the volume guard reads of a claim besides its name: its labels, its annotations
+/// (the break-glass among them) and the Pod that controls it, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimMetadata {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// [`crate::data_at_risk::ephemeral_pod`].
+    pub ephemeral_pod: Option<String>,
+}
+
 /// The source of cluster state.
 pub enum ClusterSource {
     Live(LiveCluster),
@@ -50,14 +60,14 @@ impl ClusterSource {
         }
     }
 
-    /// The labels and annotations of the claim `namespace/name`; `None` when it does not
+    /// What the volume guard reads of the claim `namespace/name`; `None` when it does not
     /// exist.
     pub async fn claim_metadata(
         &self,
         namespace: &str,
         name: &str,
         timeout: Duration,
-    ) -> Result<Option<(BTreeMap<String, String>, BTreeMap<String, String>)>, LookupError> {
+    ) -> Result<Option<ClaimMetadata>, LookupError> {
         match self {
             ClusterSource::Live(live) => live.claim_metadata(namespace, name, timeout).await,
             ClusterSource::Dump(dump) => Ok(dump.claim_metadata(namespace, name)),

@@ -46,6 +46,18 @@ pub struct SubEnv {
     pub workloads: Vec<String>,
     /// Its other objects in `from` (`Kind/name`): they move with the redeploy, no step.
     pub others: Vec<String>,
+    /// Its generic ephemeral volumes' claims in `from`: never handed over (each goes with
+    /// its Pod, and the redeploy's Pods get new ones), named so the plan says it left them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_claims: Vec<EphemeralClaim>,
+}
+
+/// A generic ephemeral volume's claim and the Pod that controls it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralClaim {
+    pub name: String,
+    pub pod: String,
 }
 
 /// One claim of a sub-env and the volume its data is on.
@@ -127,6 +139,7 @@ pub fn sub_envs(
             claims: Vec::new(),
             workloads: Vec::new(),
             others: Vec::new(),
+            ephemeral_claims: Vec::new(),
         });
         match (object.api_version.as_str(), object.kind.as_str()) {
             ("v1", "PersistentVolumeClaim") => {
@@ -173,6 +186,7 @@ pub fn sub_envs(
             claims: Vec::new(),
             workloads: Vec::new(),
             others: Vec::new(),
+            ephemeral_claims: Vec::new(),
         });
         match sub_env.claims.iter_mut().find(|c| c.name == handed.from.1) {
             // The annotated volume holds the data; a claim of that name in the old
@@ -193,16 +207,48 @@ pub fn sub_envs(
         .filter(|s| stacks.is_empty() || stacks.contains(&s.stack()))
         .filter(|s| namespaces.is_empty() || namespaces.contains(&s.from))
         .collect();
+    // The sub-envs' ephemeral volumes' claims: controlled by a Pod, so never misplaced
+    // objects (placement leaves controller-owned objects alone), but theirs by their labels.
+    let by_owner: HashMap<(&str, &str, &str), usize> = (sub_envs.iter().enumerate())
+        .map(|(i, s)| {
+            let key = (
+                s.owner.app_name.as_str(),
+                s.owner.env.as_str(),
+                s.from.as_str(),
+            );
+            (key, i)
+        })
+        .collect();
+    let ephemeral: Vec<(usize, EphemeralClaim)> = (inventory.claims.iter())
+        .filter_map(|c| {
+            let (owner, pod) = (c.owner.as_ref()?, c.ephemeral_pod.as_ref()?);
+            let key = (
+                owner.app_name.as_str(),
+                owner.env.as_str(),
+                c.namespace.as_str(),
+            );
+            let claim = EphemeralClaim {
+                name: c.name.clone(),
+                pod: pod.clone(),
+            };
+            Some((*by_owner.get(&key)?, claim))
+        })
+        .collect();
+    for (i, claim) in ephemeral {
+        sub_envs[i].ephemeral_claims.push(claim);
+    }
     for sub_env in &mut sub_envs {
         sub_env.claims.sort_by(|a, b| a.name.cmp(&b.name));
         sub_env.workloads.sort();
         sub_env.others.sort();
+        sub_env.ephemeral_claims.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let left: std::collections::BTreeSet<&str> = sub_envs.iter().map(|s| s.from.as_str()).collect();
+    // An ephemeral volume's claim is nobody's data to keep: Retain would only leak it.
     let unlabelled = inventory
         .claims
         .iter()
-        .filter(|c| !c.owned() && left.contains(c.namespace.as_str()))
+        .filter(|c| !c.owned() && !c.is_ephemeral() && left.contains(c.namespace.as_str()))
         .filter_map(|c| {
             let volume = c.volume.as_ref()?;
             inventory
@@ -662,6 +708,7 @@ mod tests {
                 volume: bound.map(Into::into),
                 owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
                 deleted_at: deleted.then(|| "2026-12-02T10:00:00Z".to_owned()),
+                ephemeral_pod: None,
             });
             if *namespace == FROM {
                 inventory.misplaced.push(MisplacedObject {
@@ -845,6 +892,7 @@ mod tests {
             volume: Some("pv-scratch".into()),
             owner: None,
             deleted_at: None,
+            ephemeral_pod: None,
         });
         inventory
             .volumes
@@ -866,6 +914,53 @@ mod tests {
             .volumes
             .insert("pv-scratch".into(), Volume::with_policy("Retain"));
         assert!(!status(&inventory).next.contains("scratch"));
+    }
+
+    /// A sub-env's generic ephemeral volumes (its claims controlled by a Pod, labelled
+    /// with its stack as simple-container writes them): never a volume to hand over or to
+    /// keep, even on a Delete volume; named as left out. An unlabelled one is not kept
+    /// either.
+    #[test]
+    fn ephemeral_claims_are_never_handed_over_nor_kept() {
+        let mut inventory = cluster(
+            &[(FROM, "data", Some("pv-data"), false)],
+            Some(("Delete", "Bound", FROM, true, false)),
+        );
+        for (name, owner, volume) in [
+            (
+                "web-7f9c-x2k4p-scratch",
+                Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+                "pv-scratch",
+            ),
+            ("web-1a2b-q9w8e-cache", None, "pv-cache"),
+        ] {
+            inventory.claims.push(Claim {
+                namespace: FROM.into(),
+                name: name.into(),
+                volume: Some(volume.into()),
+                owner,
+                deleted_at: None,
+                ephemeral_pod: Some(name.rsplit_once('-').unwrap().0.into()),
+            });
+            inventory
+                .volumes
+                .insert(volume.into(), Volume::with_policy("Delete"));
+        }
+        let (sub_envs, unlabelled) = sub_envs(&inventory, &[], &[]);
+        assert_eq!(sub_envs.len(), 1);
+        let names: Vec<&str> = sub_envs[0].claims.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["data"]);
+        assert_eq!(
+            sub_envs[0].ephemeral_claims,
+            [EphemeralClaim {
+                name: "web-7f9c-x2k4p-scratch".into(),
+                pod: "web-7f9c-x2k4p".into(),
+            }]
+        );
+        assert!(unlabelled.is_empty(), "{unlabelled:?}");
+        let status = status(&inventory);
+        assert_eq!(status.claims.len(), 1, "{:?}", status.claims);
+        assert!(!status.next.contains("cache"), "{}", status.next);
     }
 
     /// Two claims, one on Retain and one on Delete: both are handed over, only the Delete

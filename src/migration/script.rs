@@ -210,6 +210,14 @@ impl Writer {
                 comment(&list(&sub_env.workloads))
             );
         }
+        for ephemeral in &sub_env.ephemeral_claims {
+            let _ = writeln!(
+                self.summary,
+                "#   claim {} left out: the generic ephemeral volume of Pod {}, made and deleted with its Pod (the redeploy's Pods get new ones); nothing to hand over",
+                comment(&ephemeral.name),
+                comment(&ephemeral.pod)
+            );
+        }
         for (claim, stage) in sub_env.claims.iter().zip(stages) {
             let _ = writeln!(
                 self.summary,
@@ -562,6 +570,7 @@ mod tests {
                 volume: Some((*volume).into()),
                 owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
                 deleted_at: None,
+                ephemeral_pod: None,
             });
             inventory
                 .volumes
@@ -573,6 +582,40 @@ mod tests {
     fn plan(inventory: &Inventory, options: Options) -> Script {
         let (sub_envs, unlabelled) = sub_envs(inventory, &[], &[]);
         render(&sub_envs, &unlabelled, inventory, options)
+    }
+
+    /// The plan names a sub-env's ephemeral volumes' claims as left out, and no step
+    /// touches them.
+    #[test]
+    fn the_plan_says_it_leaves_ephemeral_claims_out() {
+        let mut inventory = inventory(
+            "shop",
+            "shop-tenant-a",
+            "shop-tenant-a",
+            &[("data", "pv-data", "Delete")],
+        );
+        inventory.claims.push(Claim {
+            namespace: "shop".into(),
+            name: "web-7f9c-x2k4p-scratch".into(),
+            volume: Some("pv-scratch".into()),
+            owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+            deleted_at: None,
+            ephemeral_pod: Some("web-7f9c-x2k4p".into()),
+        });
+        inventory
+            .volumes
+            .insert("pv-scratch".into(), Volume::with_policy("Delete"));
+        let script = plan(&inventory, Options::default()).text;
+        assert!(
+            script.contains("#   claim web-7f9c-x2k4p-scratch left out: the generic ephemeral volume of Pod web-7f9c-x2k4p"),
+            "{script}"
+        );
+        let touching: Vec<&str> = script
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains("scratch"))
+            .collect();
+        assert!(touching.is_empty(), "{touching:?}");
+        parses(&script);
     }
 
     /// `sh -n`: the script parses as POSIX shell.
@@ -632,6 +675,7 @@ mod tests {
                 claims: Vec::new(),
                 workloads: vec![format!("Deployment/{deployment}"), "StatefulSet/db".into()],
                 others: Vec::new(),
+                ephemeral_claims: Vec::new(),
             };
             assert!(valid(&sub_env, &[]).is_ok(), "{app}/{env}");
             let step = state_step(&sub_env);

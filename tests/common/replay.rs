@@ -262,7 +262,6 @@ impl Replay {
             .any(|r| r.starts_with(prefix))
     }
 
-    /// How many requests have been served so far.
     /// The Lease `namespace/name`, as stored.
     pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
         let state = self.state.lock().unwrap();
@@ -277,6 +276,7 @@ impl Replay {
         self.state.lock().unwrap().bytes_served
     }
 
+    /// How many requests have been served so far.
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }

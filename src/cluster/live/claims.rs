@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::LookupError;
-use super::volumes::volume_of;
+use super::volumes::{ephemeral_pod, volume_of};
+use crate::cluster::ClaimMetadata;
 use crate::volume_guard::{ClaimUnderReview, Facts, Operation};
 
 impl LiveCluster {
@@ -101,14 +102,14 @@ impl LiveCluster {
         Ok(facts)
     }
 
-    /// The labels and annotations of the claim `namespace/name`; `None` when it does not
+    /// What the volume guard reads of the claim `namespace/name`; `None` when it does not
     /// exist.
     pub async fn claim_metadata(
         &self,
         namespace: &str,
         name: &str,
         timeout: std::time::Duration,
-    ) -> Result<Option<(BTreeMap<String, String>, BTreeMap<String, String>)>, LookupError> {
+    ) -> Result<Option<ClaimMetadata>, LookupError> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         let calls = AtomicUsize::new(0);
         let found = self
@@ -122,10 +123,12 @@ impl LiveCluster {
                 cause,
             })?;
         Ok(found.map(|claim| {
-            (
-                claim.metadata.labels.unwrap_or_default(),
-                claim.metadata.annotations.unwrap_or_default(),
-            )
+            let meta = claim.metadata;
+            ClaimMetadata {
+                ephemeral_pod: ephemeral_pod(&meta),
+                labels: meta.labels.unwrap_or_default(),
+                annotations: meta.annotations.unwrap_or_default(),
+            }
         }))
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use tokio::time::Instant;
 
@@ -118,13 +119,27 @@ fn claim_of(pvc: PersistentVolumeClaim, scheme: &crate::labels::LabelScheme) -> 
         .and_then(|s| s.phase.as_deref())
         .is_some_and(|phase| phase == "Bound");
     let owner = pvc.metadata.labels.as_ref().and_then(|l| scheme.owner(l));
+    let ephemeral_pod = ephemeral_pod(&pvc.metadata);
     Some(Claim {
         owner,
+        ephemeral_pod,
         deleted_at: pvc.metadata.deletion_timestamp.map(|t| t.0.to_string()),
         namespace: pvc.metadata.namespace?,
         name: pvc.metadata.name?,
         volume: pvc.spec.and_then(|s| s.volume_name).filter(|_| bound),
     })
+}
+
+/// The Pod that controls the object ([`data_at_risk::ephemeral_pod`]).
+pub(super) fn ephemeral_pod(meta: &ObjectMeta) -> Option<String> {
+    let refs = meta.owner_references.iter().flatten();
+    data_at_risk::ephemeral_pod(refs.map(|r| data_at_risk::OwnerRef {
+        api_version: &r.api_version,
+        kind: &r.kind,
+        name: &r.name,
+        controller: r.controller == Some(true),
+    }))
+    .map(str::to_owned)
 }
 
 /// A volume by name, when it has a name and a reclaim policy: its phase, its claim and
