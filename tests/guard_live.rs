@@ -304,6 +304,36 @@ async fn an_api_server_that_is_down_fails_closed_and_recovery_is_seen() {
     assert!(!matches!(decide(&scan), Verdict::Safe), "{scan:?}");
 }
 
+/// A lookup with no time left (it waited for its slot until its deadline) starts no
+/// discovery call, and does not pass off the last good discovery as a failed refresh.
+#[tokio::test]
+async fn a_discovery_with_no_time_left_starts_no_call() {
+    let replay = Replay::start().await;
+    let cluster = live(&replay, LiveOptions::default());
+    let discovery_calls = || {
+        (replay.requests().iter())
+            .filter(|r| r.starts_with("/api?") || r == &"/api" || r.starts_with("/apis"))
+            .count()
+    };
+    let out_of_time = cluster.discovery(tokio::time::Instant::now()).await;
+    assert!(
+        matches!(out_of_time, Err(LookupError::Discovery { .. })),
+        "{out_of_time:?}"
+    );
+    assert_eq!(discovery_calls(), 0, "{:?}", replay.requests());
+    // A good discovery is kept as the last good one ...
+    assert!(cluster.discovery(soon()).await.is_ok());
+    let made = discovery_calls();
+    assert!(made > 0);
+    // ... and is not handed out, nor a call made, when no time is left.
+    let out_of_time = cluster.discovery(tokio::time::Instant::now()).await;
+    assert!(
+        matches!(out_of_time, Err(LookupError::Discovery { .. })),
+        "{out_of_time:?}"
+    );
+    assert_eq!(discovery_calls(), made);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lookups_are_bounded_and_the_excess_fails_closed() {
     let replay = Replay::start().await;

@@ -163,8 +163,12 @@ impl ClusterSource {
         if let Some(decision) = guard::exemption(config, request) {
             return (decision, None);
         }
+        // One deadline for the decision's every read: the scan's and the volume check's.
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut scan = self.scan(request.namespace, timeout).await;
+        let mut scan = match self {
+            ClusterSource::Live(live) => live.scan_by(request.namespace, deadline, timeout).await,
+            ClusterSource::Dump(dump) => Ok(dump.scan(request.namespace)),
+        };
         let mut decision = match &scan {
             Ok(scan) => guard::decide(config, request.namespace, Ok(scan)),
             Err(err) => guard::decide(config, request.namespace, Err(&err.to_string())),

@@ -37,9 +37,10 @@ impl LiveCluster {
         };
         let bound = deadline.saturating_duration_since(Instant::now());
         let _permit = match tokio::time::timeout_at(deadline, self.claim_lookups.acquire()).await {
-            Ok(Ok(permit)) => permit,
+            // A slot with no time left is no slot: no call is started.
+            Ok(Ok(permit)) if Instant::now() < deadline => permit,
             // Never closed; a closed one would be as good as full.
-            Ok(Err(_)) | Err(_) => {
+            Ok(_) | Err(_) => {
                 return Err(LookupError::Busy {
                     what: "claim",
                     limit: self.options.max_concurrent_scans.max(1),

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
@@ -42,13 +43,29 @@ impl LiveCluster {
     /// A fresh discovery, bounded by [`LiveOptions::discovery_timeout`] and `deadline`.
     /// When it fails as a whole, the last good one stands in if it is younger than
     /// [`LiveOptions::discovery_ttl`] (logged).
+    ///
+    /// # Guarantees
+    /// With no time left before `deadline` (a lookup that waited for its slot until then),
+    /// no call is started; and a refresh that only the caller's deadline cut short is
+    /// neither replaced by the last good one nor logged as failed: the caller has no time
+    /// left to use any discovery, and its own error says that its deadline passed.
     pub async fn discovery(&self, deadline: Instant) -> Result<Arc<Discovered>, LookupError> {
+        let out_of_time = |cause| LookupError::Discovery {
+            server: self.server.clone(),
+            cause,
+        };
+        if Instant::now() >= deadline {
+            return Err(out_of_time(CallError::Timeout(Duration::ZERO)));
+        }
         let bound = (Instant::now() + self.options.discovery_timeout).min(deadline);
         match self.discover(bound).await {
             Ok(found) => {
                 let found = Arc::new(found);
                 *self.last_good.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
                 Ok(found)
+            }
+            Err(cause @ CallError::Timeout(_)) if Instant::now() >= deadline => {
+                Err(out_of_time(cause))
             }
             Err(cause) => {
                 let last = self

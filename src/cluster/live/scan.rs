@@ -30,16 +30,32 @@ impl LiveCluster {
         namespace: &str,
         timeout: Duration,
     ) -> Result<NamespaceScan, LookupError> {
-        let deadline = Instant::now() + timeout;
+        self.scan_by(namespace, Instant::now() + timeout, timeout)
+            .await
+    }
+
+    /// [`Self::scan`] before `deadline`, which a decision set once for all its reads
+    /// (`timeout` is how long it was, for the message).
+    ///
+    /// # Guarantees
+    /// Answers by `deadline` (plus scheduling); a scan that got its slot with no time
+    /// left starts no call and says the lookups were busy; one that runs out of time
+    /// says its deadline passed and what it had done, whichever read was cut short.
+    pub async fn scan_by(
+        &self,
+        namespace: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<NamespaceScan, LookupError> {
         let busy = || LookupError::Busy {
             what: "namespace",
             limit: self.options.max_concurrent_scans.max(1),
             timeout,
         };
         let _permit = match tokio::time::timeout_at(deadline, self.scans.acquire()).await {
-            Ok(Ok(permit)) => permit,
+            Ok(Ok(permit)) if Instant::now() < deadline => permit,
             // The semaphore is never closed; a closed one would be as good as full.
-            Ok(Err(_)) | Err(_) => return Err(busy()),
+            Ok(_) | Err(_) => return Err(busy()),
         };
         let progress = Progress::default();
         match tokio::time::timeout_at(
@@ -48,6 +64,9 @@ impl LiveCluster {
         )
         .await
         {
+            Ok(Err(_)) | Err(_) if Instant::now() >= deadline => {
+                Err(progress.past_deadline(&self.server, timeout))
+            }
             Ok(result) => result,
             Err(_) => Err(progress.past_deadline(&self.server, timeout)),
         }
