@@ -187,6 +187,14 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     tls.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    // The client is told not to reuse the connection (the API server would write its
+    // next review into it, and lose that review when the server closes it).
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
     let uid = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["request"]["uid"].clone();
     assert!(answer.contains(uid.as_str().unwrap()), "{answer}");
 

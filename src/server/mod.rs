@@ -59,6 +59,16 @@ const HTTP2_MAX_STREAMS: u32 = 64;
 /// gracefully (HTTP/2 GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// While draining, how long an HTTP/1.1 connection must have been quiet before the server
+/// closes it. The API server calls webhooks behind a Service over HTTP/1.1 keep-alive
+/// connections (kubernetes#82090) and writes a review into the connection it used last:
+/// closing one it is about to reuse fails that review with "write: broken pipe", which the
+/// API server does not retry (seen in an upgrade under load on a real node). So while
+/// draining, every response says `Connection: close` (the client then opens a new
+/// connection, which the Service routes to a ready pod), and only connections quiet this
+/// long are closed by the server.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
 /// Everything `serve` needs besides the webhook itself.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -295,13 +305,24 @@ impl Connection {
         let Some(tls) = tls else { return };
         progress.handshake_done(tls.get_ref().1.alpn_protocol() == Some(b"h2"));
         let service = {
-            let (service, progress) = (self.service.clone(), progress.clone());
+            let (service, progress, drain) =
+                (self.service.clone(), progress.clone(), self.drain.clone());
             hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 let (started, in_flight) = progress.request_started();
                 request.extensions_mut().insert(RequestStart(started));
+                let http1 = request.version() < http::Version::HTTP_2;
                 let response = hyper::service::Service::call(&service, request);
+                let drain = drain.clone();
                 async move {
-                    let response = response.await;
+                    let mut response = response.await;
+                    // Draining: the client must not reuse this connection (DRAIN_QUIET).
+                    if let (true, true, Ok(response)) = (http1, drain.is_cancelled(), &mut response)
+                    {
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     drop(in_flight);
                     response
                 }
@@ -318,10 +339,25 @@ impl Connection {
                 }
                 return;
             }
-            expired = watchdog::expiry(progress, self.limits, move || connections.pressed()) => Close::Expired(expired),
+            expired = watchdog::expiry(progress.clone(), self.limits, move || connections.pressed()) => Close::Expired(expired),
             () = slot.reclaimed.cancelled() => Close::Reclaimed,
             () = self.drain.cancelled() => Close::Drain,
         };
+        if let Close::Drain = close
+            && progress.http1()
+        {
+            // Served on until the client leaves (each response now says Connection:
+            // close) or the connection is quiet; --shutdown-grace bounds the drain.
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error while draining");
+                    }
+                    return;
+                }
+                () = watchdog::quiet_for(&progress, DRAIN_QUIET) => {}
+            }
+        }
         let (request_timeout, idle_timeout) =
             (self.limits.request_timeout, self.limits.idle_timeout);
         let grace = match close {

@@ -118,6 +118,11 @@ impl Progress {
         (started, InFlight(self.clone()))
     }
 
+    /// Whether the connection speaks HTTP/1.x (as far as its bytes have told).
+    pub fn http1(&self) -> bool {
+        self.http1.load(Ordering::Relaxed)
+    }
+
     /// Whether no request is in flight.
     pub fn idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
@@ -227,6 +232,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolve once the connection has had no request in flight for `quiet`: an HTTP/1.1
+/// client reuses its most recently used connection first, so one quiet that long is not
+/// about to be written to, and closing it cannot cut a request the client just sent.
+pub async fn quiet_for(progress: &Progress, quiet: Duration) {
+    loop {
+        match progress.idle_since() {
+            Some(since) if since.elapsed() >= quiet => return,
+            Some(since) => tokio::time::sleep_until(since + quiet).await,
+            None => tokio::time::sleep(quiet).await,
+        }
     }
 }
 
@@ -345,6 +363,32 @@ mod tests {
         assert_eq!(p.expired(LIMITS, false), None);
         after(150).await;
         assert_eq!(p.expired(LIMITS, false), Some(Expired::Idle));
+    }
+
+    /// A connection is quiet once no request has been in flight for the whole span: a
+    /// request in between starts the span again.
+    #[tokio::test(start_paused = true)]
+    async fn quiet_counts_from_the_last_request() {
+        let p = Progress::new();
+        p.handshake_done(false);
+        drop(p.request_started().1);
+        after(600).await;
+        let started = Instant::now();
+        let quiet = quiet_for(&p, Duration::from_secs(1));
+        tokio::pin!(quiet);
+        // A request 300 ms on, in flight for 200 ms: quiet a second after it ended.
+        let traffic = async {
+            after(300).await;
+            let in_flight = p.request_started().1;
+            after(200).await;
+            drop(in_flight);
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = &mut quiet => {}
+            () = traffic => unreachable!(),
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1500));
     }
 
     /// The watchdog's timer: a silent connection is closed at its first check past the
