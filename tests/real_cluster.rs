@@ -26,6 +26,8 @@
 //! failed`). A name filter (`cargo test --test real_cluster events`) and `--list` work.
 
 mod common;
+#[path = "real_cluster/on_a_node.rs"]
+mod on_a_node;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -78,17 +80,27 @@ const SCENARIOS: [(&str, Scenario); 8] = [
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
-        for (name, _) in SCENARIOS {
+        for name in SCENARIOS
+            .iter()
+            .map(|s| s.0)
+            .chain(on_a_node::SCENARIOS.iter().map(|s| s.0))
+        {
             println!("{name}: test");
         }
         return;
     }
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let chosen: Vec<(&str, Scenario)> = SCENARIOS
         .into_iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .filter(|(name, _)| wanted(name))
         .collect();
-    if chosen.is_empty() {
+    let on_node: Vec<(&str, on_a_node::NodeScenario)> = on_a_node::SCENARIOS
+        .into_iter()
+        .filter(|(name, _)| wanted(name))
+        .collect();
+    if chosen.is_empty() && on_node.is_empty() {
         println!("real_cluster: no scenario matches {filters:?}\n0 passed, 0 failed");
         return;
     }
@@ -105,40 +117,60 @@ fn main() {
         return;
     };
     let started = Instant::now();
-    let suite = match std::panic::catch_unwind(|| Suite::start(&assets)) {
-        Ok(suite) => suite,
-        Err(_) => {
-            eprintln!("real_cluster: the control plane or nsguard did not start (above)");
-            println!("0 passed, {} failed", chosen.len());
-            std::process::exit(1);
-        }
-    };
-    println!(
-        "real_cluster: Kubernetes {} at {} ready in {:.1} s",
-        suite.plane.version,
-        suite.plane.server,
-        started.elapsed().as_secs_f64()
-    );
     let (mut passed, mut failed) = (0, Vec::new());
-    for (name, scenario) in chosen {
-        let at = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&suite)));
-        let took = at.elapsed().as_secs_f64();
-        match outcome {
-            Ok(()) => {
-                println!("test {name} ... ok ({took:.1} s)");
-                passed += 1;
-            }
+    if !chosen.is_empty() {
+        let suite = match std::panic::catch_unwind(|| Suite::start(&assets)) {
+            Ok(suite) => suite,
             Err(_) => {
-                println!("test {name} ... FAILED ({took:.1} s)");
-                failed.push(name);
+                eprintln!("real_cluster: the control plane or nsguard did not start (above)");
+                println!("0 passed, {} failed", chosen.len() + on_node.len());
+                std::process::exit(1);
             }
+        };
+        println!(
+            "real_cluster: Kubernetes {} at {} ready in {:.1} s",
+            suite.plane.version,
+            suite.plane.server,
+            started.elapsed().as_secs_f64()
+        );
+        run_in_order(&chosen, &suite, &mut passed, &mut failed);
+        let clean = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite.clean_up()));
+        drop(suite);
+        if clean.is_err() {
+            failed.push("clean_up");
         }
     }
-    let clean = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite.clean_up()));
-    drop(suite);
-    if clean.is_err() {
-        failed.push("clean_up");
+    // nsguard as it ships, on a real node: a cluster of its own.
+    if !on_node.is_empty() {
+        match common::node::available() {
+            Err(why) => {
+                println!("real_cluster: the node scenarios were SKIPPED, did not run: {why}");
+                if required {
+                    eprintln!(
+                        "real_cluster: NSGUARD_REAL_CLUSTER=required, so not running them is a failure"
+                    );
+                    failed.push("on_a_node");
+                }
+            }
+            Ok(kube_node) => {
+                let at = Instant::now();
+                match std::panic::catch_unwind(|| on_a_node::Installed::start(&kube_node, &assets))
+                {
+                    Ok(installed) => {
+                        println!(
+                            "real_cluster: nsguard installed on a node (Kubernetes {}) in {:.1} s",
+                            installed.node.plane.version,
+                            at.elapsed().as_secs_f64()
+                        );
+                        run_in_order(&on_node, &installed, &mut passed, &mut failed);
+                    }
+                    Err(_) => {
+                        eprintln!("real_cluster: the node or the install did not come up (above)");
+                        failed.extend(on_node.iter().map(|s| s.0));
+                    }
+                }
+            }
+        }
     }
     println!(
         "real_cluster: {:.1} s in all\n{passed} passed, {} failed",
@@ -148,6 +180,33 @@ fn main() {
     if !failed.is_empty() {
         println!("failures: {failed:?}");
         std::process::exit(1);
+    }
+}
+
+/// Named scenarios that run on one kind of cluster.
+type Scenarios<C> = [(&'static str, fn(&C))];
+
+/// Run each scenario on `cluster`, in order, counting it.
+fn run_in_order<C>(
+    scenarios: &Scenarios<C>,
+    cluster: &C,
+    passed: &mut usize,
+    failed: &mut Vec<&'static str>,
+) {
+    for (name, scenario) in scenarios {
+        let at = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(cluster)));
+        let took = at.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                println!("test {name} ... ok ({took:.1} s)");
+                *passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED ({took:.1} s)");
+                failed.push(name);
+            }
+        }
     }
 }
 
@@ -732,7 +791,10 @@ impl StatefulSubEnv {
                 "labels": stack_labels(app, self.env, Some("production"))},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": app}},
                 "template": {"metadata": {"labels": {"app": app}}, "spec": {
-                    "containers": [{"name": "app", "image": "registry.example.com/app:1",
+                    "terminationGracePeriodSeconds": 1,
+                    // On a node, the node's own pause image (nothing is ever pulled).
+                    "containers": [{"name": "app", "image": "localhost/kube-node/pause:1.0",
+                        "imagePullPolicy": "Never",
                         "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}}}
         })

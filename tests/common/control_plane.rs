@@ -352,12 +352,42 @@ impl ControlPlane {
             .success()
             .then_some(())
         });
-        let version: Value = serde_json::from_slice(&plane.ok(&["version", "-o", "json"])).unwrap();
-        plane.version = version["serverVersion"]["gitVersion"]
+        plane.read_version();
+        plane
+    }
+
+    /// A control plane started by someone else (`../shared/kube`'s start.sh, for the node):
+    /// kubectl with its admin `kubeconfig`; no process of its own to stop. `dir` is removed
+    /// when it is dropped.
+    pub fn attach(dir: tempfile::TempDir, kubeconfig: PathBuf, server: String) -> ControlPlane {
+        let config = std::fs::read_to_string(&kubeconfig).unwrap_or_default();
+        let ca_pem = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
+            .and_then(|data| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .ok()
+            })
+            .map(|pem| String::from_utf8_lossy(&pem).into_owned())
+            .unwrap_or_default();
+        ControlPlane {
+            processes: Vec::new(),
+            server,
+            version: String::new(),
+            ca_pem,
+            kubeconfig,
+            dir,
+        }
+    }
+
+    /// `kubectl version`'s server version, into [`Self::version`].
+    pub fn read_version(&mut self) {
+        let version: Value = serde_json::from_slice(&self.ok(&["version", "-o", "json"])).unwrap();
+        self.version = version["serverVersion"]["gitVersion"]
             .as_str()
             .unwrap_or("?")
             .to_owned();
-        plane
     }
 
     /// Wait (at most 120 s) for `ready`, failing at once with the process's log when the

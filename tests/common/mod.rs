@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod control_plane;
+pub mod node;
 pub mod replay;
 pub mod schema;
 pub mod volume_api;
