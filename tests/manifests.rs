@@ -379,6 +379,13 @@ fn rbac_of(dir: &str, objects: &[Value]) {
         ]),
         "{dir}"
     );
+    // Its rules are the aggregation controller's: a manifest that names them (even `[]`)
+    // makes every `kubectl apply` reset them, and the lookups fail until they are refilled.
+    assert!(
+        lookup.get("rules").is_none(),
+        "{dir}: nsguard-lookup sets rules: {}",
+        lookup["rules"]
+    );
 }
 
 /// The test above can fail: Events granted by a Role in `default` only (what the base had
