@@ -21,7 +21,7 @@ use super::{StatefulSubEnv, metric, refused_by_the_volume_guard, stack_labels};
 
 pub type NodeScenario = fn(&Installed);
 
-pub const SCENARIOS: [(&str, NodeScenario); 6] = [
+pub const SCENARIOS: [(&str, NodeScenario); 7] = [
     (
         "installed_as_pods_it_answers_through_its_service",
         installed_as_pods_it_answers_through_its_service,
@@ -37,6 +37,10 @@ pub const SCENARIOS: [(&str, NodeScenario); 6] = [
     (
         "an_upgrade_under_a_stream_of_reviews_fails_none",
         an_upgrade_under_a_stream_of_reviews_fails_none,
+    ),
+    (
+        "a_certificate_rotation_under_a_stream_of_reviews_fails_none",
+        a_certificate_rotation_under_a_stream_of_reviews_fails_none,
     ),
     (
         "a_pod_killed_hard_fails_at_most_its_reviews_in_flight",
@@ -58,15 +62,36 @@ pub struct Installed {
     /// The image `manifests/base` renders, and the upgrade's.
     image: String,
     next_image: String,
+    /// A copy of what README's commands use (manifests/, the install script).
     repo: PathBuf,
+    /// The image's binary, which the install script also runs (`nsguard certs`).
+    binary: PathBuf,
 }
 
 impl Installed {
     /// The node, the image imported under both names, and README's install.
     pub fn start(kube_node: &Path, assets: &Path) -> Installed {
-        let repo = repo_path("");
-        let binary = node::image_binary(&repo);
+        let binary = node::image_binary(&repo_path(""));
         let node = Node::start(kube_node, assets);
+        // A reader's checkout: what README's commands read and edit (the kustomization's
+        // image), copied, so the repository itself is never changed.
+        let repo = node.plane.dir.path().join("checkout");
+        for (from, to) in [
+            ("manifests", "manifests"),
+            (
+                "certs/install-manual-certs.sh",
+                "certs/install-manual-certs.sh",
+            ),
+        ] {
+            std::fs::create_dir_all(repo.join(to).parent().unwrap()).unwrap();
+            let status = Command::new("cp")
+                .args(["-a"])
+                .arg(repo_path(from))
+                .arg(repo.join(to))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
         let base = kustomize("manifests/base");
         let deployment = base.iter().find(|o| o["kind"] == "Deployment").unwrap();
         let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -84,13 +109,20 @@ impl Installed {
             image,
             next_image,
             repo,
+            binary,
         };
         // README, "Install on a cluster", 2b: the script makes the certificates, applies
         // manifests/base, sets every webhook's caBundle and waits for the rollout.
-        let out = installed
+        installed.install_manual_certs();
+        installed
+    }
+
+    /// `certs/install-manual-certs.sh`, as README says: the install, and each rotation.
+    fn install_manual_certs(&self) {
+        let out = self
             .shell("certs/install-manual-certs.sh")
-            .env("NSGUARD", &binary)
-            .env("OUT", installed.node.plane.dir.path().join("certs"))
+            .env("NSGUARD", &self.binary)
+            .env("OUT", self.node.plane.dir.path().join("certs"))
             .output()
             .unwrap();
         assert!(
@@ -98,9 +130,8 @@ impl Installed {
             "install: {}{}\nkubelet: {}",
             text(&out.stdout),
             text(&out.stderr),
-            installed.node.log_tail("kubelet")
+            self.node.log_tail("kubelet")
         );
-        installed
     }
 
     fn plane(&self) -> &ControlPlane {
@@ -117,6 +148,40 @@ impl Installed {
             .env("KUBECONFIG", &self.plane().kubeconfig)
             .stdin(Stdio::null());
         command
+    }
+
+    /// One of README's commands, in the reader's checkout. `kustomize edit set image`
+    /// (no kustomize binary here) is done as kustomize does it: the kustomization's
+    /// `newName` and `newTag` of that image set.
+    fn run_readme_command(&self, command: &str) {
+        if let Some(edit) = command.strip_prefix("(cd manifests/base && kustomize edit set image ")
+        {
+            let (name, image) = edit.trim_end_matches(')').split_once('=').unwrap();
+            let (new_name, new_tag) = image.rsplit_once(':').unwrap();
+            let path = self.repo.join("manifests/base/kustomization.yaml");
+            let kustomization = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                kustomization.contains(&format!("- name: {name}\n")),
+                "{kustomization}"
+            );
+            let edited: Vec<String> = kustomization
+                .lines()
+                .map(|line| match line.trim_start().split_once(':') {
+                    Some(("newName", _)) => format!("  newName: {new_name}"),
+                    Some(("newTag", _)) => format!("  newTag: {new_tag}"),
+                    _ => line.to_owned(),
+                })
+                .collect();
+            std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+            return;
+        }
+        let out = self.shell(command).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
 
     /// The nsguard pods, by name: (name, IP, ready).
@@ -751,16 +816,11 @@ fn an_upgrade_under_a_stream_of_reviews_fails_none(installed: &Installed) {
     let restart = installed.shell("kubectl -n nsguard-system rollout restart deployment/nsguard && kubectl -n nsguard-system rollout status deployment/nsguard --timeout=5m").output().unwrap();
     assert!(restart.status.success(), "{}", text(&restart.stderr));
     stream.await_answers(30);
-    // README's upgrade, its commands as written, with the new image's tag.
+    // README's upgrade, its commands as written, with the new image's tag: every object
+    // applied again (RBAC included) and a rolling update, under the stream.
     for command in readme_commands("### Upgrade") {
         let command = command.replace("registry.example.com/nsguard:0.2.0", &installed.next_image);
-        let out = installed.shell(&command).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{command}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        installed.run_readme_command(&command);
     }
     installed.await_two_ready();
     stream.await_answers(30);
@@ -796,9 +856,61 @@ fn an_upgrade_under_a_stream_of_reviews_fails_none(installed: &Installed) {
     assert_eq!(images, [installed.next_image.as_str(); 2]);
 }
 
-/// One nsguard process killed with SIGKILL under the same stream (a crash: no drain):
-/// the reviews that fail are at most those in flight on it (each worker has one at a
-/// time), none is a wrong allow, and the kubelet restarts it.
+/// README's rotation (`certs/install-manual-certs.sh` again) under the same stream: a new
+/// CA, and the pods serve the old certificate until the kubelet updates the mounted Secret
+/// and nsguard reloads it; the caBundle holds both CAs meanwhile, so no review fails.
+fn a_certificate_rotation_under_a_stream_of_reviews_fails_none(installed: &Installed) {
+    let plane = installed.plane();
+    installed.await_two_ready();
+    let pods: Vec<String> = installed.pods().into_iter().map(|p| p.0).collect();
+    let reloads = |pod: &str| {
+        let log = text(&plane.kubectl(&["logs", "-n", NAMESPACE, pod]).stdout);
+        log.matches("reloaded TLS certificate").count()
+    };
+    let before: Vec<usize> = pods.iter().map(|p| reloads(p)).collect();
+    let stream = Stream::start(installed);
+    stream.await_answers(30);
+    let rotated = Instant::now();
+    installed.install_manual_certs();
+    let bundle = plane
+        .get(&["validatingwebhookconfiguration", "nsguard"])
+        .unwrap()["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .map(|b| {
+            use base64::Engine;
+            text(&base64::engine::general_purpose::STANDARD.decode(b).unwrap())
+        })
+        .unwrap();
+    assert_eq!(bundle.matches("-BEGIN CERTIFICATE-").count(), 2, "{bundle}");
+    // The kubelet updates a mounted Secret on its own schedule (about a minute here).
+    let reloaded = poll(Duration::from_secs(240), || {
+        (pods.iter().zip(&before).all(|(p, n)| reloads(p) > *n)).then_some(())
+    });
+    assert!(
+        reloaded.is_some(),
+        "the pods {pods:?} (reloads before {before:?}, now {:?}) did not all reload; now: {:?}",
+        pods.iter().map(|p| reloads(p)).collect::<Vec<_>>(),
+        installed.pods()
+    );
+    eprintln!(
+        "real_cluster: both pods served the new certificate {:.0} s after the rotation",
+        rotated.elapsed().as_secs_f64()
+    );
+    stream.await_answers(30);
+    let tally = stream.finish();
+    let report = tally.report();
+    eprintln!("real_cluster: rotation under load: {report}");
+    assert_eq!(Tally::sum(&tally.failed), 0, "{report}");
+    assert_eq!(Tally::sum(&tally.wrong_allows), 0, "{report}");
+    assert_eq!(tally.other.load(Ordering::Relaxed), 0, "{report}");
+}
+
+/// One nsguard process killed with SIGKILL under the same stream (a crash: no drain). The
+/// reviews that fail are those it had in flight (their connection reset) and those the
+/// Service sent it before the kubelet noticed the crash and restarted it (connection
+/// refused): the API server retries neither, and how many depends on the request rate over
+/// that second or so (0 to 3 seen), so the test counts them, says how many, and holds them
+/// to those two causes. None is a wrong allow, and once the pod is back no review fails.
 fn a_pod_killed_hard_fails_at_most_its_reviews_in_flight(installed: &Installed) {
     installed.await_two_ready();
     let stream = Stream::start(installed);
@@ -814,16 +926,26 @@ fn a_pod_killed_hard_fails_at_most_its_reviews_in_flight(installed: &Installed) 
     assert!(killed.success());
     stream.await_answers(60);
     installed.await_two_ready();
-    stream.await_answers(30);
     let tally = stream.finish();
     let report = tally.report();
     let failed = Tally::sum(&tally.failed);
     eprintln!("real_cluster: one pod killed under load: {failed} failed review(s); {report}");
     assert_eq!(Tally::sum(&tally.wrong_allows), 0, "{report}");
-    assert!(
-        failed <= KINDS.len() * WORKERS_PER_KIND,
-        "more failed than could be in flight: {report}"
-    );
+    assert_eq!(tally.other.load(Ordering::Relaxed), 0, "{report}");
+    let causes = tally.samples.lock().unwrap().clone();
+    for cause in &causes {
+        assert!(
+            [
+                "connection refused",
+                "connection reset",
+                "EOF",
+                "broken pipe"
+            ]
+            .iter()
+            .any(|c| cause.contains(c)),
+            "a failure the crash does not explain: {cause}"
+        );
+    }
     let restarts: u64 = installed
         .plane()
         .get(&[
@@ -844,6 +966,17 @@ fn a_pod_killed_hard_fails_at_most_its_reviews_in_flight(installed: &Installed) 
         })
         .sum();
     assert_eq!(restarts, 1, "the kubelet restarted the killed container");
+    // Back to two pods: every review answered again.
+    let after = Stream::start(installed);
+    after.await_answers(60);
+    let tally = after.finish();
+    let report = tally.report();
+    assert_eq!(Tally::sum(&tally.failed), 0, "after the restart: {report}");
+    assert_eq!(
+        tally.other.load(Ordering::Relaxed),
+        0,
+        "after the restart: {report}"
+    );
 }
 
 /// README's uninstall, its commands as written: every object of the install is gone, and
@@ -870,13 +1003,7 @@ fn the_uninstall_leaves_nothing_and_logs_no_error(installed: &Installed) {
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     for command in readme_commands("### Uninstall") {
-        let out = installed.shell(&command).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{command}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        installed.run_readme_command(&command);
     }
     for (name, child) in followers {
         let out = child.wait_with_output().unwrap();
