@@ -306,21 +306,8 @@ impl Suite {
         self.plane.apply(&configs);
     }
 
-    /// A namespace labelled for the suite, with objects of the given stacks: for each
-    /// (app-name, env, extra labels), a ConfigMap named after the app.
     fn namespace_with_stacks(&self, namespace: &str, stacks: &[(&str, &str)]) {
-        let mut objects = vec![labelled(json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}
-        }))];
-        for (app, env) in stacks {
-            objects.push(labelled(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("{app}-config"), "namespace": namespace,
-                    "labels": stack_labels(app, env, None)},
-                "data": {"k": "v"}
-            })));
-        }
-        self.plane.apply(&objects);
+        namespace_with_stacks(&self.plane, namespace, stacks);
     }
 
     /// Everything labelled `nsguard.dev/e2e=true` deleted, the webhooks first, and nothing
@@ -359,6 +346,23 @@ impl Suite {
         ]);
         assert_eq!(left.unwrap()["items"], json!([]), "left behind");
     }
+}
+
+/// A namespace labelled for the suite, with objects of the given stacks: for each
+/// (app-name, env), a ConfigMap named after the app.
+fn namespace_with_stacks(plane: &ControlPlane, namespace: &str, stacks: &[(&str, &str)]) {
+    let mut objects = vec![labelled(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}
+    }))];
+    for (app, env) in stacks {
+        objects.push(labelled(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{app}-config"), "namespace": namespace,
+                "labels": stack_labels(app, env, None)},
+            "data": {"k": "v"}
+        })));
+    }
+    plane.apply(&objects);
 }
 
 fn stack_labels(app: &str, env: &str, parent_env: Option<&str>) -> Value {
@@ -773,6 +777,14 @@ impl StatefulSubEnv {
         sub_env
     }
 
+    /// The sub-env's own namespace created: a move under way (simple-container's first
+    /// step once the Namespace is forgotten in its Pulumi state).
+    fn make_target(&self, plane: &ControlPlane) {
+        plane.apply(&[labelled(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.target}}),
+        )]);
+    }
+
     fn claim(&self, namespace: &str) -> Value {
         json!({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -864,9 +876,7 @@ fn a_plain_move_is_refused_at_its_first_step_and_loses_nothing(suite: &Suite) {
         "e2e-store-data",
     );
     let (parent, target) = (sub_env.parent, sub_env.target);
-    plane.apply(&[labelled(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}}),
-    )]);
+    sub_env.make_target(plane);
     let claim = sub_env.claim(target).to_string();
     let plan = format!("`nsguard migrate plan --stack {}`", sub_env.stack());
     let create_needles = [
@@ -1016,7 +1026,7 @@ fn a_namespace_being_left_keeps_a_moving_sub_envs_volume(suite: &Suite) {
         "tenant-c",
         "e2e-solo-data",
     );
-    let (parent, target) = (sub_env.parent, sub_env.target);
+    let parent = sub_env.parent;
     // The sub-env alone in its parent's namespace, its own namespace made (a move begun).
     plane.ok(&[
         "delete",
@@ -1025,9 +1035,7 @@ fn a_namespace_being_left_keeps_a_moving_sub_envs_volume(suite: &Suite) {
         parent,
         &format!("{parent}-config"),
     ]);
-    plane.apply(&[labelled(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": target}}),
-    )]);
+    sub_env.make_target(plane);
     plane.ok(&["delete", "namespace", parent, "--wait=false"]);
     let condition = eventually(
         "the namespace controller refused",

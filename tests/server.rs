@@ -234,20 +234,26 @@ async fn client_certificates_are_required_and_verified_with_client_ca() {
     assert!(line.contains("TLS handshake failed"), "{line}");
 }
 
+/// `nsguard serve --demo` on ports the system picks, for the start-up refusals.
+fn serve_demo_on_free_ports() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"));
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--demo",
+    ]);
+    command
+}
+
 #[tokio::test]
 async fn refuses_to_start_with_a_broken_certificate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("tls.key"), "not a key").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--demo",
-        ])
+    let out = serve_demo_on_free_ports()
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))
         .arg("--tls-key")
@@ -271,15 +277,7 @@ async fn refuses_to_start_naming_the_flags_when_it_cannot_make_development_certi
     // runs CI, can write through permission bits).
     let blocked = dir.path().join("file");
     std::fs::write(&blocked, "").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsguard"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--demo",
-        ])
+    let out = serve_demo_on_free_ports()
         .arg("--cert-dir")
         .arg(blocked.join("certs"))
         .output()

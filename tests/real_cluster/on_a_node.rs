@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use super::common::control_plane::{ControlPlane, eventually, poll, text};
 use super::common::node::{self, Node};
 use super::common::{kustomize, repo_path};
-use super::{StatefulSubEnv, metric, refused_by_the_volume_guard, stack_labels};
+use super::{
+    StatefulSubEnv, metric, namespace_with_stacks, refused_by_the_volume_guard, stack_labels,
+};
 
 pub type NodeScenario = fn(&Installed);
 
@@ -184,8 +186,8 @@ impl Installed {
         );
     }
 
-    /// The nsguard pods, by name: (name, IP, ready).
-    fn pods(&self) -> Vec<(String, String, bool)> {
+    /// The nsguard pods not being deleted, as the API server has them.
+    fn pod_objects(&self) -> Vec<Value> {
         let pods = self
             .plane()
             .get(&[
@@ -201,6 +203,14 @@ impl Installed {
             .unwrap()
             .iter()
             .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// The nsguard pods, by name: (name, IP, ready).
+    fn pods(&self) -> Vec<(String, String, bool)> {
+        self.pod_objects()
+            .iter()
             .map(|p| {
                 let ready = p["status"]["conditions"]
                     .as_array()
@@ -348,16 +358,14 @@ fn set_up_stream_cluster(installed: &Installed) {
     if plane.get(&["namespace", "e2e-stream-shared"]).is_some() {
         return;
     }
-    let objects = vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "e2e-stream-shared"}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "a", "namespace": "e2e-stream-shared",
-                "labels": stack_labels("e2e-stream-a", "production", None)}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "b", "namespace": "e2e-stream-shared",
-                "labels": stack_labels("e2e-stream-b", "production", None)}}),
-    ];
-    plane.apply(&objects);
+    namespace_with_stacks(
+        plane,
+        "e2e-stream-shared",
+        &[
+            ("e2e-stream-a", "production"),
+            ("e2e-stream-b", "production"),
+        ],
+    );
     // The stateful sub-env of the stream: its claim Bound in its parent's namespace, its
     // own namespace created (a move under way).
     let sub_env = StatefulSubEnv::set_up(
@@ -367,8 +375,7 @@ fn set_up_stream_cluster(installed: &Installed) {
         "tenant",
         "e2e-stream-pv",
     );
-    plane.apply(&[json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": sub_env.target}})]);
+    sub_env.make_target(plane);
 }
 
 impl Stream {
@@ -536,19 +543,15 @@ fn installed_as_pods_it_answers_through_its_service(installed: &Installed) {
             "{hook:#}"
         );
     }
-    plane.apply(&[
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "e2e-node-shared"}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "shop", "namespace": "e2e-node-shared",
-                "labels": stack_labels("e2e-node-shop", "production", None)}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "billing", "namespace": "e2e-node-shared",
-                "labels": stack_labels("e2e-node-billing", "production", None)}}),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "e2e-node-single"}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "lone", "namespace": "e2e-node-single",
-                "labels": stack_labels("e2e-node-lone", "production", None)}}),
-    ]);
+    namespace_with_stacks(
+        plane,
+        "e2e-node-shared",
+        &[
+            ("e2e-node-shop", "production"),
+            ("e2e-node-billing", "production"),
+        ],
+    );
+    namespace_with_stacks(plane, "e2e-node-single", &[("e2e-node-lone", "production")]);
     for dry_run in [true, false] {
         let mut args = vec!["delete", "namespace", "e2e-node-shared", "--wait=false"];
         if dry_run {
@@ -582,8 +585,7 @@ fn installed_as_pods_it_answers_through_its_service(installed: &Installed) {
         "tenant",
         "e2e-node-pv",
     );
-    plane.apply(&[json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": sub_env.target}})]);
+    sub_env.make_target(plane);
     let claim = sub_env.claim(sub_env.target).to_string();
     for dry_run in [true, false] {
         let mut args = vec!["create", "-f", "-"];
@@ -833,19 +835,9 @@ fn an_upgrade_under_a_stream_of_reviews_fails_none(installed: &Installed) {
     for (kind, answered) in KINDS.iter().zip(&tally.answered) {
         assert!(answered.load(Ordering::Relaxed) >= 10, "{kind}: {report}");
     }
-    let images: Vec<String> = plane
-        .get(&[
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=nsguard",
-        ])
-        .unwrap()["items"]
-        .as_array()
-        .unwrap()
+    let images: Vec<String> = installed
+        .pod_objects()
         .iter()
-        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
         .map(|p| {
             p["spec"]["containers"][0]["image"]
                 .as_str()
@@ -947,17 +939,7 @@ fn a_pod_killed_hard_fails_at_most_its_reviews_in_flight(installed: &Installed) 
         );
     }
     let restarts: u64 = installed
-        .plane()
-        .get(&[
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=nsguard",
-        ])
-        .unwrap()["items"]
-        .as_array()
-        .unwrap()
+        .pod_objects()
         .iter()
         .map(|p| {
             p["status"]["containerStatuses"][0]["restartCount"]
