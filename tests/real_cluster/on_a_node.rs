@@ -23,7 +23,7 @@ use super::{
 
 pub type NodeScenario = fn(&Installed);
 
-pub const SCENARIOS: [(&str, NodeScenario); 7] = [
+pub const SCENARIOS: [(&str, NodeScenario); 8] = [
     (
         "installed_as_pods_it_answers_through_its_service",
         installed_as_pods_it_answers_through_its_service,
@@ -35,6 +35,10 @@ pub const SCENARIOS: [(&str, NodeScenario); 7] = [
     (
         "one_pod_audits_and_the_other_takes_over_its_lease",
         one_pod_audits_and_the_other_takes_over_its_lease,
+    ),
+    (
+        "a_stopping_pod_fails_readiness_on_both_ports_and_serves_its_metrics",
+        a_stopping_pod_fails_readiness_on_both_ports_and_serves_its_metrics,
     ),
     (
         "an_upgrade_under_a_stream_of_reviews_fails_none",
@@ -800,6 +804,73 @@ fn one_pod_audits_and_the_other_takes_over_its_lease(installed: &Installed) {
         took < Duration::from_secs(15 + 15),
         "the Lease moved after {took:?}, past its duration (15 s) and a margin"
     );
+    installed.await_two_ready();
+}
+
+/// A pod told to stop (deleted: the kubelet sends SIGTERM) answers `/readyz` with 503 on
+/// both ports at once, the kubelet's probe port (metrics) and the webhook port, and keeps
+/// serving `/metrics` while the Service drops it; then it exits cleanly.
+fn a_stopping_pod_fails_readiness_on_both_ports_and_serves_its_metrics(installed: &Installed) {
+    let plane = installed.plane();
+    installed.await_two_ready();
+    let (pod, ip, _) = installed.pods().remove(0);
+    let ca = installed.node.plane.dir.path().join("certs/ca.crt");
+    let get = |url: &str, tls: bool| -> Option<u16> {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "2",
+        ]);
+        if tls {
+            curl.arg("--cacert").arg(&ca).args([
+                "--resolve",
+                &format!("nsguard.nsguard-system.svc:8443:{ip}"),
+            ]);
+        }
+        let out = curl.arg(url).output().ok()?;
+        text(&out.stdout)
+            .trim()
+            .parse()
+            .ok()
+            .filter(|code| *code != 0)
+    };
+    let webhook_readyz = "https://nsguard.nsguard-system.svc:8443/readyz";
+    let metrics_port = |path: &str| format!("http://{ip}:9090{path}");
+    assert_eq!(get(webhook_readyz, true), Some(200));
+    assert_eq!(get(&metrics_port("/readyz"), false), Some(200));
+    plane.ok(&["delete", "pod", "-n", NAMESPACE, &pod, "--wait=false"]);
+    // --shutdown-delay (3 s): not ready on both ports, still serving.
+    let answers = eventually(
+        "the stopping pod's /readyz 503",
+        Duration::from_secs(20),
+        || {
+            let probe = get(&metrics_port("/readyz"), false)?;
+            (probe == 503).then(|| {
+                (
+                    get(webhook_readyz, true),
+                    get(&metrics_port("/metrics"), false),
+                )
+            })
+        },
+    );
+    assert_eq!(
+        answers,
+        (Some(503), Some(200)),
+        "(webhook port /readyz, metrics port /metrics) while stopping"
+    );
+    let log = text(&plane.ok(&["logs", "-n", NAMESPACE, &pod]));
+    assert!(log.contains("shutdown requested"), "{log}");
+    eventually("the stopped pod gone", Duration::from_secs(60), || {
+        plane
+            .get(&["pod", "-n", NAMESPACE, &pod])
+            .is_none()
+            .then_some(())
+    });
     installed.await_two_ready();
 }
 
