@@ -463,36 +463,47 @@ fn audit_finds_shared_namespaces_misplaced_objects_and_data_at_risk() {
             {"appName": "shop-tenant-b", "env": "tenant-b", "objects": 1}
         ])
     );
-    let misplaced: Vec<(String, String, bool)> = of("Misplaced")
+    // One finding per sub-env outside its namespace, every object of it listed.
+    let misplaced: Vec<(String, String, bool, &serde_json::Value)> = of("Misplaced")
         .iter()
         .map(|f| {
             (
                 format!(
                     "{}/{}",
                     f["namespace"].as_str().unwrap(),
-                    f["name"].as_str().unwrap()
+                    f["owner"]["appName"].as_str().unwrap()
                 ),
                 f["target"].as_str().unwrap().to_owned(),
                 f["targetExists"].as_bool().unwrap(),
+                &f["objects"],
             )
         })
         .collect();
+    let object = |api_version: &str, kind: &str, name: &str| serde_json::json!([{"apiVersion": api_version, "kind": kind, "name": name}]);
     assert_eq!(
         misplaced,
         [
-            ("legacy/old".to_owned(), "legacy-preview".to_owned(), false),
+            (
+                "legacy/legacy-preview".to_owned(),
+                "legacy-preview".to_owned(),
+                false,
+                &object("v1", "Service", "old")
+            ),
             (
                 "shop/shop-tenant-a".to_owned(),
                 "shop-tenant-a".to_owned(),
-                false
+                false,
+                &object("apps/v1", "Deployment", "shop-tenant-a")
             ),
             (
                 "shop/shop-tenant-b".to_owned(),
                 "shop-tenant-b".to_owned(),
-                true
+                true,
+                &object("v1", "Service", "shop-tenant-b")
             ),
         ]
     );
+    assert_eq!(of("Misplaced")[1]["objectCount"], 1);
     assert_eq!(
         of("DataAtRisk"),
         [
@@ -511,15 +522,25 @@ fn audit_text_selection_and_sources() {
         .unwrap();
     assert_exit(&out, 1);
     let text = stdout(&out);
-    assert!(text.starts_with("namespace legacy:\n"), "{text}");
     assert!(
-        text.contains("namespace shop:\n  - shared by shop/production (2 objects)"),
+        text.starts_with("3 sub-envs outside their own namespace, the riskiest first:\n  - legacy-preview/preview in legacy (belongs in legacy-preview, not created yet): 1 object (1 Service): Service/old; move it: nsguard migrate plan --stack legacy-preview/preview\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 namespace shared by several stacks (deleting one would delete them all; the guard refuses it):\n  - shop: shop/production (2), shop-tenant-a/tenant-a (2), shop-tenant-b/tenant-b (1)\nnamespace shop:\n  - PersistentVolumeClaim \"orders\""),
         "{text}"
     );
     assert!(text.contains("Retain"), "{text}");
     assert!(
-        text.contains("5 findings in 4 namespaces (8 labelled objects)\nplacement in enforce would refuse every new object of 3 sub-envs")
+        text.contains("5 findings in 4 namespaces (8 labelled objects, 3 of them outside their sub-env's namespace)\nTo move them: move each sub-env to its own namespace with simple-container 2026.5.12 or later")
+            && text.contains("\nplacement in enforce would refuse every new object of 3 sub-envs")
             && text.ends_with("or keep placement in warn\n"),
+        "{text}"
+    );
+    // The advice that holds for every sub-env is said once.
+    assert_eq!(
+        text.matches("never 2026.5.8 to 2026.5.11").count(),
+        2,
         "{text}"
     );
 
@@ -548,6 +569,96 @@ fn audit_text_selection_and_sources() {
     assert_exit(&out, 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("nsguard: error:"), "{err}");
+}
+
+/// The audit reads like a plan: a sub-env with 45 objects of four kinds outside its
+/// namespace is one line naming it once, with its count by kind, three names and "42
+/// more", its claims and the command that moves it; the same sub-env in a second namespace
+/// is a line of its own. `--objects` lists each object; JSON keeps every object, grouped.
+#[test]
+fn the_audit_names_a_misplaced_sub_env_once_with_its_objects_counted() {
+    let home = tempfile::tempdir().unwrap();
+    let sub_env = serde_json::json!({"simple-container-com/app-name": "big-tenant",
+        "simple-container-com/env": "tenant", "simple-container-com/parent-env": "production"});
+    let parent = serde_json::json!({"simple-container-com/app-name": "big", "simple-container-com/env": "production"});
+    let mut items = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "big"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "old"}}),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "big", "namespace": "big", "labels": parent}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "stray", "namespace": "old", "labels": sub_env}}),
+    ];
+    for i in 0..45 {
+        let (api_version, kind) = match i % 9 {
+            0 => ("apps/v1", "Deployment"),
+            1 | 2 => ("v1", "Service"),
+            3 => ("v1", "PersistentVolumeClaim"),
+            _ => ("v1", "ConfigMap"),
+        };
+        let mut object = serde_json::json!({"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": format!("big-tenant-{i:02}"), "namespace": "big", "labels": sub_env}});
+        if kind == "PersistentVolumeClaim" {
+            object["spec"] = serde_json::json!({"volumeName": format!("pv-{i}")});
+            object["status"] = serde_json::json!({"phase": "Bound"});
+        }
+        items.push(object);
+    }
+    let dump = home.path().join("dump.json");
+    std::fs::write(
+        &dump,
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string(),
+    )
+    .unwrap();
+    let dump = dump.to_str().unwrap();
+    let out = nsguard(home.path(), &["audit", "--cluster-dump", dump])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "2 sub-envs outside their own namespace, the riskiest first:",
+            "  - big-tenant/tenant in big (belongs in big-tenant, not created yet): 45 objects (25 ConfigMap, 10 Service, 5 Deployment.apps, 5 PersistentVolumeClaim): Deployment/big-tenant-00, Service/big-tenant-01, Service/big-tenant-02, and 42 more; claims big-tenant-03, big-tenant-12, big-tenant-21, and 2 more; move it: nsguard migrate plan --stack big-tenant/tenant",
+            "  - big-tenant/tenant in old (belongs in big-tenant, not created yet): 1 object (1 ConfigMap): ConfigMap/stray; move it: nsguard migrate plan --stack big-tenant/tenant",
+        ],
+        "{text}"
+    );
+    assert_eq!(text.matches("big-tenant-4").count(), 0, "{text}");
+    let out = nsguard(home.path(), &["audit", "--cluster-dump", dump, "--objects"])
+        .output()
+        .unwrap();
+    let every = stdout(&out);
+    for i in 0..45 {
+        assert!(
+            every.contains(&format!("/big-tenant-{i:02} (")),
+            "{i}: {every}"
+        );
+    }
+    let out = nsguard(
+        home.path(),
+        &["audit", "--cluster-dump", dump, "-o", "json"],
+    )
+    .output()
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let misplaced: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == "Misplaced")
+        .collect();
+    assert_eq!(misplaced.len(), 2, "{report:#}");
+    assert_eq!(misplaced[0]["namespace"], "big");
+    assert_eq!(misplaced[0]["objectCount"], 45);
+    assert_eq!(misplaced[0]["claims"], 5);
+    assert_eq!(misplaced[0]["objects"].as_array().unwrap().len(), 45);
+    assert_eq!(
+        misplaced[0]["kinds"],
+        serde_json::json!({"ConfigMap": 25, "Deployment.apps": 5, "PersistentVolumeClaim": 5, "Service": 10})
+    );
 }
 
 /// `audit -o policyreport`: one wgpolicyk8s.io/v1alpha2 PolicyReport per namespace with

@@ -1214,7 +1214,10 @@ async fn the_audit_reads_every_namespace_of_the_api_server() {
                 "{} {} {}",
                 v["type"].as_str().unwrap(),
                 v["namespace"].as_str().unwrap(),
-                v["name"].as_str().or(v["claim"].as_str()).unwrap_or("")
+                v["objects"][0]["name"]
+                    .as_str()
+                    .or(v["claim"].as_str())
+                    .unwrap_or("")
             )
         })
         .collect();

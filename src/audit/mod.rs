@@ -7,6 +7,7 @@
 
 pub mod background;
 pub mod leader;
+pub mod misplaced;
 pub mod policy_report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ pub use crate::data_at_risk::Claim;
 use crate::guard::{self, GuardConfig, OwnerTally, Unverified, Verdict};
 use crate::labels::{LabelScheme, Owner};
 use crate::placement::{self, Placement};
+pub use misplaced::{Misplaced, MisplacedObject, MisplacedRef, MisplacedSubEnv};
 
 /// A namespaced object with stack labels, as the audit reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,18 +110,6 @@ pub struct NamespaceMeta {
     pub created: Option<String>,
 }
 
-/// A sub-env object outside its namespace, as the audit keeps it: it is a finding, so it
-/// is kept whole; every other labelled object is only counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MisplacedObject {
-    pub namespace: String,
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
-    pub owner: StackRef,
-    pub target: String,
-}
-
 /// What the audit reads from a cluster or a dump: what its findings need, never every
 /// object. Labelled objects go in through [`Inventory::add`], which counts each in its
 /// namespace's [`OwnerTally`] and keeps it only when it is misplaced; memory grows with
@@ -133,8 +123,9 @@ pub struct Inventory {
     pub namespace_meta: BTreeMap<String, NamespaceMeta>,
     /// The owners of each namespace holding labelled objects, counted.
     pub owners: BTreeMap<String, OwnerTally>,
-    /// Sub-env objects outside their namespace, judged as they were read.
-    pub misplaced: Vec<MisplacedObject>,
+    /// Sub-env objects outside their namespace, judged as they were read, kept by
+    /// sub-env.
+    pub misplaced: Misplaced,
     /// Every labelled object, kept only by [`Inventory::keeping_objects`] (`nsguard dump`
     /// writes them); `None` for the audit, which reads only the counts.
     pub objects: Option<Vec<LabelledObject>>,
@@ -232,24 +223,24 @@ pub enum Finding {
         #[serde(skip_serializing_if = "is_zero")]
         volumes_to_keep: usize,
     },
-    /// A sub-env object outside its own namespace.
+    /// A sub-env with objects outside its own namespace: all of them in one namespace,
+    /// which one redeploy moves together (`objects`: how many, by kind, and each one).
     Misplaced {
         namespace: String,
-        api_version: String,
-        kind: String,
-        name: String,
         owner: StackRef,
         target: String,
         /// Whether the target namespace exists; `None` when the source does not say.
         target_exists: Option<bool>,
-        /// Claims of the same sub-env here whose move would delete their volume
-        /// ([`Finding::MoveDestroysData`]): the redeploy that moves this object moves them.
+        /// Claims of the sub-env here whose move would delete their volume
+        /// ([`Finding::MoveDestroysData`]): the redeploy that moves it moves them.
         #[serde(skip_serializing_if = "is_zero")]
         volumes_to_keep: usize,
-        /// Claims of the same sub-env here, whatever their reclaim policy: the move gives
-        /// each a new, empty volume unless its volume is handed over first.
+        /// Claims of the sub-env here, whatever their reclaim policy: the move gives each a
+        /// new, empty volume unless its volume is handed over first.
         #[serde(skip_serializing_if = "is_zero")]
         claims: usize,
+        #[serde(flatten)]
+        objects: SubEnvObjects,
     },
     /// A claim in a shared namespace bound to a volume that is deleted with it.
     DataAtRisk {
@@ -289,6 +280,28 @@ pub enum Finding {
         left: Vec<String>,
     },
 }
+
+/// A misplaced sub-env's objects in a finding, as JSON writes them: `objectCount`,
+/// `kinds` (how many of each), and `objects` (every one: `apiVersion`, `kind`, `name`),
+/// written as they are serialized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubEnvObjects(pub std::sync::Arc<MisplacedSubEnv>);
+
+impl Serialize for SubEnvObjects {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let sub_env = &self.0;
+        let kinds: BTreeMap<String, usize> = sub_env.by_kind().into_iter().collect();
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("objectCount", &sub_env.len())?;
+        map.serialize_entry("kinds", &kinds)?;
+        map.serialize_entry("objects", &misplaced::ObjectList(sub_env))?;
+        map.end()
+    }
+}
+
+/// How many names a sub-env's line in the text report gives (`--objects` lists all).
+pub const EXAMPLES: usize = 3;
 
 impl Finding {
     /// Every finding type, as JSON and the metrics name them.
@@ -339,12 +352,32 @@ impl Finding {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Finding::Misplaced {
-                kind, name, owner, ..
-            } => format!(
-                "{kind} {name:?} of sub-env {}/{} (parent-env {}) is misplaced",
-                owner.app_name, owner.env, owner.parent_env
-            ),
+            Finding::Misplaced { owner, objects, .. } => {
+                let sub_env = &objects.0;
+                let kinds: Vec<String> = sub_env
+                    .by_kind()
+                    .iter()
+                    .map(|(kind, n)| format!("{n} {kind}"))
+                    .collect();
+                let mut names: Vec<String> = sub_env
+                    .objects()
+                    .take(EXAMPLES)
+                    .map(|o| format!("{}/{}", o.kind, o.name))
+                    .collect();
+                if sub_env.len() > EXAMPLES {
+                    names.push(format!("and {} more", sub_env.len() - EXAMPLES));
+                }
+                format!(
+                    "sub-env {}/{} (parent-env {}): {} object{} outside its namespace ({}): {}",
+                    owner.app_name,
+                    owner.env,
+                    owner.parent_env,
+                    sub_env.len(),
+                    if sub_env.len() == 1 { "" } else { "s" },
+                    kinds.join(", "),
+                    names.join(", ")
+                )
+            }
             Finding::DataAtRisk { claim, .. } => {
                 format!("PersistentVolumeClaim {claim:?}: its data dies with the namespace")
             }
@@ -424,10 +457,22 @@ impl Finding {
                     Some(false) => ", which does not exist yet (the move creates it)",
                     _ => "",
                 };
+                let volumes = match (*claims, *volumes_to_keep) {
+                    (0, _) => String::new(),
+                    (claims, 0) => format!(
+                        "; its {claims} claim{} need{} their volume handed over, or the move starts {} on an empty one",
+                        if claims == 1 { "" } else { "s" },
+                        if claims == 1 { "s" } else { "" },
+                        if claims == 1 { "it" } else { "each" },
+                    ),
+                    (claims, keep) => format!(
+                        "; its {claims} claim{} need{} their volume handed over, and {keep} of those volumes (reclaim policy Delete) would be destroyed by the move without it (MoveDestroysData)",
+                        if claims == 1 { "" } else { "s" },
+                        if claims == 1 { "s" } else { "" },
+                    ),
+                };
                 format!(
-                    "belongs in {target:?}{exists}: {}{}",
-                    crate::redeploy::how_to_move(&stack, *claims > 0),
-                    keep_first(*volumes_to_keep, &format!("--stack {stack}"))
+                    "belongs in {target:?}{exists}: move it with `nsguard migrate plan --stack {stack}`{volumes}"
                 )
             }
             Finding::MoveDestroysData {
@@ -458,6 +503,35 @@ impl Finding {
             ),
         }
     }
+}
+
+/// What one object of a misplaced sub-env's finding says on its own (a PolicyReport's
+/// result is per object): which object, where it belongs, and how to move it.
+pub fn misplaced_object_message(finding: &Finding, object: MisplacedRef<'_>) -> String {
+    let Finding::Misplaced {
+        target_exists,
+        volumes_to_keep,
+        claims,
+        ..
+    } = finding
+    else {
+        return format!("{}: {}", finding.summary(None), finding.advice());
+    };
+    let owner = object.owner;
+    let stack = format!("{}/{}", owner.app_name, owner.env);
+    let exists = match target_exists {
+        Some(false) => ", which does not exist yet (the move creates it)",
+        _ => "",
+    };
+    format!(
+        "{} {:?} of sub-env {stack} (parent-env {}) is misplaced: belongs in {:?}{exists}: {}{}",
+        object.kind,
+        object.name,
+        owner.parent_env,
+        object.target,
+        crate::redeploy::how_to_move(&stack, *claims > 0),
+        keep_first(*volumes_to_keep, &format!("--stack {stack}"))
+    )
 }
 
 /// The caveat on advice that says to redeploy, when `volumes` claims of the sub-envs it
@@ -560,13 +634,20 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     if let Some(existing) = &inventory.namespaces {
         namespaces.extend(existing.iter().map(String::as_str).filter(|ns| wanted(ns)));
     }
-    let mut misplaced: Vec<&MisplacedObject> = inventory
+    // One finding per sub-env and namespace it is outside in, with all its objects.
+    let mut misplaced: Vec<&std::sync::Arc<MisplacedSubEnv>> = inventory
         .misplaced
+        .sub_envs()
         .iter()
         .filter(|m| wanted(&m.namespace))
         .collect();
-    misplaced
-        .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    misplaced.sort_by(|a, b| {
+        (&a.namespace, &a.owner.app_name, &a.owner.env).cmp(&(
+            &b.namespace,
+            &b.owner.app_name,
+            &b.owner.env,
+        ))
+    });
     let moves = moves_destroying_data(&misplaced, inventory);
     // How many of those claims each namespace, and each sub-env in it, must keep before
     // moving out: counted once, not per finding (a legacy namespace can hold 100,000
@@ -617,34 +698,9 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
             });
         }
     }
-    // Per sub-env and namespace it is outside in: (objects, claims).
-    let mut outside: BTreeMap<(&str, &str, &str, &str), (usize, usize)> = BTreeMap::new();
-    for m in &misplaced {
-        let key = (
-            m.owner.app_name.as_str(),
-            m.owner.env.as_str(),
-            m.namespace.as_str(),
-            m.target.as_str(),
-        );
-        let (objects, claims) = outside.entry(key).or_default();
-        *objects += 1;
-        *claims += usize::from(m.api_version == "v1" && m.kind == "PersistentVolumeClaim");
-    }
-    let claims_of = |m: &MisplacedObject| {
-        let key = (
-            m.owner.app_name.as_str(),
-            m.owner.env.as_str(),
-            m.namespace.as_str(),
-            m.target.as_str(),
-        );
-        outside.get(&key).map_or(0, |(_, claims)| *claims)
-    };
     findings.extend(misplaced.iter().map(|m| {
         Finding::Misplaced {
             namespace: m.namespace.clone(),
-            api_version: m.api_version.clone(),
-            kind: m.kind.clone(),
-            name: m.name.clone(),
             owner: m.owner.clone(),
             target: m.target.clone(),
             target_exists: inventory
@@ -652,19 +708,18 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
                 .as_ref()
                 .map(|ns| ns.contains(&m.target)),
             volumes_to_keep: keep_in(&m.namespace, Some(&m.owner)),
-            claims: claims_of(m),
+            claims: m.claims().count(),
+            objects: SubEnvObjects(std::sync::Arc::clone(m)),
         }
     }));
-    let sub_envs_outside = outside
+    let sub_envs_outside = misplaced
         .iter()
-        .map(
-            |((app, env, namespace, target), (objects, _))| SubEnvOutside {
-                stack: format!("{app}/{env}"),
-                namespace: (*namespace).to_owned(),
-                target: (*target).to_owned(),
-                objects: *objects,
-            },
-        )
+        .map(|m| SubEnvOutside {
+            stack: m.stack(),
+            namespace: m.namespace.clone(),
+            target: m.target.clone(),
+            objects: m.len(),
+        })
         .collect();
     let claims = inventory
         .claims
@@ -706,11 +761,16 @@ type StackKey<'a> = (&'a str, Option<(&'a str, &'a str)>);
 /// sub-env out would delete: the misplaced sub-envs' own claims (among `misplaced`), and
 /// the claims without stack labels in the namespaces they move out of, which may be
 /// theirs.
-fn moves_destroying_data(misplaced: &[&MisplacedObject], inventory: &Inventory) -> Vec<Finding> {
-    let moving: BTreeMap<(&str, &str), &MisplacedObject> = misplaced
+fn moves_destroying_data(
+    misplaced: &[&std::sync::Arc<MisplacedSubEnv>],
+    inventory: &Inventory,
+) -> Vec<Finding> {
+    let moving: BTreeMap<(&str, &str), &MisplacedSubEnv> = misplaced
         .iter()
-        .filter(|m| m.api_version == "v1" && m.kind == "PersistentVolumeClaim")
-        .map(|m| ((m.namespace.as_str(), m.name.as_str()), *m))
+        .flat_map(|m| {
+            m.claims()
+                .map(move |claim| ((m.namespace.as_str(), claim), &***m))
+        })
         .collect();
     let left: BTreeSet<&str> = misplaced.iter().map(|m| m.namespace.as_str()).collect();
     let moved = inventory.claims.iter().filter(|c| {
@@ -873,24 +933,40 @@ mod tests {
             [
                 "SharedNamespace",
                 "Misplaced",
-                "Misplaced",
                 "DataAtRisk",
                 "MoveDestroysData"
             ]
         );
+        // One finding for the sub-env, with both of its objects.
         let Finding::Misplaced {
             target,
             target_exists,
+            claims,
             ..
         } = &report.findings[1]
         else {
             panic!()
         };
         assert_eq!(
-            (target.as_str(), *target_exists),
-            ("shop-tenant-a", Some(false))
+            (target.as_str(), *target_exists, *claims),
+            ("shop-tenant-a", Some(false), 1)
         );
-        assert!(report.findings[3].advice().contains("Retain"));
+        let json = serde_json::to_value(&report.findings[1]).unwrap();
+        assert_eq!(json["objectCount"], 2, "{json}");
+        assert_eq!(
+            json["kinds"],
+            serde_json::json!({"ConfigMap": 1, "PersistentVolumeClaim": 1})
+        );
+        assert_eq!(
+            json["objects"],
+            serde_json::json!([
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "shop-tenant-a"},
+                {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": "data"}
+            ])
+        );
+        assert_eq!(json["owner"]["appName"], "shop-tenant-a");
+        assert_eq!(report.sub_envs_outside[0].objects, 2);
+        assert!(report.findings[2].advice().contains("Retain"));
         // `kind` is what serde writes as `type`.
         for finding in &report.findings {
             assert_eq!(
@@ -1030,17 +1106,35 @@ mod tests {
             report
                 .findings
                 .iter()
-                .find(|f| matches!(f, Finding::Misplaced { name, .. } if name == "settings"))
+                .find(|f| matches!(f, Finding::Misplaced { objects, .. } if objects.0.objects().any(|o| o.name == "settings")))
                 .unwrap()
                 .clone()
         };
         let configmap = settings(&report);
+        assert_eq!(
+            serde_json::to_value(&configmap).unwrap()["volumesToKeep"],
+            2
+        );
         assert!(
-            configmap
-                .advice()
-                .contains("first keep the 2 volumes that the move would delete"),
+            configmap.advice().contains(
+                "2 of those volumes (reclaim policy Delete) would be destroyed by the move without it"
+            ),
             "{}",
             configmap.advice()
+        );
+        // Each object's own message (a PolicyReport result) says how to keep them.
+        let object_message = |finding: &Finding| {
+            let Finding::Misplaced { objects, .. } = finding else {
+                panic!()
+            };
+            let settings = objects.0.objects().find(|o| o.name == "settings").unwrap();
+            misplaced_object_message(finding, settings)
+        };
+        let message = object_message(&configmap);
+        assert!(
+            message.starts_with("ConfigMap \"settings\" of sub-env shop-tenant-a/tenant-a")
+                && message.contains("first keep the 2 volumes that the move would delete"),
+            "{message}"
         );
 
         let mut kept = inventory.clone();
@@ -1064,9 +1158,12 @@ mod tests {
         // without the plan gives each a new, empty volume.
         let configmap = settings(&report);
         assert!(
-            configmap
-                .advice()
-                .contains("keep its volumes (`nsguard migrate plan --stack"),
+            object_message(&configmap).contains("keep its volumes (`nsguard migrate plan --stack"),
+            "{}",
+            object_message(&configmap)
+        );
+        assert!(
+            configmap.advice().contains("need their volume handed over"),
             "{}",
             configmap.advice()
         );

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::audit::{Finding, Report};
+use crate::audit::{Finding, MisplacedRef, Report};
 
 pub const API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
 pub const KIND: &str = "PolicyReport";
@@ -41,28 +41,63 @@ fn policy(finding: &Finding) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// The object a finding is about, as an `ObjectReference`.
-fn resource(finding: &Finding) -> Value {
+/// What one result reports: a finding, or one object of a misplaced sub-env (results are
+/// per object, as policy reports' results are per resource).
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Finding(&'a Finding),
+    Misplaced(&'a Finding, MisplacedRef<'a>),
+}
+
+impl<'a> Item<'a> {
+    fn finding(self) -> &'a Finding {
+        match self {
+            Item::Finding(finding) | Item::Misplaced(finding, _) => finding,
+        }
+    }
+}
+
+/// The results of a finding, each object of a misplaced sub-env its own.
+fn items(finding: &Finding) -> Box<dyn Iterator<Item = Item<'_>> + '_> {
     match finding {
-        Finding::SharedNamespace { namespace, .. }
-        | Finding::LingeringNamespace { namespace, .. } => {
-            json!({"apiVersion": "v1", "kind": "Namespace", "name": namespace})
-        }
-        Finding::Misplaced {
-            namespace,
-            api_version,
-            kind,
-            name,
-            ..
-        } => json!({"apiVersion": api_version, "kind": kind, "name": name, "namespace": namespace}),
-        Finding::DataAtRisk {
-            namespace, claim, ..
-        }
-        | Finding::MoveDestroysData {
-            namespace, claim, ..
-        } => {
-            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "namespace": namespace})
-        }
+        Finding::Misplaced { objects, .. } => Box::new(
+            objects
+                .0
+                .objects()
+                .map(move |o| Item::Misplaced(finding, o)),
+        ),
+        _ => Box::new(std::iter::once(Item::Finding(finding))),
+    }
+}
+
+/// How many results a finding gives.
+fn result_count(finding: &Finding) -> usize {
+    match finding {
+        Finding::Misplaced { objects, .. } => objects.0.len(),
+        _ => 1,
+    }
+}
+
+/// The object a result is about, as an `ObjectReference`.
+fn resource(item: Item<'_>) -> Value {
+    match item {
+        Item::Misplaced(_, object) => json!({"apiVersion": object.api_version,
+            "kind": object.kind, "name": object.name, "namespace": object.namespace}),
+        Item::Finding(finding) => match finding {
+            Finding::SharedNamespace { namespace, .. }
+            | Finding::LingeringNamespace { namespace, .. }
+            | Finding::Misplaced { namespace, .. } => {
+                json!({"apiVersion": "v1", "kind": "Namespace", "name": namespace})
+            }
+            Finding::DataAtRisk {
+                namespace, claim, ..
+            }
+            | Finding::MoveDestroysData {
+                namespace, claim, ..
+            } => {
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "namespace": namespace})
+            }
+        },
     }
 }
 
@@ -174,7 +209,7 @@ fn namespace_report(namespace: &str, findings: &[&Finding], seconds: i64) -> Val
         ("skip", 0),
     ]);
     for finding in findings {
-        *summary.entry(policy(finding).1).or_default() += 1;
+        *summary.entry(policy(finding).1).or_default() += result_count(finding);
     }
     // High severity first, so that a cut keeps what matters most; the order of findings
     // within a severity is kept.
@@ -187,12 +222,12 @@ fn namespace_report(namespace: &str, findings: &[&Finding], seconds: i64) -> Val
     let mut results = Vec::new();
     let mut used = 0;
     let mut omitted = 0;
-    for finding in ordered {
+    for item in ordered.into_iter().flat_map(items) {
         if omitted > 0 {
             omitted += 1;
             continue;
         }
-        let result = result(finding);
+        let result = result(item);
         let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len() + 1);
         if used + size > RESULTS_BUDGET {
             omitted = 1;
@@ -237,21 +272,26 @@ fn namespace_report(namespace: &str, findings: &[&Finding], seconds: i64) -> Val
     })
 }
 
-/// One finding as a result, without its timestamp.
-fn result(finding: &Finding) -> Value {
+/// One result, without its timestamp.
+fn result(item: Item<'_>) -> Value {
+    let finding = item.finding();
     let (policy, result, severity) = policy(finding);
     let properties: BTreeMap<&str, String> = properties(finding)
         .into_iter()
         .map(|(k, v)| (k, bounded(v)))
         .collect();
+    let message = match item {
+        Item::Misplaced(finding, object) => crate::audit::misplaced_object_message(finding, object),
+        Item::Finding(finding) => format!("{}: {}", finding.summary(None), finding.advice()),
+    };
     json!({
         "policy": policy,
         "result": result,
         "severity": severity,
         "category": "nsguard",
         "scored": true,
-        "message": bounded(format!("{}: {}", finding.summary(None), finding.advice())),
-        "resources": [resource(finding)],
+        "message": bounded(message),
+        "resources": [resource(item)],
         "properties": properties,
     })
 }
@@ -275,7 +315,7 @@ fn bounded(mut text: String) -> String {
 
 /// SHA-256 (hex, first 16 bytes) of what a report says: its scope, summary and results,
 /// timestamps aside.
-fn digest(scope: &Value, summary: &BTreeMap<&str, i32>, results: &[Value]) -> String {
+fn digest(scope: &Value, summary: &BTreeMap<&str, usize>, results: &[Value]) -> String {
     let said = json!({"scope": scope, "summary": summary, "results": results});
     let bytes = serde_json::to_vec(&said).unwrap_or_default();
     let hash = ring::digest::digest(&ring::digest::SHA256, &bytes);

@@ -47,6 +47,10 @@ pub struct AuditArgs {
     /// the stack that left it. nsguard deletes nothing: review it, then run it.
     #[arg(long, conflicts_with = "output")]
     cleanup_script: bool,
+    /// With the text report: list every object of each sub-env outside its namespace, one
+    /// a line (JSON always lists them all).
+    #[arg(long)]
+    objects: bool,
     /// With --cleanup-script: lines without --dry-run=server, ready to delete.
     #[arg(long, requires = "cleanup_script")]
     apply_ready: bool,
@@ -92,7 +96,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
         AuditFormat::Json => serde_json::to_writer_pretty(&mut out, &report)?,
-        AuditFormat::Text => text(&report, &mut out)?,
+        AuditFormat::Text => text(&report, args.objects, &mut out)?,
         AuditFormat::Policyreport => {
             let list = crate::audit::policy_report::List {
                 report: &report,
@@ -200,12 +204,146 @@ fn cleanup_script(report: &Report, apply_ready: bool) -> String {
     out
 }
 
-/// The report for a person at a terminal: grouped by namespace, each finding with what
-/// to do about it, written to `out` line by line.
-fn text(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+/// The report for a person at a terminal, a plan to act on whatever the cluster's size:
+/// one line per sub-env outside its namespace (riskiest first: volumes the move would
+/// destroy, then the most objects; how many by kind, a few names, its claims, the command
+/// that moves it; `all_objects` lists each object below it), one line per shared
+/// namespace, then the namespaces' other findings with what to do; the advice that holds
+/// for every sub-env (which simple-container release, the state step, what enforcement
+/// would refuse) once, at the end. Written line by line.
+fn text(report: &Report, all_objects: bool, out: &mut impl Write) -> std::io::Result<()> {
+    use audit::Finding;
     let now = k8s_openapi::jiff::Timestamp::now();
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let mut sub_envs: Vec<&Finding> = (report.findings.iter())
+        .filter(|f| matches!(f, Finding::Misplaced { .. }))
+        .collect();
+    sub_envs.sort_by_key(|f| match f {
+        Finding::Misplaced {
+            volumes_to_keep,
+            objects,
+            namespace,
+            ..
+        } => (
+            std::cmp::Reverse(*volumes_to_keep),
+            std::cmp::Reverse(objects.0.len()),
+            namespace.clone(),
+            objects.0.stack(),
+        ),
+        _ => unreachable!(),
+    });
+    if !sub_envs.is_empty() {
+        writeln!(
+            out,
+            "{} sub-env{} outside {} own namespace, the riskiest first:",
+            sub_envs.len(),
+            plural(sub_envs.len(), "", "s"),
+            plural(sub_envs.len(), "its", "their"),
+        )?;
+    }
+    for finding in &sub_envs {
+        let Finding::Misplaced {
+            namespace,
+            target,
+            target_exists,
+            volumes_to_keep,
+            claims,
+            objects,
+            ..
+        } = finding
+        else {
+            continue;
+        };
+        let sub_env = &objects.0;
+        let kinds: Vec<String> = (sub_env.by_kind().iter())
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        let mut names: Vec<String> = (sub_env.objects().take(audit::EXAMPLES))
+            .map(|o| format!("{}/{}", o.kind, o.name))
+            .collect();
+        if sub_env.len() > audit::EXAMPLES {
+            names.push(format!("and {} more", sub_env.len() - audit::EXAMPLES));
+        }
+        let exists = if *target_exists == Some(false) {
+            ", not created yet"
+        } else {
+            ""
+        };
+        let mut volumes = String::new();
+        if *claims > 0 {
+            let mut named: Vec<&str> = sub_env.claims().take(audit::EXAMPLES).collect();
+            let more = claims.saturating_sub(named.len());
+            let more = format!("and {more} more");
+            if *claims > named.len() {
+                named.push(&more);
+            }
+            volumes = format!("; claims {}", named.join(", "));
+            if *volumes_to_keep > 0 {
+                volumes.push_str(&format!(
+                    ", {volumes_to_keep} on a volume the move would destroy (reclaim policy Delete; MoveDestroysData below)"
+                ));
+            }
+        }
+        writeln!(
+            out,
+            "  - {} in {namespace} (belongs in {target}{exists}): {} object{} ({}): {}{volumes}; move it: nsguard migrate plan --stack {}",
+            sub_env.stack(),
+            sub_env.len(),
+            plural(sub_env.len(), "", "s"),
+            kinds.join(", "),
+            names.join(", "),
+            sub_env.stack(),
+        )?;
+        if all_objects {
+            for object in sub_env.objects() {
+                writeln!(
+                    out,
+                    "      {}/{} ({})",
+                    object.kind, object.name, object.api_version
+                )?;
+            }
+        }
+    }
+    let shared: Vec<&Finding> = (report.findings.iter())
+        .filter(|f| matches!(f, Finding::SharedNamespace { .. }))
+        .collect();
+    if !shared.is_empty() {
+        writeln!(
+            out,
+            "{} namespace{} shared by several stacks (deleting one would delete them all; the guard refuses it):",
+            shared.len(),
+            plural(shared.len(), "", "s"),
+        )?;
+    }
+    for finding in shared {
+        if let Finding::SharedNamespace {
+            namespace,
+            owners,
+            volumes_to_keep,
+        } = finding
+        {
+            let owners: Vec<String> = owners
+                .iter()
+                .map(|o| format!("{}/{} ({})", o.app_name, o.env, o.objects))
+                .collect();
+            let keep = match volumes_to_keep {
+                0 => String::new(),
+                n => format!(
+                    "; {n} volume{} to keep before its sub-envs move",
+                    plural(*n, "", "s")
+                ),
+            };
+            writeln!(out, "  - {namespace}: {}{keep}", owners.join(", "))?;
+        }
+    }
+    // The rest, by namespace, each with what to do.
     let mut current = None;
-    for finding in &report.findings {
+    for finding in (report.findings.iter()).filter(|f| {
+        !matches!(
+            f,
+            Finding::Misplaced { .. } | Finding::SharedNamespace { .. }
+        )
+    }) {
         if current != Some(finding.namespace()) {
             current = Some(finding.namespace());
             writeln!(out, "namespace {}:", finding.namespace())?;
@@ -217,14 +355,32 @@ fn text(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             finding.advice()
         )?;
     }
+    let outside: usize = report.sub_envs_outside.iter().map(|s| s.objects).sum();
     writeln!(
         out,
-        "{} finding{} in {} namespaces ({} labelled objects)",
+        "{} finding{} in {} namespaces ({} labelled objects{})",
         report.findings.len(),
-        if report.findings.len() == 1 { "" } else { "s" },
+        plural(report.findings.len(), "", "s"),
         report.namespaces,
-        report.objects
+        report.objects,
+        if outside == 0 {
+            String::new()
+        } else {
+            format!(", {outside} of them outside their sub-env's namespace")
+        }
     )?;
+    if !sub_envs.is_empty()
+        || report
+            .counts()
+            .iter()
+            .any(|(t, n)| *t == "SharedNamespace" && *n > 0)
+    {
+        writeln!(
+            out,
+            "To move them: {}.",
+            crate::redeploy::how_to_move_each()
+        )?;
+    }
     if let Some(impact) = report.enforcement_impact() {
         writeln!(out, "{impact}")?;
     }

@@ -125,28 +125,28 @@ pub fn sub_envs(
 ) -> (Vec<SubEnv>, Vec<UnlabelledClaim>) {
     let cluster = Cluster::of(inventory);
     let mut found: BTreeMap<(String, String, String, String), SubEnv> = BTreeMap::new();
-    for object in &inventory.misplaced {
+    for object in inventory.misplaced.iter() {
         let key = (
             object.owner.app_name.clone(),
             object.owner.env.clone(),
-            object.namespace.clone(),
-            object.target.clone(),
+            object.namespace.to_owned(),
+            object.target.to_owned(),
         );
         let sub_env = found.entry(key).or_insert_with(|| SubEnv {
             owner: object.owner.clone(),
-            from: object.namespace.clone(),
-            to: object.target.clone(),
+            from: object.namespace.to_owned(),
+            to: object.target.to_owned(),
             claims: Vec::new(),
             workloads: Vec::new(),
             others: Vec::new(),
             ephemeral_claims: Vec::new(),
         });
-        match (object.api_version.as_str(), object.kind.as_str()) {
+        match (object.api_version, object.kind) {
             ("v1", "PersistentVolumeClaim") => {
-                let claim = cluster.claim(&object.namespace, &object.name);
+                let claim = cluster.claim(object.namespace, object.name);
                 match claim.and_then(|c| c.volume.clone()) {
                     Some(volume) => sub_env.claims.push(ClaimMove {
-                        name: object.name.clone(),
+                        name: object.name.to_owned(),
                         reclaim_policy: inventory.volumes.get(&volume).map(policy_before),
                         volume,
                     }),
