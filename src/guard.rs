@@ -5,7 +5,7 @@
 //! the delete is denied. The guard fails closed: a lookup that failed, ran out of time, or
 //! could not read every resource type is a denial that says why, never a silent allow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -267,52 +267,62 @@ pub fn decide_owners(
 
 /// The objects of each owner, counted as they are read: totals, counts by kind and the
 /// first few names in (kind, name) order, which is all a summary shows. Memory grows with
-/// the owners and kinds, never with the objects.
+/// the owners and kinds, never with the objects; kept in small sorted vectors (a namespace
+/// holds a few owners of a few kinds, and the audit keeps one tally per namespace:
+/// B-tree nodes would be most of its memory at thousands of namespaces).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerTally {
-    owners: BTreeMap<Owner, Counted>,
+    /// Sorted by owner.
+    owners: Vec<(Owner, Counted)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Counted {
     total: usize,
-    by_kind: BTreeMap<String, usize>,
-    /// The smallest (kind, name) pairs seen, at most [`EXAMPLES_PER_OWNER`].
-    examples: BTreeSet<(String, String)>,
+    /// Sorted by kind.
+    by_kind: Vec<(Box<str>, usize)>,
+    /// The smallest (kind, name) pairs seen, at most [`EXAMPLES_PER_OWNER`], sorted.
+    examples: Vec<(Box<str>, Box<str>)>,
 }
 
 impl OwnerTally {
     /// Count one object of `owner`.
     pub fn add(&mut self, owner: &Owner, kind: &str, name: &str) {
-        let counted = match self.owners.get_mut(owner) {
-            Some(counted) => counted,
-            None => self.owners.entry(owner.clone()).or_default(),
-        };
-        counted.total += 1;
-        match counted.by_kind.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                counted.by_kind.insert(kind.to_owned(), 1);
+        let at = match self.owners.binary_search_by(|(o, _)| o.cmp(owner)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.owners.insert(at, (owner.clone(), Counted::default()));
+                at
             }
+        };
+        let counted = &mut self.owners[at].1;
+        counted.total += 1;
+        match counted.by_kind.binary_search_by(|(k, _)| (**k).cmp(kind)) {
+            Ok(at) => counted.by_kind[at].1 += 1,
+            Err(at) => counted.by_kind.insert(at, (kind.into(), 1)),
         }
+        let key = (kind, name);
         let full = counted.examples.len() >= EXAMPLES_PER_OWNER;
         if full
             && counted
                 .examples
                 .last()
-                .is_some_and(|(k, n)| (k.as_str(), n.as_str()) <= (kind, name))
+                .is_some_and(|(k, n)| (&**k, &**n) <= key)
         {
             return;
         }
-        counted.examples.insert((kind.to_owned(), name.to_owned()));
-        if counted.examples.len() > EXAMPLES_PER_OWNER {
-            counted.examples.pop_last();
+        if let Err(at) = counted
+            .examples
+            .binary_search_by(|(k, n)| (&**k, &**n).cmp(&key))
+        {
+            counted.examples.insert(at, (kind.into(), name.into()));
+            counted.examples.truncate(EXAMPLES_PER_OWNER);
         }
     }
 
     /// Objects counted, every owner's.
     pub fn objects(&self) -> usize {
-        self.owners.values().map(|c| c.total).sum()
+        self.owners.iter().map(|(_, c)| c.total).sum()
     }
 
     /// Each owner's summary, in owner order.
@@ -322,7 +332,9 @@ impl OwnerTally {
             .map(|(owner, counted)| OwnerSummary {
                 owner: owner.clone(),
                 total: counted.total,
-                by_kind: counted.by_kind.clone(),
+                by_kind: (counted.by_kind.iter())
+                    .map(|(kind, n)| (kind.to_string(), *n))
+                    .collect(),
                 examples: counted
                     .examples
                     .iter()

@@ -69,6 +69,10 @@ impl LiveCluster {
             let namespaces = namespaces.clone();
             async move { namespaces.list_metadata(&params).await }
         };
+        // Every namespace's name; the metadata of those a stack labelled (the audit reads
+        // it to tell a lingering one), or of all of them for a dump, which writes it.
+        let keeping = inventory.objects.is_some();
+        let mut names = BTreeSet::new();
         self.pages(
             deadline,
             &progress.calls,
@@ -77,18 +81,27 @@ impl LiveCluster {
             |namespace| {
                 let meta = namespace.metadata;
                 if let Some(name) = meta.name {
-                    let meta = NamespaceMeta {
-                        labels: meta.labels.unwrap_or_default(),
-                        annotations: meta.annotations.unwrap_or_default(),
-                        created: meta.creation_timestamp.map(|t| t.0.to_string()),
-                    };
-                    inventory.namespace_meta.insert(name, meta);
+                    let labels = meta.labels.unwrap_or_default();
+                    if keeping || self.scheme.read(&labels).is_some() {
+                        let annotations = meta.annotations.unwrap_or_default();
+                        let meta = NamespaceMeta {
+                            labels,
+                            annotations: if keeping {
+                                annotations
+                            } else {
+                                crate::audit::read_annotations(annotations)
+                            },
+                            created: meta.creation_timestamp.map(|t| t.0.to_string()),
+                        };
+                        inventory.namespace_meta.insert(name.clone(), meta);
+                    }
+                    names.insert(name);
                 }
             },
         )
         .await
         .map_err(read("listing the namespaces"))?;
-        inventory.namespaces = Some(inventory.namespace_meta.keys().cloned().collect());
+        inventory.namespaces = Some(names);
 
         // Across all namespaces, a selector per label generation: an unselected read would
         // bring every object of the cluster.
@@ -154,6 +167,7 @@ impl LiveCluster {
         }
         let mut inventory = shared.into_inner().unwrap_or_else(|e| e.into_inner());
         inventory.unverified.extend(unverified);
+        inventory.misplaced.shrink_to_fit();
 
         let claims = Api::all(self.client.clone());
         match (self.claims(claims, ListParams::default(), deadline, &progress.calls)).await {
