@@ -9,7 +9,9 @@
 //!   once its first audit is done, against the same server without the audit.
 //!
 //! Run with `cargo bench --bench audit` (a few minutes); `NSGUARD_AUDIT_BENCH_SIZES`
-//! (comma-separated multiples of 500) measures other sizes.
+//! (comma-separated multiples of 500) measures other sizes, and
+//! `NSGUARD_AUDIT_BENCH_SHAPE=unmoved` the shape of a cluster that has not moved its
+//! sub-envs (half the objects outside their namespace; sizes multiples of 90).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -249,6 +251,9 @@ fn serve_peak_rss(dir: &Path, kubeconfig: &Path, audit: bool) -> u64 {
 /// namespace has its stack; every tenth is shared with a sub-env (misplaced), and holds a
 /// claim on a Delete volume; the other claims are on Retain volumes.
 fn populate(replay: &replay::Replay, objects: usize) {
+    if std::env::var("NSGUARD_AUDIT_BENCH_SHAPE").is_ok_and(|s| s == "unmoved") {
+        return populate_unmoved(replay, objects);
+    }
     let plurals = replay::bench_plurals(CRDS);
     let per_namespace = objects / NAMESPACES;
     for n in 0..NAMESPACES {
@@ -293,5 +298,37 @@ fn populate(replay: &replay::Replay, objects: usize) {
             json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
                 "spec": {"persistentVolumeReclaimPolicy": if shared { "Delete" } else { "Retain" }}}),
         );
+    }
+}
+
+/// The shape of a cluster that has not moved its sub-envs yet (`NSGUARD_AUDIT_BENCH_SHAPE=
+/// unmoved`): `objects / 90` namespaces, each with a parent stack and a sub-env of 45
+/// objects each, so that half the objects are outside their sub-env's namespace (what
+/// benches/audit_real.rs fills a real API server with).
+fn populate_unmoved(replay: &replay::Replay, objects: usize) {
+    for n in 0..objects / 90 {
+        let namespace = format!("big{n:04}");
+        let sub_env = format!("{namespace}-tenant");
+        for (app, env, parent) in [
+            (namespace.as_str(), "production", None),
+            (sub_env.as_str(), "tenant", Some("production")),
+        ] {
+            for i in 0..45 {
+                let mut labels = vec![
+                    ("simple-container-com/app-name", app),
+                    ("simple-container-com/env", env),
+                ];
+                if let Some(parent) = parent {
+                    labels.push(("simple-container-com/parent-env", parent));
+                }
+                // As benches/audit_real.rs: 35 ConfigMaps and 10 ServiceAccounts a stack.
+                let plural = if i < 35 {
+                    "configmaps"
+                } else {
+                    "serviceaccounts"
+                };
+                replay.add(&namespace, plural, &format!("{app}-{i:02}"), &labels);
+            }
+        }
     }
 }
