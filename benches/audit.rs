@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nsguard::cluster::{LiveCluster, LiveOptions};
-use nsguard::labels::LabelScheme;
+use nsguard::simple_container::labels::LabelScheme;
 use serde_json::json;
 
 #[allow(dead_code)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nsguard::admission::{self, Endpoint, Webhook};
 use nsguard::cluster::{ClusterDump, ClusterSource};
-use nsguard::guard::GuardConfig;
-use nsguard::labels::LabelScheme;
+use nsguard::decisions::namespace_guard::GuardConfig;
+use nsguard::decisions::placement::PlacementMode;
 use nsguard::metrics::Metrics;
-use nsguard::placement::PlacementMode;
+use nsguard::simple_container::labels::LabelScheme;
 
 /// A fixture body as the API server sends it: compact JSON (the fixtures are
 /// pretty-printed for reading).
@@ -112,14 +112,23 @@ fn naming(c: &mut Criterion) {
     let mut group = c.benchmark_group("naming");
     group.bench_function("deployed_namespace_short", |b| {
         b.iter(|| {
-            nsguard::naming::deployed_namespace("pay-space-wallet", "tenant-a", "production")
-                .unwrap()
+            nsguard::simple_container::naming::deployed_namespace(
+                "pay-space-wallet",
+                "tenant-a",
+                "production",
+            )
+            .unwrap()
         })
     });
     let long = "Payments_Settlement.Reconciliation-Service-For-European-Markets";
     group.bench_function("deployed_namespace_long_hashed", |b| {
         b.iter(|| {
-            nsguard::naming::deployed_namespace(long, "tenant-customer-acme", "production").unwrap()
+            nsguard::simple_container::naming::deployed_namespace(
+                long,
+                "tenant-customer-acme",
+                "production",
+            )
+            .unwrap()
         })
     });
     group.finish();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nsguard::cluster::{LiveCluster, LiveOptions};
-use nsguard::labels::LabelScheme;
+use nsguard::simple_container::labels::LabelScheme;
 
 #[allow(dead_code)]
 #[path = "../tests/common/replay.rs"]

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use nsguard::cluster::{LiveCluster, LiveOptions};
-use nsguard::labels::LabelScheme;
+use nsguard::simple_container::labels::LabelScheme;
 use serde_json::{Value, json};
 
 #[allow(dead_code)]
@@ -148,8 +148,8 @@ fn volume_guard(
     decisions: usize,
 ) {
     use nsguard::cluster::ClusterSource;
-    use nsguard::guard::GuardConfig;
-    use nsguard::volume_guard::{ClaimRequest, Operation};
+    use nsguard::decisions::namespace_guard::GuardConfig;
+    use nsguard::decisions::volume_guard::{ClaimOperation, ClaimRequest};
     use std::collections::BTreeMap;
     let labels: BTreeMap<String, String> = [
         ("simple-container-com/app-name", "shop-tenant-a"),
@@ -213,8 +213,8 @@ fn volume_guard(
             plane.apply(&more);
         }
         let cases = [
-            (Operation::Create, "shop-tenant-a", "strands-data"),
-            (Operation::Delete, PARENT, "destroys-data"),
+            (ClaimOperation::Create, "shop-tenant-a", "strands-data"),
+            (ClaimOperation::Delete, PARENT, "destroys-data"),
         ];
         let mut runs = vec![(Vec::new(), 0); cases.len()];
         for round in 0..=decisions {

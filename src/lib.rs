@@ -2,31 +2,50 @@
 //! cascade-deleting other stacks' workloads, and keeps simple-container sub-env
 //! workloads in their own namespaces.
 //!
-//! The crate is a pure core ([`naming`], [`labels`], [`placement`], [`guard`], [`audit`]
-//! and its [`audit::policy_report`], [`data_at_risk`], [`outcome`], [`redeploy`],
-//! [`volume_guard`]) and a thin shell around
-//! it ([`admission`], [`cluster`] lookups, [`documents`] reading, [`server`], the
-//! [`audit::background`] audit and its [`audit::leader`] election, [`certs`], [`cli`]);
-//! the shell does I/O and calls the core, never the other way round.
+//! A pure core and a thin shell around it. Each module imports only from the modules
+//! listed before it (`cargo test --lib import_graph` checks it, and prints the layers with
+//! `-- --nocapture`); the shell does I/O and calls the core, never the other way round.
+//!
+//! The core (no I/O, no clock):
+//! - [`excerpt`]: bounded quotes of request-controlled text;
+//! - [`outcome`]: what a review came to (endpoint, decision), as logs and metrics name it;
+//! - [`yaml`], [`documents`], [`scope`]: manifests and dumps read as kubectl reads them;
+//! - [`simple_container`]: its naming, its labels, its releases;
+//! - [`decisions`]: the namespace guard, placement, the volume guard, what a delete
+//!   destroys, and the exemptions they share;
+//! - [`manifests`]: offline placement over manifest files;
+//! - [`audit`] (its findings, [`audit::misplaced`], [`audit::policy_report`]) and
+//!   [`migration`] (the plan that keeps every volume).
+//!
+//! The shell:
+//! - [`telemetry`], [`metrics`], [`certs`]: logs, Prometheus, the self-made certificates;
+//! - [`cluster`]: reads and writes the cluster (a live API server or a dump) and decides
+//!   nothing: lookups, Events, PolicyReports, readiness;
+//! - [`admission`]: the AdmissionReview wire format and the one pipeline every guard goes
+//!   through (exemptions, lookup under a deadline, decision, metrics, log line, Event,
+//!   answer);
+//! - [`background_audit`] (and its [`background_audit::leader`] election) and [`server`]
+//!   (HTTPS, the routes, connections, shutdown);
+//! - [`cli`]: the commands, which call the same decisions and pipeline as the server.
 
 pub mod admission;
 pub mod audit;
+pub mod background_audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
-pub mod data_at_risk;
+pub mod decisions;
 pub mod documents;
-pub mod guard;
-pub mod labels;
+pub mod excerpt;
 pub mod manifests;
 pub mod metrics;
 pub mod migration;
-pub mod naming;
 pub mod outcome;
-pub mod placement;
-pub mod redeploy;
 pub mod scope;
 pub mod server;
+pub mod simple_container;
 pub mod telemetry;
-pub mod volume_guard;
 pub mod yaml;
+
+#[cfg(test)]
+mod import_graph;

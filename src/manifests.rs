@@ -1,6 +1,6 @@
 //! Offline placement over manifest files: where the rewrite can take effect, because it
 //! happens before `kubectl apply`. Uses the webhook's engine: [`placement::place`] for
-//! the decision and [`crate::placement::Misplacement::patch`] for the change.
+//! the decision and [`crate::decisions::placement::Misplacement::patch`] for the change.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::decisions::placement::{self, Misplacement, Placement};
 use crate::documents::{self, Document, ObjectHead};
-use crate::labels::LabelScheme;
-use crate::labels::Owner;
-use crate::placement::{self, Misplacement, Placement};
 use crate::scope::{Scope, Scopes};
+use crate::simple_container::labels::LabelScheme;
+use crate::simple_container::labels::Owner;
 use crate::yaml::{self, NodeKind, NodeSpan, Quoting, Step};
 
 /// How messages name standard input.

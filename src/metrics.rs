@@ -293,8 +293,8 @@ impl Metrics {
             "PersistentVolumeClaim creates and deletes decided by the volume guard, by operation and reason (allowed, exempt, or why refused)",
             claims.clone(),
         );
-        for operation in crate::volume_guard::Operation::ALL {
-            for reason in crate::volume_guard::Verdict::REASONS {
+        for operation in crate::decisions::volume_guard::ClaimOperation::ALL {
+            for reason in crate::decisions::volume_guard::Verdict::REASONS {
                 let _ = claims.get_or_create(&ClaimLabels {
                     operation: operation.as_str(),
                     reason,
@@ -310,7 +310,7 @@ impl Metrics {
         for result in ["created", "updated", "failed", "dropped"] {
             let _ = events.get_or_create(&ResultLabels { result });
         }
-        for verdict in crate::guard::Verdict::CODES {
+        for verdict in crate::decisions::namespace_guard::Verdict::CODES {
             let _ = verdicts.get_or_create(&VerdictLabels { verdict });
         }
         // Known series exist from the start, at zero: an alert or a dashboard naming one

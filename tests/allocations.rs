@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use common::{compact_fixture, example_webhook};
 use nsguard::admission::{self, Endpoint, Webhook};
-use nsguard::placement::PlacementMode;
+use nsguard::decisions::placement::PlacementMode;
 
 mod common;
 

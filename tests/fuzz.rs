@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 use common::example_webhook;
 use nsguard::admission::{self, Endpoint};
 use nsguard::cluster::ClusterDump;
-use nsguard::labels::LabelScheme;
+use nsguard::decisions::placement::PlacementMode;
 use nsguard::manifests::{self, Source};
-use nsguard::placement::PlacementMode;
+use nsguard::simple_container::labels::LabelScheme;
 use proptest::prelude::*;
 
 mod common;
@@ -219,7 +219,7 @@ proptest! {
             let _ = manifests::render_json(&rewritten.documents);
         }
         if let Ok(dump) = ClusterDump::parse(&text, &scheme) {
-            let decision = nsguard::guard::decide(&Default::default(), "pay-space-wallet", Ok(&dump.scan("pay-space-wallet")));
+            let decision = nsguard::decisions::namespace_guard::decide(&Default::default(), "pay-space-wallet", Ok(&dump.scan("pay-space-wallet")));
             prop_assert!(!decision.message().is_empty());
         }
     }

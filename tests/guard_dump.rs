@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Output};
 
 use common::{example_webhook, fixture, repo_path};
-use nsguard::placement::PlacementMode;
+use nsguard::decisions::placement::PlacementMode;
 
 fn can_delete(namespace: &str, dump: &str, extra: &[&str]) -> Output {
     common::nsguard_cli(["can-delete", namespace, "--cluster-dump"])
@@ -409,7 +409,7 @@ async fn an_allowed_delete_warns_of_the_volumes_it_destroys() {
         - {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: db, namespace: solo, labels: {simple-container-com/app-name: solo, simple-container-com/env: production}}, spec: {volumeName: pv-db}, status: {phase: Bound}}\n\
         - {apiVersion: v1, kind: PersistentVolume, metadata: {name: pv-db}, spec: {persistentVolumeReclaimPolicy: Delete}}\n";
     let mut webhook = example_webhook(PlacementMode::Enforce);
-    let scheme = nsguard::labels::LabelScheme::default();
+    let scheme = nsguard::simple_container::labels::LabelScheme::default();
     webhook.cluster = nsguard::cluster::ClusterSource::Dump(
         nsguard::cluster::ClusterDump::parse(dump, &scheme).unwrap(),
     );

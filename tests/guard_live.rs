@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::replay::{Fault, Replay, kubectl_reads};
 use common::{Cluster, Server, fixture, review};
 use nsguard::cluster::{LiveCluster, LiveOptions, LookupError};
-use nsguard::guard::{self, GuardConfig, Verdict};
-use nsguard::labels::LabelScheme;
+use nsguard::decisions::namespace_guard::{self, GuardConfig, Verdict};
+use nsguard::simple_container::labels::LabelScheme;
 
 const CURRENT: [(&str, &str); 2] = [
     ("simple-container-com/app-name", "wallet"),
@@ -38,11 +38,13 @@ fn soon() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(10)
 }
 
-fn decide(scan: &Result<nsguard::guard::NamespaceScan, LookupError>) -> Verdict {
+fn decide(
+    scan: &Result<nsguard::decisions::namespace_guard::NamespaceScan, LookupError>,
+) -> Verdict {
     let config = GuardConfig::default();
     match scan {
-        Ok(scan) => guard::decide(&config, "wallet", Ok(scan)).verdict,
-        Err(err) => guard::decide(&config, "wallet", Err(&err.to_string())).verdict,
+        Ok(scan) => namespace_guard::decide(&config, "wallet", Ok(scan)).verdict,
+        Err(err) => namespace_guard::decide(&config, "wallet", Err(&err.to_string())).verdict,
     }
 }
 
@@ -126,7 +128,7 @@ async fn scan_finds_every_owner_across_types_generations_and_pages() {
         .unwrap();
     assert!(scan.unverified.is_empty(), "{:?}", scan.unverified);
     assert_eq!(scan.objects.len(), 11, "{:#?}", scan.objects);
-    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+    let decision = namespace_guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
     assert_eq!(decision.verdict, Verdict::MultipleOwners);
     let owners: Vec<String> = decision
         .owners
@@ -215,7 +217,7 @@ async fn every_list_fault_is_named_and_fails_closed() {
             "{fault:?}: {}",
             scan.unverified[0].reason
         );
-        let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+        let decision = namespace_guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
         assert_eq!(decision.verdict, Verdict::Incomplete, "{fault:?}");
         assert!(
             decision.message().contains("statefulsets.apps"),
@@ -790,8 +792,8 @@ async fn a_stale_version_in_aggregated_discovery_fails_closed() {
 }
 
 /// The guard refuses the delete over `scan` as incomplete, naming `what`.
-fn fails_closed_naming(scan: &nsguard::guard::NamespaceScan, what: &str) {
-    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(scan));
+fn fails_closed_naming(scan: &nsguard::decisions::namespace_guard::NamespaceScan, what: &str) {
+    let decision = namespace_guard::decide(&GuardConfig::default(), "wallet", Ok(scan));
     assert_eq!(decision.verdict, Verdict::Incomplete);
     assert!(decision.message().contains(what), "{}", decision.message());
 }
@@ -848,7 +850,7 @@ async fn a_forbidden_type_is_named_with_the_cluster_role_to_apply() {
         .scan("wallet", Duration::from_secs(10))
         .await
         .unwrap();
-    let decision = guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
+    let decision = namespace_guard::decide(&GuardConfig::default(), "wallet", Ok(&scan));
     assert_eq!(decision.verdict, Verdict::Incomplete);
     let message = decision.message();
     assert!(
@@ -1063,7 +1065,7 @@ async fn can_delete_against_the_api_server() {
 #[tokio::test]
 async fn a_denial_counts_the_volumes_read_from_the_api_server() {
     use nsguard::cluster::ClusterSource;
-    use nsguard::data_at_risk::VolumeCheck;
+    use nsguard::decisions::data_at_risk::VolumeCheck;
     let replay = Replay::start().await;
     replay.add("wallet", "deployments", "wallet", &CURRENT);
     replay.add("wallet", "deployments", "wallet-tenant-a", &TENANT_A);
@@ -1088,7 +1090,7 @@ async fn a_denial_counts_the_volumes_read_from_the_api_server() {
         );
     }
     let source = ClusterSource::Live(live(&replay, LiveOptions::default()));
-    let request = guard::DeleteRequest {
+    let request = namespace_guard::DeleteRequest {
         namespace: "wallet",
         username: "alice",
         groups: &[],

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{kustomize, repo_path};
-use nsguard::labels::LabelScheme;
+use nsguard::simple_container::labels::LabelScheme;
 use serde_json::Value;
 
 /// Every kustomization users install: the base and each overlay.

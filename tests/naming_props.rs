@@ -1,7 +1,7 @@
 //! Properties every sanitized name must have, over arbitrary input.
 
-use nsguard::naming::{MAX_NAME_LEN, deployed_namespace, sanitize};
-use nsguard::placement::target_namespace;
+use nsguard::simple_container::naming::target_namespace;
+use nsguard::simple_container::naming::{MAX_NAME_LEN, deployed_namespace, sanitize};
 use proptest::prelude::*;
 
 /// Strings biased toward the interesting alphabet: case, separators, runs of hyphens and

@@ -1,7 +1,7 @@
 //! The naming functions against vectors computed by Go's standard library
 //! (`tests/go-reference`), the runtime simple-container itself uses.
 
-use nsguard::naming::{deployed_namespace, generate_namespace_name, sanitize};
+use nsguard::simple_container::naming::{deployed_namespace, generate_namespace_name, sanitize};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

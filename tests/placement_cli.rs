@@ -332,7 +332,7 @@ async fn the_tricky_corpus_reads_the_same_in_kubectl_before_and_after_rewrite() 
 #[tokio::test]
 async fn check_agrees_with_the_webhook_on_every_corpus_object() {
     use nsguard::admission::{self, Endpoint};
-    use nsguard::placement::PlacementMode;
+    use nsguard::decisions::placement::PlacementMode;
     let webhook = common::example_webhook(PlacementMode::Enforce);
     let namespace = "pay-space-wallet";
     for file in [
@@ -445,7 +445,7 @@ async fn an_unresolvable_app_name_is_reported_everywhere() {
         err(&o)
     );
 
-    let webhook = common::example_webhook(nsguard::placement::PlacementMode::Enforce);
+    let webhook = common::example_webhook(nsguard::decisions::placement::PlacementMode::Enforce);
     let object = documents(manifest).remove(0);
     let review = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

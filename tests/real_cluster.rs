@@ -512,7 +512,7 @@ fn lookup(suite: &Suite, runtime: &tokio::runtime::Runtime) -> nsguard::cluster:
         nsguard::cluster::LiveCluster::new(
             client,
             server,
-            nsguard::labels::LabelScheme::default(),
+            nsguard::simple_container::labels::LabelScheme::default(),
             nsguard::cluster::LiveOptions::default(),
         )
     })

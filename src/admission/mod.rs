@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::error::Category;
 
 use crate::cluster::ClusterSource;
-use crate::guard::{DeleteRequest, GuardConfig, GuardDecision};
-use crate::labels::LabelScheme;
+use crate::decisions::namespace_guard::{DeleteRequest, GuardConfig, GuardDecision};
+use crate::decisions::placement::{self, Placement, PlacementMode};
+use crate::decisions::volume_guard;
+use crate::excerpt::excerpt;
 use crate::metrics::Metrics;
 pub use crate::outcome::{Decision, Endpoint};
-use crate::placement::{self, Placement, PlacementMode};
-use crate::volume_guard;
+use crate::simple_container::labels::LabelScheme;
 
 /// The only AdmissionReview version nsguard speaks (Kubernetes 1.16+; v1beta1 is gone
 /// from admissionregistration.k8s.io/v1 webhooks' defaults and from 1.22's API).
@@ -68,40 +69,6 @@ impl std::fmt::Display for Problem {
             path => write!(f, "at {path}: {}", self.message),
         }
     }
-}
-
-/// At most this many bytes of a request-controlled value in an answer or a log line.
-pub const EXCERPT_BYTES: usize = 160;
-
-/// `text` whole when short; otherwise its start and end around a note of what was cut,
-/// so a 4 MiB string never becomes a 4 MiB error answer or log line.
-pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= EXCERPT_BYTES {
-        return text.into();
-    }
-    let head = floor_char_boundary(text, EXCERPT_BYTES * 2 / 3);
-    let tail = ceil_char_boundary(text, text.len() - EXCERPT_BYTES / 3);
-    format!(
-        "{}…({} bytes cut)…{}",
-        &text[..head],
-        tail - head,
-        &text[tail..]
-    )
-    .into()
-}
-
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
 
 /// Decode an AdmissionReview v1 body into its request, borrowing from the body. Only a
@@ -315,7 +282,7 @@ impl Webhook {
                 "nsguard: a namespace DELETE review must name the namespace (request.name is empty)",
             );
         }
-        if request.name.as_str().len() > crate::naming::MAX_NAME_LEN {
+        if request.name.as_str().len() > crate::simple_container::naming::MAX_NAME_LEN {
             // No such namespace can exist; do not carry the name into a lookup or the log.
             return Response::bad_request(
                 request,
@@ -323,7 +290,7 @@ impl Webhook {
                     "nsguard: request.name {:?} is {} bytes; a namespace name has at most {}",
                     excerpt(request.name.as_str()),
                     request.name.as_str().len(),
-                    crate::naming::MAX_NAME_LEN
+                    crate::simple_container::naming::MAX_NAME_LEN
                 ),
             );
         }
@@ -396,13 +363,13 @@ impl Webhook {
     /// Conflict (why: `Response::conflict`).
     async fn guard_claim<'r>(
         &self,
-        operation: volume_guard::Operation,
+        operation: volume_guard::ClaimOperation,
         request: &'r Request<'_>,
     ) -> Response<'r> {
         let started = Instant::now();
         let object = match operation {
-            volume_guard::Operation::Create => request.object.as_ref(),
-            volume_guard::Operation::Delete => request.old_object.as_ref(),
+            volume_guard::ClaimOperation::Create => request.object.as_ref(),
+            volume_guard::ClaimOperation::Delete => request.old_object.as_ref(),
         };
         let meta = object.map(|o| &o.metadata);
         // The validating phase sees a generated name in the object, not in request.name.
@@ -474,8 +441,8 @@ impl Webhook {
                         .map(|uid| uid.as_str().to_owned()),
                 },
                 action: match operation {
-                    volume_guard::Operation::Create => "Create",
-                    volume_guard::Operation::Delete => "Delete",
+                    volume_guard::ClaimOperation::Create => "Create",
+                    volume_guard::ClaimOperation::Delete => "Delete",
                 },
                 user: claim.username.to_owned(),
                 message: message.clone(),
@@ -488,7 +455,7 @@ impl Webhook {
 /// The volume guard's operation for a review: a CREATE or DELETE of the core
 /// `persistentvolumeclaims` resource itself (not a subresource), known by the resource the
 /// API server resolved.
-fn volume_guard_operation(request: &Request<'_>) -> Option<volume_guard::Operation> {
+fn volume_guard_operation(request: &Request<'_>) -> Option<volume_guard::ClaimOperation> {
     if !request.resource.group.as_str().is_empty()
         || request.resource.resource.as_str() != "persistentvolumeclaims"
         || request.sub_resource.is_some()
@@ -496,8 +463,8 @@ fn volume_guard_operation(request: &Request<'_>) -> Option<volume_guard::Operati
         return None;
     }
     match request.operation {
-        Operation::Create => Some(volume_guard::Operation::Create),
-        Operation::Delete => Some(volume_guard::Operation::Delete),
+        Operation::Create => Some(volume_guard::ClaimOperation::Create),
+        Operation::Delete => Some(volume_guard::ClaimOperation::Delete),
         _ => None,
     }
 }

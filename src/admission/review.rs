@@ -206,19 +206,19 @@ impl Metadata<'_> {
     }
 
     /// The Pod that controls the object: for a claim, that it is a generic ephemeral
-    /// volume's ([`crate::data_at_risk::ephemeral_pod`]).
+    /// volume's ([`crate::decisions::data_at_risk::ephemeral_pod`]).
     pub fn ephemeral_pod(&self) -> Option<&str> {
         fn text<'t>(t: &'t Option<Text<'_>>) -> &'t str {
             t.as_ref().map_or("", Text::as_str)
         }
-        crate::data_at_risk::ephemeral_pod(self.owner_references.iter().flatten().map(|r| {
-            crate::data_at_risk::OwnerRef {
+        crate::decisions::data_at_risk::ephemeral_pod(self.owner_references.iter().flatten().map(
+            |r| crate::decisions::data_at_risk::OwnerRef {
                 api_version: text(&r.api_version),
                 kind: text(&r.kind),
                 name: text(&r.name),
                 controller: r.controller == Some(true),
-            }
-        }))
+            },
+        ))
     }
 }
 

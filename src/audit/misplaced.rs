@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq};
 
-use super::StackRef;
+use crate::simple_container::labels::StackRef;
 
 /// A sub-env object outside its namespace, as placement judges it: what goes in.
 #[derive(Debug, Clone, PartialEq, Eq)]

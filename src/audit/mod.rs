@@ -5,8 +5,6 @@
 //! decisions the webhook makes: [`guard::decide`] for a namespace holding several stacks,
 //! [`placement::place`] for a sub-env object outside its namespace.
 
-pub mod background;
-pub mod leader;
 pub mod misplaced;
 pub mod policy_report;
 
@@ -15,11 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::data_at_risk;
-pub use crate::data_at_risk::Claim;
-use crate::guard::{self, GuardConfig, OwnerTally, Unverified, Verdict};
-use crate::labels::{LabelScheme, Owner};
-use crate::placement::{self, Placement};
+use crate::decisions::data_at_risk;
+pub use crate::decisions::data_at_risk::Claim;
+use crate::decisions::namespace_guard::{self, GuardConfig, OwnerTally, Unverified, Verdict};
+use crate::decisions::placement::{self, Placement};
+use crate::simple_container::labels::{LabelScheme, Owner, StackRef};
 pub use misplaced::{Misplaced, MisplacedObject, MisplacedRef, MisplacedSubEnv};
 
 /// A namespaced object with stack labels, as the audit reads it.
@@ -47,7 +45,7 @@ impl LabelledObject {
 const READ_ANNOTATIONS: [&str; 3] = [
     placement::SKIP_ANNOTATION,
     "kubernetes.io/service-account.name",
-    crate::guard::BREAK_GLASS_ANNOTATION,
+    crate::decisions::exemptions::BREAK_GLASS_ANNOTATION,
 ];
 
 /// `annotations` without what the audit does not read. Objects applied with
@@ -135,7 +133,7 @@ pub struct Inventory {
     pub unowned: BTreeMap<String, Vec<UnownedObject>>,
     pub claims: Vec<Claim>,
     /// PersistentVolumes by name (a cluster holds few: each is a disk).
-    pub volumes: BTreeMap<String, crate::data_at_risk::Volume>,
+    pub volumes: BTreeMap<String, crate::decisions::data_at_risk::Volume>,
     /// Resource types that could not be read: their objects are unknown.
     pub unverified: Vec<Unverified>,
     pub resource_types: usize,
@@ -198,15 +196,6 @@ pub struct OwnerCount {
     pub app_name: String,
     pub env: String,
     pub objects: usize,
-}
-
-/// The stack of a misplaced object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StackRef {
-    pub app_name: String,
-    pub env: String,
-    pub parent_env: String,
 }
 
 /// Something at risk, and where.
@@ -441,7 +430,7 @@ impl Finding {
             } => format!(
                 "{} stacks share it: a delete would destroy them all; {} before deleting any{}",
                 owners.len(),
-                crate::redeploy::how_to_move_each(),
+                crate::simple_container::releases::how_to_move_each(),
                 keep_first(*volumes_to_keep, &format!("-n {namespace}"))
             ),
             Finding::Misplaced {
@@ -529,7 +518,7 @@ pub fn misplaced_object_message(finding: &Finding, object: MisplacedRef<'_>) -> 
         object.name,
         owner.parent_env,
         object.target,
-        crate::redeploy::how_to_move(&stack, *claims > 0),
+        crate::simple_container::releases::how_to_move(&stack, *claims > 0),
         keep_first(*volumes_to_keep, &format!("--stack {stack}"))
     )
 }
@@ -608,7 +597,7 @@ impl Report {
             "placement in enforce would refuse every new object of {} sub-env{s} still outside {their} namespace, so a deploy of {them} would fail: {}. Before enforce, {}; or keep placement in warn",
             outside.len(),
             names.join(", "),
-            crate::redeploy::how_to_move_each(),
+            crate::simple_container::releases::how_to_move_each(),
         ))
     }
 
@@ -679,8 +668,12 @@ pub fn audit(inventory: &Inventory, scheme: &LabelScheme, only: &[String]) -> Re
     let mut shared = BTreeSet::new();
     for (namespace, tally) in &occupied {
         // The guard's own decision, under its default policy.
-        let decision =
-            guard::decide_owners(&GuardConfig::default(), namespace, tally.summaries(), &[]);
+        let decision = namespace_guard::decide_owners(
+            &GuardConfig::default(),
+            namespace,
+            tally.summaries(),
+            &[],
+        );
         if decision.verdict == Verdict::MultipleOwners {
             shared.insert(*namespace);
             findings.push(Finding::SharedNamespace {
@@ -858,7 +851,7 @@ fn misplaced(object: &LabelledObject, scheme: &LabelScheme) -> Option<MisplacedO
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data_at_risk::Volume;
+    use crate::decisions::data_at_risk::Volume;
 
     fn object(namespace: &str, kind: &str, name: &str, labels: &[(&str, &str)]) -> LabelledObject {
         LabelledObject {
@@ -910,7 +903,10 @@ mod tests {
                 namespace: "shop".into(),
                 name: "data".into(),
                 volume: Some("pv-1".into()),
-                owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+                owner: Some(crate::simple_container::labels::Owner::new(
+                    "shop-tenant-a",
+                    "tenant-a",
+                )),
             }],
             volumes: [("pv-1".to_owned(), Volume::with_policy("Delete"))].into(),
             ..inventory
@@ -995,7 +991,10 @@ mod tests {
         let claim = |name: &str, volume: &str| Claim {
             deleted_at: None,
             ephemeral_pod: None,
-            owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+            owner: Some(crate::simple_container::labels::Owner::new(
+                "shop-tenant-a",
+                "tenant-a",
+            )),
             namespace: "shop".into(),
             name: name.into(),
             volume: Some(volume.into()),
@@ -1080,7 +1079,10 @@ mod tests {
         for (name, owner) in [
             (
                 "web-7f9c-x2k4p-tmp",
-                Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+                Some(crate::simple_container::labels::Owner::new(
+                    "shop-tenant-a",
+                    "tenant-a",
+                )),
             ),
             ("web-7f9c-x2k4p-cache", None),
         ] {

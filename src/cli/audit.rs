@@ -127,7 +127,10 @@ pub(super) fn read_inventory(
     cluster: &ClusterArgs,
     timeout: std::time::Duration,
     into: audit::Inventory,
-) -> anyhow::Result<(crate::labels::LabelScheme, audit::Inventory)> {
+) -> anyhow::Result<(
+    crate::simple_container::labels::LabelScheme,
+    audit::Inventory,
+)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -187,7 +190,7 @@ fn cleanup_script(report: &Report, apply_ready: bool) -> String {
                 safe(since)
             );
         }
-        if !crate::naming::is_dns1123_label(namespace) {
+        if !crate::simple_container::naming::is_dns1123_label(namespace) {
             let _ = writeln!(
                 out,
                 "\n# skipped: {} is not a valid namespace name",
@@ -378,7 +381,7 @@ fn text(report: &Report, all_objects: bool, out: &mut impl Write) -> std::io::Re
         writeln!(
             out,
             "To move them: {}.",
-            crate::redeploy::how_to_move_each()
+            crate::simple_container::releases::how_to_move_each()
         )?;
     }
     if let Some(impact) = report.enforcement_impact() {

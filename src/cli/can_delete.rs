@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::{AskingArgs, GuardInputs};
-use crate::guard::{DeleteRequest, Verdict};
+use crate::decisions::namespace_guard::{DeleteRequest, Verdict};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:

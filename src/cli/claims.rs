@@ -15,10 +15,10 @@ use clap::Args;
 use super::OutputFormat;
 use super::guard_args::{AskingArgs, GuardInputs};
 use crate::cluster::{ClaimMetadata, ClusterSource};
+use crate::decisions::volume_guard::{ClaimDecision, ClaimOperation, ClaimRequest, Verdict};
 use crate::documents::{self, ObjectHead};
-use crate::labels::LabelScheme;
 use crate::manifests;
-use crate::volume_guard::{ClaimDecision, ClaimRequest, Operation, Verdict};
+use crate::simple_container::labels::LabelScheme;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -103,7 +103,7 @@ pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
                     metadata: ClaimMetadata {
                         labels: head.metadata.labels,
                         annotations: head.metadata.annotations,
-                        ephemeral_pod: crate::data_at_risk::ephemeral_pod_in_json(
+                        ephemeral_pod: crate::decisions::data_at_risk::ephemeral_pod_in_json(
                             &value["metadata"]["ownerReferences"],
                         ),
                     },
@@ -117,7 +117,7 @@ pub fn can_create_claim(args: CanCreateClaimArgs) -> anyhow::Result<ExitCode> {
     let decisions = runtime()?.block_on(async {
         let (scheme, source) = source(&args.inputs).await?;
         decide(
-            Operation::Create,
+            ClaimOperation::Create,
             &claims,
             &args.asking,
             &args.inputs,
@@ -147,7 +147,7 @@ pub fn can_delete_claim(args: CanDeleteClaimArgs) -> anyhow::Result<ExitCode> {
             metadata,
         };
         decide(
-            Operation::Delete,
+            ClaimOperation::Delete,
             &[claim],
             &args.asking,
             &args.inputs,
@@ -174,7 +174,7 @@ async fn source(inputs: &GuardInputs) -> anyhow::Result<(LabelScheme, ClusterSou
 
 /// Each claim decided as the webhook decides it.
 async fn decide(
-    operation: Operation,
+    operation: ClaimOperation,
     claims: &[ManifestClaim],
     asking: &AskingArgs,
     inputs: &GuardInputs,

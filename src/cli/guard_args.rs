@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::cluster::{ClusterDump, ClusterSource, LiveCluster, LiveOptions};
-use crate::guard::{GuardConfig, GuardPolicy};
-use crate::labels::{LabelKeys, LabelScheme};
+use crate::decisions::namespace_guard::{GuardConfig, GuardPolicy};
+use crate::simple_container::labels::{LabelKeys, LabelScheme};
 
 /// The realistic example dump built into the binary, served with `--demo`.
 pub const EXAMPLE_DUMP: &str = include_str!("../../examples/cluster-dump.yaml");

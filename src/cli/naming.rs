@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::Args;
 
-use crate::naming;
+use crate::simple_container::naming;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:

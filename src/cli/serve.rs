@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard_args::GuardInputs;
 use crate::admission::Webhook;
-use crate::audit::background::{self, Schedule};
-use crate::audit::leader::{self, LeaseConfig, Turn};
+use crate::background_audit::leader::{self, LeaseConfig, Turn};
+use crate::background_audit::{self, Schedule};
 use crate::certs::{self, CertRequest};
 use crate::cluster::{ClusterHealth, ClusterSource, health};
+use crate::decisions::placement::PlacementMode;
 use crate::metrics::Metrics;
-use crate::placement::PlacementMode;
 use crate::server::tls::KeyPairFiles;
 use crate::server::{BoundServer, ServerOptions};
 
@@ -309,7 +309,7 @@ async fn serve_async(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Turn::always()
             }
         };
-        tokio::spawn(background::run(
+        tokio::spawn(background_audit::run(
             webhook.clone(),
             schedule,
             turn,

@@ -10,11 +10,11 @@ use super::ClaimMetadata;
 use crate::audit::{
     Claim, Inventory, LabelledObject, NamespaceMeta, UnownedObject, read_annotations,
 };
-use crate::data_at_risk::{ClaimRef, MIGRATION_ANNOTATIONS, Volume};
+use crate::decisions::data_at_risk::{ClaimRef, MIGRATION_ANNOTATIONS, Volume};
+use crate::decisions::namespace_guard::{NamespaceScan, OwnedObject};
+use crate::decisions::volume_guard::{ClaimUnderReview, Facts};
 use crate::documents::{self, ObjectHead};
-use crate::guard::{NamespaceScan, OwnedObject};
-use crate::labels::LabelScheme;
-use crate::volume_guard::{ClaimUnderReview, Facts};
+use crate::simple_container::labels::LabelScheme;
 
 /// A loaded dump: owned objects per namespace, and what the audit reads (the Namespaces'
 /// annotations, which the guard reads too, among it).
@@ -104,7 +104,7 @@ impl ClusterDump {
         if core && head.kind == "PersistentVolumeClaim" {
             self.inventory.claims.push(Claim {
                 owner: scheme.owner(&head.metadata.labels),
-                ephemeral_pod: crate::data_at_risk::ephemeral_pod_in_json(
+                ephemeral_pod: crate::decisions::data_at_risk::ephemeral_pod_in_json(
                     &value["metadata"]["ownerReferences"],
                 ),
                 deleted_at: value["metadata"]["deletionTimestamp"]
@@ -155,13 +155,16 @@ impl ClusterDump {
     }
 
     /// The volumes deleting `namespace` would destroy for good.
-    pub fn volumes_at_risk(&self, namespace: &str) -> Vec<crate::data_at_risk::VolumeAtRisk> {
+    pub fn volumes_at_risk(
+        &self,
+        namespace: &str,
+    ) -> Vec<crate::decisions::data_at_risk::VolumeAtRisk> {
         let claims = self
             .inventory
             .claims
             .iter()
             .filter(|c| c.namespace == namespace);
-        crate::data_at_risk::at_risk(claims, &self.inventory.volumes)
+        crate::decisions::data_at_risk::at_risk(claims, &self.inventory.volumes)
     }
 
     /// What the volume guard decides `claim`'s `operation` over: the dump's claims of

@@ -483,7 +483,10 @@ mod tests {
         ] {
             let name = event_name(&long, i128::from(i64::MAX));
             assert!(name.len() <= 253, "{}", name.len());
-            assert!(crate::naming::is_dns1123_subdomain(&name), "{name}");
+            assert!(
+                crate::simple_container::naming::is_dns1123_subdomain(&name),
+                "{name}"
+            );
         }
         assert_eq!(event_name("data", 255), "data.ff");
         // A create and a delete of one claim are two series; two creates are one.

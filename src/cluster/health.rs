@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{AccessReport, LiveCluster};
-use crate::guard::lookup_role;
+use crate::decisions::namespace_guard::lookup_role;
 use crate::metrics::Metrics;
 
 /// How often a check is retried while the first one has not succeeded.

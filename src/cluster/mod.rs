@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use crate::data_at_risk::VolumeCheck;
-use crate::guard::{self, DeleteRequest, GuardConfig, GuardDecision, NamespaceScan};
-use crate::labels::LabelScheme;
-use crate::volume_guard::{self, ClaimDecision, ClaimRequest, ClaimUnderReview};
+use crate::decisions::data_at_risk::VolumeCheck;
+use crate::decisions::namespace_guard::{
+    self, DeleteRequest, GuardConfig, GuardDecision, NamespaceScan,
+};
+use crate::decisions::volume_guard::{self, ClaimDecision, ClaimRequest, ClaimUnderReview};
+use crate::simple_container::labels::LabelScheme;
 pub use dump::ClusterDump;
 pub use health::ClusterHealth;
 pub use live::{CallError, LiveCluster, LiveOptions, LookupError};
@@ -25,7 +27,7 @@ pub use live::{CallError, LiveCluster, LiveOptions, LookupError};
 pub struct ClaimMetadata {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    /// [`crate::data_at_risk::ephemeral_pod`].
+    /// [`crate::decisions::data_at_risk::ephemeral_pod`].
     pub ephemeral_pod: Option<String>,
 }
 
@@ -160,7 +162,7 @@ impl ClusterSource {
         request: &DeleteRequest<'_>,
         timeout: Duration,
     ) -> (GuardDecision, Option<Result<NamespaceScan, LookupError>>) {
-        if let Some(decision) = guard::exemption(config, request) {
+        if let Some(decision) = namespace_guard::exemption(config, request) {
             return (decision, None);
         }
         // One deadline for the decision's every read: the scan's and the volume check's.
@@ -170,8 +172,8 @@ impl ClusterSource {
             ClusterSource::Dump(dump) => Ok(dump.scan(request.namespace)),
         };
         let mut decision = match &scan {
-            Ok(scan) => guard::decide(config, request.namespace, Ok(scan)),
-            Err(err) => guard::decide(config, request.namespace, Err(&err.to_string())),
+            Ok(scan) => namespace_guard::decide(config, request.namespace, Ok(scan)),
+            Err(err) => namespace_guard::decide(config, request.namespace, Err(&err.to_string())),
         };
         if !decision.owners.is_empty() {
             let (volumes, calls) = self.volume_check(request.namespace, deadline).await;

@@ -15,12 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::audit::{Inventory, StackRef};
-use crate::data_at_risk::{Claim, Volume};
+use crate::audit::Inventory;
+use crate::decisions::data_at_risk::{Claim, Volume};
+use crate::simple_container::labels::StackRef;
 
 /// Annotations the plan writes on each volume it hands over, so that `nsguard migrate
 /// check` can follow a volume whose old claim is gone. All under
-/// [`crate::data_at_risk::MIGRATION_ANNOTATIONS`], the only annotations nsguard reads on
+/// [`crate::decisions::data_at_risk::MIGRATION_ANNOTATIONS`], the only annotations nsguard reads on
 /// volumes.
 pub const STACK_ANNOTATION: &str = "nsguard.dev/migrate-stack";
 /// `namespace/claim` the volume leaves.
@@ -465,7 +466,7 @@ fn not_moved(sub_env: &SubEnv, claim: &ClaimMove, old: &Claim, volume: &Volume) 
     format!(
         "the redeploy did not move the sub-env: claim {from}/{name} exists again ({on}) while volume {data} (its data, reclaim policy {}) waits for {to}/{name}; {}. Way out: stop the sub-env in {from} again (scale its Deployments and StatefulSets to 0), copy off anything the new volume holds that must be kept, delete claim {from}/{name}, forget its Namespace in its Pulumi state (the state step of `nsguard migrate plan --stack {}`), `sc deploy`, then `sh migrate.sh after`",
         volume.reclaim_policy,
-        crate::redeploy::why_it_stays(),
+        crate::simple_container::releases::why_it_stays(),
         sub_env.stack(),
     )
 }
@@ -611,7 +612,7 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
         State::NotStarted if claims.is_empty() => {
             format!(
                 "no volume to keep: {}",
-                crate::redeploy::how_to_move(&stack, false)
+                crate::simple_container::releases::how_to_move(&stack, false)
             )
         }
         State::NotStarted => {
@@ -637,7 +638,7 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
             } else {
                 format!(
                     "forget the Namespace of {stack} in its Pulumi state (the plan's state step) if not done yet, `sc deploy` it with {}, then run `sh migrate.sh after`",
-                    crate::redeploy::release()
+                    crate::simple_container::releases::release()
                 )
             }
         }
@@ -679,7 +680,7 @@ fn next(sub_env: &SubEnv, state: State, claims: &[ClaimStatus]) -> String {
 mod tests {
     use super::*;
     use crate::audit::MisplacedObject;
-    use crate::data_at_risk::{Claim, ClaimRef};
+    use crate::decisions::data_at_risk::{Claim, ClaimRef};
 
     const FROM: &str = "shop";
     const TO: &str = "shop-tenant-a";
@@ -706,7 +707,10 @@ mod tests {
                 namespace: (*namespace).into(),
                 name: (*name).into(),
                 volume: bound.map(Into::into),
-                owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+                owner: Some(crate::simple_container::labels::Owner::new(
+                    "shop-tenant-a",
+                    "tenant-a",
+                )),
                 deleted_at: deleted.then(|| "2026-12-02T10:00:00Z".to_owned()),
                 ephemeral_pod: None,
             });
@@ -902,7 +906,7 @@ mod tests {
         assert!(
             before.next.starts_with(&format!(
                 "no volume to keep: move it with simple-container {} or later",
-                crate::redeploy::KEEPS_NAMESPACE
+                crate::simple_container::releases::KEEPS_NAMESPACE
             ))
                 && before.next.contains(
                     "but first keep claim(s) scratch (volume pv-scratch) in shop: they carry no stack labels"
@@ -929,7 +933,10 @@ mod tests {
         for (name, owner, volume) in [
             (
                 "web-7f9c-x2k4p-scratch",
-                Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+                Some(crate::simple_container::labels::Owner::new(
+                    "shop-tenant-a",
+                    "tenant-a",
+                )),
                 "pv-scratch",
             ),
             ("web-1a2b-q9w8e-cache", None, "pv-cache"),

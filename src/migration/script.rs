@@ -11,7 +11,7 @@ use super::{
     UnlabelledClaim,
 };
 use crate::audit::Inventory;
-use crate::naming::{is_dns1123_label, is_dns1123_subdomain};
+use crate::simple_container::naming::{is_dns1123_label, is_dns1123_subdomain};
 
 /// How the script is written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -332,7 +332,7 @@ impl Writer {
             let _ = writeln!(
                 self.before,
                 "  echo 'nsguard: the volumes of {stack} are reserved for {to}. Now forget its Namespace in its Pulumi state (the state step at the top) if not done yet, sc deploy it with simple-container {} or later, then run: sh migrate.sh after' >&2",
-                crate::redeploy::KEEPS_NAMESPACE
+                crate::simple_container::releases::KEEPS_NAMESPACE
             );
         }
         // After the redeploy: each new claim Bound to its old volume, the old claim gone.
@@ -347,7 +347,7 @@ impl Writer {
             let _ = writeln!(
                 self.after,
                 "  stayed '{name}' '{from}' '{volume}' '{to}' 'the redeploy did not move {stack}: {why}, so it re-created the claim in {from}, on a new volume, while its data waits on volume {volume} for {to}/{name}. Stop the sub-env in {from} again, delete claim {from}/{name} once anything written to it is saved, forget its Namespace in its Pulumi state (the state step at the top of this plan), sc deploy, then sh migrate.sh after'",
-                why = crate::redeploy::why_it_stays(),
+                why = crate::simple_container::releases::why_it_stays(),
             );
             let _ = writeln!(
                 self.after,
@@ -400,8 +400,8 @@ impl Writer {
     fn finish(self, sub_envs: usize) -> String {
         let mut out = format!(
             "#!/bin/sh\n# nsguard migrate plan: {sub_envs} sub-env(s) into their own namespaces, every volume kept.\n# {why}.\n# Review it, then for each sub-env, in order:\n#   1. its state step below: forget its Namespace in its Pulumi state (nothing in the cluster\n#      changes; nsguard never runs Pulumi)\n#   2. sh migrate.sh before\n#   3. sc deploy, with {release}\n#   4. sh migrate.sh after\n# Each step checks the cluster is where it needs it and stops otherwise; `nsguard migrate\n# check` says where things stand, and a new plan starts from there. Why this order:\n# docs/migration.md. nsguard deletes no volume.\n",
-            why = comment(&crate::redeploy::why_it_stays()),
-            release = comment(&crate::redeploy::release()),
+            why = comment(&crate::simple_container::releases::why_it_stays()),
+            release = comment(&crate::simple_container::releases::release()),
         );
         if !self.options.apply_ready {
             out.push_str("# Each mutating line is a server-side dry run (--dry-run=server) and the checks that\n# need it applied are comments: rerun with --apply-ready to migrate.\n");
@@ -513,7 +513,8 @@ fn state_step(sub_env: &SubEnv) -> String {
         .filter_map(|w| w.strip_prefix("Deployment/"))
         .map(str::to_owned)
         .collect();
-    let mut step = crate::redeploy::StateStep::of(&sub_env.owner, &deployments).comment();
+    let mut step =
+        crate::simple_container::releases::StateStep::of(&sub_env.owner, &deployments).comment();
     let _ = writeln!(
         step,
         "#   (skip it when it is done already: when an `sc deploy` made namespace {} and stopped at a\n#   claim nsguard refused, the state holds the new Namespace, and forgetting that one makes the\n#   next deploy fail on the namespace that exists)",
@@ -536,9 +537,10 @@ fn is_label_value(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{MisplacedObject, StackRef};
-    use crate::data_at_risk::{Claim, Volume};
+    use crate::audit::MisplacedObject;
+    use crate::decisions::data_at_risk::{Claim, Volume};
     use crate::migration::sub_envs;
+    use crate::simple_container::labels::StackRef;
 
     /// A sub-env leaving `from` for `to` with a Deployment `web` and claims `(name,
     /// volume, reclaim policy)`, all Bound.
@@ -568,7 +570,10 @@ mod tests {
                 namespace: from.into(),
                 name: (*name).into(),
                 volume: Some((*volume).into()),
-                owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+                owner: Some(crate::simple_container::labels::Owner::new(
+                    "shop-tenant-a",
+                    "tenant-a",
+                )),
                 deleted_at: None,
                 ephemeral_pod: None,
             });
@@ -598,7 +603,10 @@ mod tests {
             namespace: "shop".into(),
             name: "web-7f9c-x2k4p-scratch".into(),
             volume: Some("pv-scratch".into()),
-            owner: Some(crate::labels::Owner::new("shop-tenant-a", "tenant-a")),
+            owner: Some(crate::simple_container::labels::Owner::new(
+                "shop-tenant-a",
+                "tenant-a",
+            )),
             deleted_at: None,
             ephemeral_pod: Some("web-7f9c-x2k4p".into()),
         });

@@ -619,7 +619,7 @@ fn installed_as_pods_it_answers_through_its_service(installed: &Installed) {
 fn ephemeral_volumes_roll_and_the_old_namespace_deletes(installed: &Installed) {
     let plane = installed.plane();
     let (parent, app, env) = ("e2e-scratch", "e2e-scratch-tenant", "tenant");
-    let target = nsguard::placement::target_namespace(app, env, "production")
+    let target = nsguard::simple_container::naming::target_namespace(app, env, "production")
         .unwrap()
         .into_owned();
     let labels = stack_labels(app, env, Some("production"));

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::LookupError;
-use crate::guard::Unverified;
+use crate::decisions::namespace_guard::Unverified;
 
 /// What nsguard's own identity may list, from one discovery and one
 /// SelfSubjectRulesReview.

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroup;
 use kube::core::ApiResource;
 use serde::Deserialize;
 
-use super::discovery::{ResourceType, group_skipped};
+use super::resource_types::{ResourceType, group_skipped};
 
 /// Aggregated discovery first (v2, then v2beta1), the legacy document last.
 pub const ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,\
@@ -201,7 +201,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::cluster::live::discovery::listable;
+    use crate::cluster::live::resource_types::listable;
 
     fn fixture(name: &str) -> serde_json::Value {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -10,7 +10,7 @@ use kube::core::Status;
 use tokio::time::Instant;
 
 use super::LiveCluster;
-use crate::guard::Unverified;
+use crate::decisions::namespace_guard::Unverified;
 
 /// Why one call to the API server failed, kept typed until it becomes a message.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -16,14 +16,14 @@ use super::LiveCluster;
 use super::calls::LookupError;
 use super::volumes::{ephemeral_pod, volume_of};
 use crate::cluster::ClaimMetadata;
-use crate::volume_guard::{ClaimUnderReview, Facts, Operation};
+use crate::decisions::volume_guard::{ClaimOperation, ClaimUnderReview, Facts};
 
 impl LiveCluster {
-    /// What [`crate::volume_guard`] decides `claim`'s `operation` over, read before
+    /// What [`crate::decisions::volume_guard`] decides `claim`'s `operation` over, read before
     /// `deadline`, every call counted in `calls`.
     pub async fn claim_facts(
         &self,
-        operation: Operation,
+        operation: ClaimOperation,
         claim: &ClaimUnderReview<'_>,
         deadline: Instant,
         calls: &AtomicUsize,
@@ -57,7 +57,7 @@ impl LiveCluster {
             calls,
         );
         let mut facts = match operation {
-            Operation::Create => {
+            ClaimOperation::Create => {
                 // A volume reserved for the target's claim has no claim to find it by:
                 // every volume is read (one list; a cluster holds few, each a disk).
                 let (claims, volumes) = tokio::join!(claims, self.volumes(deadline, calls));
@@ -69,7 +69,7 @@ impl LiveCluster {
                     target_exists: true,
                 }
             }
-            Operation::Delete => {
+            ClaimOperation::Delete => {
                 let namespaces: Api<Namespace> = Api::all(self.client.clone());
                 let (claims, target) = tokio::join!(
                     claims,
@@ -85,7 +85,7 @@ impl LiveCluster {
                 }
             }
         };
-        if operation == Operation::Delete {
+        if operation == ClaimOperation::Delete {
             let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
             let own = facts
                 .claims

@@ -14,8 +14,9 @@ use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::{CallError, LookupError};
-use super::discovery::{ResourceType, still_served};
+use super::discovery::still_served;
 use super::lists::{Pages, Progress, Seen};
+use super::resource_types::ResourceType;
 use crate::audit::{Inventory, LabelledObject, NamespaceMeta, UnownedObject};
 
 impl LiveCluster {

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::{CallError, LookupError};
-use super::discovery::ResourceType;
+use super::resource_types::ResourceType;
 use crate::audit::read_annotations;
-use crate::labels::Owner;
+use crate::simple_container::labels::Owner;
 
 /// The uids already taken, so that an object served by two groups (events: core and
 /// `events.k8s.io`) is taken once. Kept as 64-bit hashes, and only for the plurals that

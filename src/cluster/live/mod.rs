@@ -27,6 +27,7 @@ mod claims;
 mod discovery;
 mod inventory;
 mod lists;
+mod resource_types;
 mod scan;
 mod volumes;
 
@@ -35,10 +36,11 @@ use std::time::Duration;
 
 use kube::Client;
 
-use crate::labels::LabelScheme;
+use crate::simple_container::labels::LabelScheme;
 pub use access::{AccessReport, Unlistable};
 pub use calls::{CallError, LookupError, cause_chain};
-pub use discovery::{Discovered, ResourceType, group_skipped};
+pub use discovery::Discovered;
+pub use resource_types::{ResourceType, group_skipped};
 
 /// Resource types nsguard does not list unless told otherwise, each for a reason:
 /// Events never carry stack labels and are the most numerous objects in a cluster;

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::LookupError;
-use super::discovery::{ResourceType, still_served};
+use super::discovery::still_served;
 use super::lists::{Progress, Seen};
+use super::resource_types::ResourceType;
+use crate::decisions::namespace_guard::{NamespaceScan, OwnedObject};
 use crate::documents::qualified_kind;
-use crate::guard::{NamespaceScan, OwnedObject};
 
 impl LiveCluster {
     /// What `namespace` holds, or an error when the scan cannot finish within `timeout`.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::LiveCluster;
 use super::calls::{CallError, LookupError};
 use crate::audit::Claim;
-use crate::data_at_risk::{self, VolumeAtRisk};
+use crate::decisions::data_at_risk::{self, VolumeAtRisk};
 
 impl LiveCluster {
     /// The PersistentVolumes that deleting `namespace` would destroy for good: its claims
@@ -110,7 +110,10 @@ impl LiveCluster {
 
 /// A claim as the guard and the audit read it: where it is, the volume it is bound to, and
 /// the stack `scheme` finds in its labels.
-fn claim_of(pvc: PersistentVolumeClaim, scheme: &crate::labels::LabelScheme) -> Option<Claim> {
+fn claim_of(
+    pvc: PersistentVolumeClaim,
+    scheme: &crate::simple_container::labels::LabelScheme,
+) -> Option<Claim> {
     // `spec.volumeName` alone is not a binding: a claim made for a volume (or pre-bound
     // by an admin) names it while both are still Pending, and no data is on it yet.
     let bound = pvc

@@ -17,34 +17,35 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::audit::StackRef;
-use crate::data_at_risk::{Claim, Volume};
-use crate::guard::{self, BREAK_GLASS_ANNOTATION, DeleteRequest, GuardConfig};
-use crate::labels::{LabelScheme, StringMap};
-use crate::redeploy;
+use crate::decisions::data_at_risk::{Claim, Volume};
+use crate::decisions::exemptions::{self, Asker, BREAK_GLASS_ANNOTATION, Exemption};
+use crate::decisions::namespace_guard::GuardConfig;
+use crate::simple_container::labels::StackRef;
+use crate::simple_container::labels::{LabelScheme, StringMap};
+use crate::simple_container::releases;
 
 /// The two operations the volume guard judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Operation {
+pub enum ClaimOperation {
     Create,
     Delete,
 }
 
-impl Operation {
-    pub const ALL: [Operation; 2] = [Operation::Create, Operation::Delete];
+impl ClaimOperation {
+    pub const ALL: [ClaimOperation; 2] = [ClaimOperation::Create, ClaimOperation::Delete];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Operation::Create => "create",
-            Operation::Delete => "delete",
+            ClaimOperation::Create => "create",
+            ClaimOperation::Delete => "delete",
         }
     }
 
     fn done(self) -> &'static str {
         match self {
-            Operation::Create => "created",
-            Operation::Delete => "deleted",
+            ClaimOperation::Create => "created",
+            ClaimOperation::Delete => "deleted",
         }
     }
 }
@@ -52,14 +53,14 @@ impl Operation {
 /// A create or delete of a claim, as the webhook and the CLI see it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimRequest<'a> {
-    pub operation: Operation,
+    pub operation: ClaimOperation,
     pub namespace: &'a str,
     pub name: &'a str,
     /// The claim's labels: the new object's for a create, the old one's for a delete.
     pub labels: Option<&'a dyn StringMap>,
     pub annotations: Option<&'a dyn StringMap>,
     /// The Pod that controls the claim, when it is a generic ephemeral volume's
-    /// ([`crate::data_at_risk::ephemeral_pod`], read from its owner references).
+    /// ([`crate::decisions::data_at_risk::ephemeral_pod`], read from its owner references).
     pub ephemeral_pod: Option<&'a str>,
     pub username: &'a str,
     pub groups: &'a [String],
@@ -72,13 +73,13 @@ impl ClaimRequest<'_> {
     /// through). Quoted as an excerpt.
     pub fn invalid_names(&self) -> Option<String> {
         let (name, namespace) = (self.name, self.namespace);
-        (!crate::naming::is_dns1123_subdomain(name)
-            || !crate::naming::is_dns1123_label(namespace))
+        (!crate::simple_container::naming::is_dns1123_subdomain(name)
+            || !crate::simple_container::naming::is_dns1123_label(namespace))
         .then(|| {
             format!(
                 "a claim's name must be a DNS-1123 subdomain and its namespace a DNS-1123 label (name {:?}, namespace {:?})",
-                crate::admission::excerpt(name),
-                crate::admission::excerpt(namespace)
+                crate::excerpt::excerpt(name),
+                crate::excerpt::excerpt(namespace)
             )
         })
     }
@@ -121,7 +122,8 @@ pub fn before_lookup(
         return Err(allowed("it carries no sub-env's labels"));
     };
     let parent_env = stack.parent_env.unwrap_or_default();
-    let target = crate::placement::target_namespace(stack.app_name, stack.env, parent_env);
+    let target =
+        crate::simple_container::naming::target_namespace(stack.app_name, stack.env, parent_env);
     let stack_ref = StackRef {
         app_name: stack.app_name.to_owned(),
         env: stack.env.to_owned(),
@@ -141,20 +143,17 @@ pub fn before_lookup(
             "its sub-env's namespace cannot be told (the app-name sanitizes to nothing)",
         ));
     };
-    let exemption = guard::exemption(
-        config,
-        &DeleteRequest {
-            namespace: request.namespace,
-            username: request.username,
-            groups: request.groups,
-            annotations: request.annotations,
-        },
-    );
-    if let Some(exempt) = exemption {
-        let why = match exempt.verdict {
-            guard::Verdict::ExemptUser { user } => format!("user {user:?} is exempt"),
-            guard::Verdict::ExemptGroup { group } => format!("group {group:?} is exempt"),
-            _ => format!("it carries {BREAK_GLASS_ANNOTATION}=true"),
+    let asker = Asker {
+        username: request.username,
+        groups: request.groups,
+        annotations: request.annotations,
+    };
+    if let Some(exempt) = exemptions::exemption(&config.exempt_users, &config.exempt_groups, &asker)
+    {
+        let why = match exempt {
+            Exemption::BreakGlass => format!("it carries {BREAK_GLASS_ANNOTATION}=true"),
+            Exemption::User(user) => format!("user {user:?} is exempt"),
+            Exemption::Group(group) => format!("group {group:?} is exempt"),
         };
         return Err(Box::new(request.decision(
             Some(stack_ref),
@@ -182,8 +181,8 @@ pub fn decide(
                 target: &target,
             };
             match request.operation {
-                Operation::Create => on_create(&claim, facts),
-                Operation::Delete => on_delete(&claim, facts),
+                ClaimOperation::Create => on_create(&claim, facts),
+                ClaimOperation::Delete => on_delete(&claim, facts),
             }
         }
     };
@@ -285,7 +284,7 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimDecision {
-    pub operation: Operation,
+    pub operation: ClaimOperation,
     pub namespace: String,
     pub name: String,
     /// The sub-env the claim belongs to; `None` for a claim without a sub-env's labels.
@@ -319,10 +318,10 @@ impl ClaimDecision {
         let target = self.target.as_deref().unwrap_or_default();
         let plan = format!("`nsguard migrate plan --stack {stack}`");
         let on_purpose = match self.operation {
-            Operation::Create => format!(
+            ClaimOperation::Create => format!(
                 "to start it on an empty volume on purpose, create the claim with the annotation {BREAK_GLASS_ANNOTATION}=true"
             ),
-            Operation::Delete => format!(
+            ClaimOperation::Delete => format!(
                 "if losing the data is intended, run: kubectl annotate pvc -n {ns} {name} {BREAK_GLASS_ANNOTATION}=true"
             ),
         };
@@ -354,7 +353,7 @@ impl ClaimDecision {
             }
             Verdict::NotMoved { volume } => format!(
                 "nsguard: refusing to create {claim}: volume {volume}, the data of sub-env {stack}, is handed over to {target}/{name} and waits there, but this deploy re-creates the claim where it was and would start it on a new, empty volume ({}). Forget its Namespace in its Pulumi state (the state step of {plan}), `sc deploy` again, then `sh migrate.sh after`; {on_purpose}",
-                redeploy::why_it_stays()
+                releases::why_it_stays()
             ),
             Verdict::DestroysData { volume } => format!(
                 "nsguard: refusing to delete {claim}: sub-env {stack} is moving to namespace {target}, and this delete would destroy volume {volume} and the data on it (reclaim policy Delete). Keep the volume first: {plan} sets Retain and hands it over to {target}/{name}; {on_purpose}"
@@ -362,8 +361,8 @@ impl ClaimDecision {
             Verdict::LookupFailed { error } => format!(
                 "nsguard: cannot tell whether {} {claim} of sub-env {stack} loses its data, so it is refused (fail closed): {error}. Retry when the API server answers nsguard's lookups; {on_purpose}",
                 match self.operation {
-                    Operation::Create => "creating",
-                    Operation::Delete => "deleting",
+                    ClaimOperation::Create => "creating",
+                    ClaimOperation::Delete => "deleting",
                 }
             ),
         }
@@ -461,8 +460,8 @@ pub fn on_delete(claim: &ClaimUnderReview<'_>, facts: &Facts) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data_at_risk::ClaimRef;
-    use crate::labels::Owner;
+    use crate::decisions::data_at_risk::ClaimRef;
+    use crate::simple_container::labels::Owner;
 
     fn owner() -> StackRef {
         StackRef {
@@ -512,7 +511,7 @@ mod tests {
         }
     }
 
-    fn decision(operation: Operation, namespace: &str, verdict: Verdict) -> ClaimDecision {
+    fn decision(operation: ClaimOperation, namespace: &str, verdict: Verdict) -> ClaimDecision {
         ClaimDecision {
             operation,
             namespace: namespace.into(),
@@ -595,7 +594,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .into();
         let (scheme, config) = (LabelScheme::default(), GuardConfig::default());
-        for operation in Operation::ALL {
+        for operation in ClaimOperation::ALL {
             let mut request = ClaimRequest {
                 operation,
                 namespace: "shop",
@@ -678,7 +677,7 @@ mod tests {
     #[test]
     fn refusals_say_what_the_step_does_to_the_data_and_what_to_run() {
         let strands = decision(
-            Operation::Create,
+            ClaimOperation::Create,
             "shop-tenant-a",
             Verdict::StrandsData {
                 old_namespace: "shop".into(),
@@ -698,7 +697,7 @@ mod tests {
             assert!(strands.contains(said), "{said:?} in {strands}");
         }
         let retained = decision(
-            Operation::Create,
+            ClaimOperation::Create,
             "shop-tenant-a",
             Verdict::StrandsData {
                 old_namespace: "shop".into(),
@@ -712,7 +711,7 @@ mod tests {
             "{retained}"
         );
         let not_moved = decision(
-            Operation::Create,
+            ClaimOperation::Create,
             "shop",
             Verdict::NotMoved {
                 volume: "pv-data".into(),
@@ -727,9 +726,9 @@ mod tests {
             not_moved.contains("Forget its Namespace in its Pulumi state"),
             "{not_moved}"
         );
-        assert!(not_moved.contains(redeploy::KEEPS_NAMESPACE), "{not_moved}");
+        assert!(not_moved.contains(releases::KEEPS_NAMESPACE), "{not_moved}");
         let destroys = decision(
-            Operation::Delete,
+            ClaimOperation::Delete,
             "shop",
             Verdict::DestroysData {
                 volume: "pv-data".into(),
@@ -745,7 +744,7 @@ mod tests {
             "{destroys}"
         );
         let allowed = decision(
-            Operation::Delete,
+            ClaimOperation::Delete,
             "shop",
             Verdict::Allowed { why: "because" },
         );

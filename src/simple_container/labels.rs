@@ -151,10 +151,11 @@ impl StackLabels<'_> {
     }
 
     /// A sub-env (custom stack) object: parent-env present, non-empty and != env,
-    /// the same rule as [`crate::naming::is_custom_stack`].
+    /// the same rule as [`crate::simple_container::naming::is_custom_stack`].
     pub fn is_sub_env(&self) -> bool {
-        self.parent_env
-            .is_some_and(|parent| crate::naming::is_custom_stack(self.env, parent))
+        self.parent_env.is_some_and(|parent| {
+            crate::simple_container::naming::is_custom_stack(self.env, parent)
+        })
     }
 }
 
@@ -178,6 +179,16 @@ impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.app_name, self.env)
     }
+}
+
+/// A sub-env, named by its three labels' values: what the audit, the migration and the
+/// volume guard say a finding belongs to, and what `--stack APP/ENV/PARENT` names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackRef {
+    pub app_name: String,
+    pub env: String,
+    pub parent_env: String,
 }
 
 #[cfg(test)]

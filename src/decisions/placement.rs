@@ -13,13 +13,12 @@
 //! opt out with [`SKIP_ANNOTATION`] (stacks with an explicit simple-container namespace,
 //! whose target the labels cannot reveal).
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::labels::{LabelScheme, Owner, StringMap};
-use crate::naming::{self, sanitize};
+use crate::simple_container::labels::{LabelScheme, Owner, StringMap};
+use crate::simple_container::naming::target_namespace;
 
 /// `nsguard.dev/skip-placement: "true"` on an object exempts it from placement.
 pub const SKIP_ANNOTATION: &str = "nsguard.dev/skip-placement";
@@ -88,8 +87,8 @@ impl Misplacement {
              Fix: a new sub-env, deploy it with simple-container {release}, which creates {target:?}, \
              or run `nsguard rewrite -f <manifests>` before applying them. A sub-env that already \
              runs outside {target:?}: {how}.",
-            release = crate::redeploy::KEEPS_NAMESPACE.to_owned() + " or later",
-            how = crate::redeploy::how_to_move(
+            release = crate::simple_container::releases::KEEPS_NAMESPACE.to_owned() + " or later",
+            how = crate::simple_container::releases::how_to_move(
                 &format!("{}/{}", self.owner.app_name, self.owner.env),
                 true
             ),
@@ -164,51 +163,6 @@ pub fn exempt(annotations: Option<&dyn StringMap>, controller_owned: bool) -> bo
             .is_some_and(|v| v == "true")
 }
 
-/// The deployed namespace of a sub-env stack, from its labels.
-///
-/// simple-container writes app-name as `sanitize(<stack>-<env>)`, so its namespace is
-/// `sanitize(app-name)`: such an app-name ends with `-<env>`, or, past 63 bytes, was
-/// truncated and hashed (`...-1a2b`). A person writing the labels by hand gives the stack
-/// name alone (`app-name: pay-space-wallet`, `env: tenant-a`); its namespace is then the
-/// one simple-container makes for that stack and env, the answer of `nsguard ns-name`.
-/// `None` when the app-name has no valid character.
-pub fn target_namespace<'a>(
-    app_name: &'a str,
-    env: &str,
-    parent_env: &str,
-) -> Option<Cow<'a, str>> {
-    let app = sanitize(app_name);
-    if app.is_empty() {
-        return None;
-    }
-    let env_part = sanitize(env);
-    // Sanitizing is not idempotent on runs of hyphens, so compare before and after.
-    let env_again = sanitize(&env_part);
-    let suffixed = [app_name, &*app].into_iter().any(|name| {
-        [&*env_part, &*env_again].into_iter().any(|env| {
-            name.strip_suffix(env)
-                .is_some_and(|stack| stack.ends_with('-'))
-        })
-    });
-    if suffixed || env_part.is_empty() || hashed(&app) {
-        return Some(app);
-    }
-    naming::deployed_namespace(app_name, env, parent_env)
-        .ok()
-        .map(Cow::Owned)
-}
-
-/// Whether a sanitized name is one `sanitize` truncated and hashed: long, ending in `-`
-/// and four hex digits.
-fn hashed(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    bytes.len() > 32
-        && bytes[bytes.len() - 5] == b'-'
-        && bytes[bytes.len() - 4..]
-            .iter()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-}
-
 /// Decide where an object with these labels belongs, given the namespace it is in.
 pub fn place<M: StringMap + ?Sized>(
     scheme: &LabelScheme,
@@ -243,7 +197,8 @@ pub fn place<M: StringMap + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naming::deployed_namespace;
+    use crate::simple_container::naming::deployed_namespace;
+    use crate::simple_container::naming::sanitize;
     use std::collections::BTreeMap;
 
     fn sub_env(app: &str, env: &str, parent: &str) -> BTreeMap<String, String> {

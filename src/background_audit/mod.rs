@@ -4,7 +4,9 @@
 //! It has its own lookup (its own discovery and bound on lists in flight) and its own
 //! task, and shares nothing with the admission path but the metrics registry: it never
 //! delays or changes an answer. With several replicas, only the one whose [`Turn`] it is
-//! (the holder of the audit's Lease, [`crate::audit::leader`]) audits and writes.
+//! (the holder of the audit's Lease, [`crate::background_audit::leader`]) audits and writes.
+
+pub mod leader;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -14,12 +16,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Webhook;
-use crate::audit::leader::Turn;
 use crate::audit::policy_report;
 use crate::audit::{self, Inventory};
+use crate::background_audit::leader::Turn;
 use crate::cluster::{ClusterSource, LiveCluster};
-use crate::labels::LabelScheme;
 use crate::metrics::Metrics;
+use crate::simple_container::labels::LabelScheme;
 
 /// When and how the background audit runs.
 #[derive(Debug, Clone)]

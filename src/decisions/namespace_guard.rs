@@ -10,11 +10,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data_at_risk::VolumeCheck;
-use crate::labels::{Owner, StringMap};
-
-/// The annotation that lets a Namespace be deleted regardless of what is inside.
-pub const BREAK_GLASS_ANNOTATION: &str = "nsguard.dev/allow-delete";
+use crate::decisions::data_at_risk::VolumeCheck;
+use crate::decisions::exemptions::{self, Asker, BREAK_GLASS_ANNOTATION, Exemption};
+use crate::simple_container::labels::{Owner, StringMap};
 
 /// How many example objects a message names per owner.
 const EXAMPLES_PER_OWNER: usize = 3;
@@ -193,26 +191,16 @@ impl GuardDecision {
 /// Allowed without looking inside: the break-glass annotation or an exempt user/group.
 /// Checked first so that an emergency delete does not depend on the API server's lists.
 pub fn exemption(config: &GuardConfig, request: &DeleteRequest<'_>) -> Option<GuardDecision> {
-    let verdict = if request
-        .annotations
-        .and_then(|a| a.get_str(BREAK_GLASS_ANNOTATION))
-        .is_some_and(|v| v == "true")
+    let asker = Asker {
+        username: request.username,
+        groups: request.groups,
+        annotations: request.annotations,
+    };
+    let verdict = match exemptions::exemption(&config.exempt_users, &config.exempt_groups, &asker)?
     {
-        Verdict::BreakGlass
-    } else if config.exempt_users.iter().any(|u| u == request.username) {
-        Verdict::ExemptUser {
-            user: request.username.to_owned(),
-        }
-    } else if let Some(group) = request
-        .groups
-        .iter()
-        .find(|g| config.exempt_groups.contains(g))
-    {
-        Verdict::ExemptGroup {
-            group: group.clone(),
-        }
-    } else {
-        return None;
+        Exemption::BreakGlass => Verdict::BreakGlass,
+        Exemption::User(user) => Verdict::ExemptUser { user },
+        Exemption::Group(group) => Verdict::ExemptGroup { group },
     };
     Some(GuardDecision::without_lookup(request.namespace, verdict))
 }

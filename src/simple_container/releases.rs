@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 
-use crate::audit::StackRef;
+use crate::simple_container::labels::StackRef;
 
 /// The release that first names a sub-env's namespace for the sub-env (PR #230).
 pub const ISOLATES: &str = "2026.5.8";
@@ -190,7 +190,7 @@ mod tests {
                 if path.is_dir() {
                     walk(&path, found);
                 } else if path.extension().is_some_and(|e| e == "rs")
-                    && !path.ends_with("redeploy.rs")
+                    && !path.ends_with("releases.rs")
                 {
                     let text = std::fs::read_to_string(&path).unwrap();
                     for (n, line) in text.lines().enumerate() {

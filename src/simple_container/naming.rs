@@ -191,6 +191,51 @@ fn is_label_shaped(part: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// The deployed namespace of a sub-env stack, from its labels.
+///
+/// simple-container writes app-name as `sanitize(<stack>-<env>)`, so its namespace is
+/// `sanitize(app-name)`: such an app-name ends with `-<env>`, or, past 63 bytes, was
+/// truncated and hashed (`...-1a2b`). A person writing the labels by hand gives the stack
+/// name alone (`app-name: pay-space-wallet`, `env: tenant-a`); its namespace is then the
+/// one simple-container makes for that stack and env, the answer of `nsguard ns-name`.
+/// `None` when the app-name has no valid character.
+pub fn target_namespace<'a>(
+    app_name: &'a str,
+    env: &str,
+    parent_env: &str,
+) -> Option<Cow<'a, str>> {
+    let app = sanitize(app_name);
+    if app.is_empty() {
+        return None;
+    }
+    let env_part = sanitize(env);
+    // Sanitizing is not idempotent on runs of hyphens, so compare before and after.
+    let env_again = sanitize(&env_part);
+    let suffixed = [app_name, &*app].into_iter().any(|name| {
+        [&*env_part, &*env_again].into_iter().any(|env| {
+            name.strip_suffix(env)
+                .is_some_and(|stack| stack.ends_with('-'))
+        })
+    });
+    if suffixed || env_part.is_empty() || hashed(&app) {
+        return Some(app);
+    }
+    deployed_namespace(app_name, env, parent_env)
+        .ok()
+        .map(Cow::Owned)
+}
+
+/// Whether a sanitized name is one `sanitize` truncated and hashed: long, ending in `-`
+/// and four hex digits.
+fn hashed(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 32
+        && bytes[bytes.len() - 5] == b'-'
+        && bytes[bytes.len() - 4..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::labels::Owner;
+use crate::simple_container::labels::Owner;
 
 /// A PersistentVolumeClaim and the volume it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
