@@ -147,6 +147,7 @@ fn volume_guard(
     client: &kube::Client,
     decisions: usize,
 ) {
+    use nsguard::admission::{VolumeGuard, pipeline};
     use nsguard::cluster::ClusterSource;
     use nsguard::decisions::namespace_guard::GuardConfig;
     use nsguard::decisions::volume_guard::{ClaimOperation, ClaimRequest};
@@ -220,9 +221,13 @@ fn volume_guard(
         for round in 0..=decisions {
             for (i, (operation, namespace, reason)) in cases.iter().enumerate() {
                 let started = Instant::now();
-                let (decision, calls) = runtime.block_on(source.volume_guard(
-                    &scheme,
-                    &config,
+                let guard = VolumeGuard {
+                    scheme: &scheme,
+                    config: &config,
+                };
+                let (decision, lookup) = runtime.block_on(pipeline::decide(
+                    &guard,
+                    &source,
                     &request(*operation, namespace),
                     Duration::from_secs(5),
                 ));
@@ -231,7 +236,9 @@ fn volume_guard(
                 if round > 0 {
                     // Round 0 warms the connections.
                     runs[i].0.push(took);
-                    runs[i].1 = calls.unwrap().unwrap();
+                    let lookup = lookup.unwrap();
+                    assert!(lookup.read.is_ok());
+                    runs[i].1 = lookup.api_calls;
                 }
             }
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::replay::{Fault, Replay, kubectl_reads};
 use common::{Cluster, Server, fixture, review};
+use nsguard::admission::{NamespaceGuard, pipeline};
 use nsguard::cluster::{LiveCluster, LiveOptions, LookupError};
 use nsguard::decisions::namespace_guard::{self, GuardConfig, Verdict};
 use nsguard::simple_container::labels::LabelScheme;
@@ -1097,13 +1098,15 @@ async fn a_denial_counts_the_volumes_read_from_the_api_server() {
         annotations: None,
     };
     let config = GuardConfig::default();
-    let (decision, scan) = source
-        .guard(&config, &request, Duration::from_secs(5))
-        .await;
+    let guard = NamespaceGuard { config: &config };
+    let (decision, lookup) =
+        pipeline::decide(&guard, &source, &request, Duration::from_secs(5)).await;
     assert_eq!(decision.verdict, Verdict::MultipleOwners);
     // `nsguard_lookup_api_calls` counts every call of the decision: discovery, one list
     // per type, and the volume check (a claims list and one GET per bound volume).
-    let scan = scan.unwrap().unwrap();
+    let lookup = lookup.unwrap();
+    assert_eq!(lookup.api_calls, replay.request_count());
+    let scan = lookup.read.unwrap().scan;
     assert_eq!(scan.api_calls, replay.request_count());
     let discovery_calls = replay
         .requests()
@@ -1130,9 +1133,7 @@ async fn a_denial_counts_the_volumes_read_from_the_api_server() {
     assert!(!replay.was_requested("/api/v1/persistentvolumes/pv-invoices"));
 
     replay.fault("persistentvolumes", Fault::Forbidden);
-    let (decision, _) = source
-        .guard(&config, &request, Duration::from_secs(5))
-        .await;
+    let (decision, _) = pipeline::decide(&guard, &source, &request, Duration::from_secs(5)).await;
     assert_eq!(decision.verdict, Verdict::MultipleOwners);
     let message = decision.message();
     assert!(

@@ -2,19 +2,21 @@
 //! the decisions, and building the response. Transport-free, so the HTTPS handlers, the
 //! benchmarks and the tests all go through the same code.
 
+pub mod guards;
+pub mod pipeline;
 mod review;
 
+pub use guards::{NamespaceFacts, NamespaceGuard, VolumeGuard};
 pub use review::{Metadata, Operation, Request, Response, Text, TextMap};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::error::Category;
 
 use crate::cluster::ClusterSource;
-use crate::decisions::namespace_guard::{DeleteRequest, GuardConfig, GuardDecision};
+use crate::decisions::namespace_guard::GuardConfig;
 use crate::decisions::placement::{self, Placement, PlacementMode};
-use crate::decisions::volume_guard;
 use crate::excerpt::excerpt;
 use crate::metrics::Metrics;
 pub use crate::outcome::{Decision, Endpoint};
@@ -167,13 +169,20 @@ impl Webhook {
         // placement review (unboxed, the volume guard's cost 8.6% more instructions per
         // review: benches/instructions_per_review.sh; tests/allocations.rs bounds the size).
         if endpoint == Endpoint::VolumeGuard {
-            return match volume_guard_operation(request) {
-                Some(operation) => Box::pin(self.guard_claim(operation, request)).await,
-                None => Response::allow(request),
+            if guards::claim_operation(request).is_none() {
+                return Response::allow(request);
+            }
+            let guard = VolumeGuard {
+                scheme: &self.scheme,
+                config: &self.guard,
             };
+            return Box::pin(self.judge(&guard, request)).await;
         }
         if endpoint == Endpoint::Validate && is_namespace_delete(request) {
-            return Box::pin(self.guard_namespace_delete(request)).await;
+            let guard = NamespaceGuard {
+                config: &self.guard,
+            };
+            return Box::pin(self.judge(&guard, request)).await;
         }
         if self.placement != PlacementMode::Off
             && request.operation == Operation::Create
@@ -267,218 +276,6 @@ impl Webhook {
             _ => allow(),
         }
     }
-
-    /// The namespace guard, with its audit event. Runs the same way under `dryRun`: the
-    /// decision has no side effects, so `kubectl delete ns X --dry-run=server` asks
-    /// "would this be allowed?".
-    async fn guard_namespace_delete<'r>(&self, request: &'r Request<'_>) -> Response<'r> {
-        let started = Instant::now();
-        if request.name.as_str().is_empty() {
-            // The API server names the namespace of every DELETE (a deletecollection is
-            // reviewed item by item); without a name there is nothing to check.
-            tracing::warn!(uid = %request.uid, "namespace DELETE without a name refused");
-            return Response::bad_request(
-                request,
-                "nsguard: a namespace DELETE review must name the namespace (request.name is empty)",
-            );
-        }
-        if request.name.as_str().len() > crate::simple_container::naming::MAX_NAME_LEN {
-            // No such namespace can exist; do not carry the name into a lookup or the log.
-            return Response::bad_request(
-                request,
-                format!(
-                    "nsguard: request.name {:?} is {} bytes; a namespace name has at most {}",
-                    excerpt(request.name.as_str()),
-                    request.name.as_str().len(),
-                    crate::simple_container::naming::MAX_NAME_LEN
-                ),
-            );
-        }
-        // Not the hot path: a few owned strings are nothing next to the namespace scan.
-        let groups = groups(request);
-        let delete = DeleteRequest {
-            namespace: request.name.as_str(),
-            username: request.user_info.username.as_ref().map_or("", Text::as_str),
-            groups: &groups,
-            annotations: request
-                .old_object
-                .as_ref()
-                .and_then(|ns| ns.metadata.annotations.as_ref())
-                .map(|a| a as _),
-        };
-        let (decision, scan) = self
-            .cluster
-            .guard(&self.guard, &delete, self.lookup_timeout)
-            .await;
-        match &scan {
-            Some(Err(err)) => self.metrics.lookup_error(err.reason()),
-            Some(Ok(scan)) => {
-                if !scan.unverified.is_empty() {
-                    self.metrics.lookup_error("unverified_types");
-                }
-                self.metrics.lookup_api_calls(scan.api_calls);
-                if scan.stale_discovery.is_some() {
-                    self.metrics.stale_discovery();
-                }
-            }
-            None => {}
-        }
-        audit(request, &delete, &decision, started.elapsed());
-        self.metrics
-            .namespace_delete_verdict(decision.verdict.code());
-        if decision.allowed() {
-            // The delete goes ahead; say what it destroys for good, where kubectl shows it.
-            Response {
-                warnings: (decision.volumes.sentence().into_iter())
-                    .map(|said| format!("nsguard: namespace {:?}: {said}", decision.namespace))
-                    .collect(),
-                ..Response::allow(request)
-            }
-        } else {
-            let message = decision.message();
-            // A dry run asks "would this be refused?": nothing happened to record.
-            if let Some(events) = &self.events
-                && !request.dry_run
-            {
-                events.record(crate::cluster::events::Refusal {
-                    regarding: crate::cluster::events::Regarding::Namespace {
-                        name: request.name.as_str().to_owned(),
-                        uid: request
-                            .old_object
-                            .as_ref()
-                            .and_then(|ns| ns.metadata.uid.as_ref())
-                            .map(|uid| uid.as_str().to_owned()),
-                    },
-                    action: "Delete",
-                    user: delete.username.to_owned(),
-                    message: message.clone(),
-                });
-            }
-            Response::deny(request, message)
-        }
-    }
-
-    /// The volume guard on one claim's create or delete, with its audit event. Dry runs
-    /// get the same answer as real requests, without an Event. Every refusal is a 409
-    /// Conflict (why: `Response::conflict`).
-    async fn guard_claim<'r>(
-        &self,
-        operation: volume_guard::ClaimOperation,
-        request: &'r Request<'_>,
-    ) -> Response<'r> {
-        let started = Instant::now();
-        let object = match operation {
-            volume_guard::ClaimOperation::Create => request.object.as_ref(),
-            volume_guard::ClaimOperation::Delete => request.old_object.as_ref(),
-        };
-        let meta = object.map(|o| &o.metadata);
-        // The validating phase sees a generated name in the object, not in request.name.
-        let name = Some(request.name.as_str())
-            .filter(|n| !n.is_empty())
-            .or_else(|| meta.and_then(|m| m.name.as_ref()).map(Text::as_str))
-            .unwrap_or_default();
-        let namespace = request.namespace.as_ref().map_or("", Text::as_str);
-        let groups = groups(request);
-        let claim = volume_guard::ClaimRequest {
-            operation,
-            namespace,
-            name,
-            labels: meta.and_then(|m| m.labels.as_ref()).map(|l| l as _),
-            annotations: meta.and_then(|m| m.annotations.as_ref()).map(|a| a as _),
-            ephemeral_pod: meta.and_then(Metadata::ephemeral_pod),
-            username: request.user_info.username.as_ref().map_or("", Text::as_str),
-            groups: &groups,
-        };
-        if let Some(invalid) = claim.invalid_names() {
-            return Response::bad_request(request, format!("nsguard: {invalid}"));
-        }
-        let (decision, lookup) = self
-            .cluster
-            .volume_guard(&self.scheme, &self.guard, &claim, self.lookup_timeout)
-            .await;
-        let api_calls = match lookup {
-            Some(Ok(calls)) => calls,
-            Some(Err(reason)) => {
-                self.metrics.lookup_error(reason);
-                0
-            }
-            None => 0,
-        };
-        self.metrics
-            .volume_guard_decision(operation.as_str(), decision.verdict.reason());
-        tracing::info!(
-            target: "nsguard::audit",
-            event = "claim",
-            operation = operation.as_str(),
-            uid = %request.uid,
-            user = claim.username,
-            namespace,
-            name,
-            stack = %decision.stack_arg(),
-            target_namespace = decision.target.as_deref().unwrap_or_default(),
-            dry_run = request.dry_run,
-            decision = if decision.allowed() { "allowed" } else { "denied" },
-            reason = decision.verdict.reason(),
-            api_calls,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "claim {} {}",
-            operation.as_str(),
-            if decision.allowed() { "allowed" } else { "denied" }
-        );
-        if decision.allowed() {
-            return Response::allow(request);
-        }
-        let message = decision.message();
-        if let Some(events) = &self.events
-            && !request.dry_run
-        {
-            events.record(crate::cluster::events::Refusal {
-                regarding: crate::cluster::events::Regarding::Claim {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    uid: meta
-                        .and_then(|m| m.uid.as_ref())
-                        .map(|uid| uid.as_str().to_owned()),
-                },
-                action: match operation {
-                    volume_guard::ClaimOperation::Create => "Create",
-                    volume_guard::ClaimOperation::Delete => "Delete",
-                },
-                user: claim.username.to_owned(),
-                message: message.clone(),
-            });
-        }
-        Response::conflict(request, message)
-    }
-}
-
-/// The volume guard's operation for a review: a CREATE or DELETE of the core
-/// `persistentvolumeclaims` resource itself (not a subresource), known by the resource the
-/// API server resolved.
-fn volume_guard_operation(request: &Request<'_>) -> Option<volume_guard::ClaimOperation> {
-    if !request.resource.group.as_str().is_empty()
-        || request.resource.resource.as_str() != "persistentvolumeclaims"
-        || request.sub_resource.is_some()
-    {
-        return None;
-    }
-    match request.operation {
-        Operation::Create => Some(volume_guard::ClaimOperation::Create),
-        Operation::Delete => Some(volume_guard::ClaimOperation::Delete),
-        _ => None,
-    }
-}
-
-/// The groups of who asks, owned (not the hot path: a guard's decision, which reads the
-/// cluster anyway).
-fn groups(request: &Request<'_>) -> Vec<String> {
-    request
-        .user_info
-        .groups
-        .iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect()
 }
 
 /// The object's name for messages; `generateName` creates have none yet.
@@ -502,40 +299,6 @@ fn is_namespace_delete(request: &Request<'_>) -> bool {
     request.operation == Operation::Delete
         && is_namespace(request)
         && request.sub_resource.is_none()
-}
-
-/// One structured audit event per guard decision, allowed or denied.
-fn audit(
-    request: &Request<'_>,
-    delete: &DeleteRequest<'_>,
-    decision: &GuardDecision,
-    elapsed: Duration,
-) {
-    let owners: Vec<String> = decision
-        .owners
-        .iter()
-        .map(|o| format!("{}({})", o.owner, o.total))
-        .collect();
-    let unverified: Vec<&str> = decision
-        .unverified
-        .iter()
-        .map(|u| u.resource.as_str())
-        .collect();
-    tracing::info!(
-        target: "nsguard::audit",
-        event = "namespace-delete",
-        uid = %request.uid,
-        user = delete.username,
-        namespace = %decision.namespace,
-        dry_run = request.dry_run,
-        decision = if decision.allowed() { "allowed" } else { "denied" },
-        reason = decision.verdict.code(),
-        owners = %owners.join(","),
-        unverified = %unverified.join(","),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "namespace delete {}",
-        if decision.allowed() { "allowed" } else { "denied" }
-    );
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! Over an [`Inventory`] (every namespaced object with stack labels, the namespaces, and
 //! the claims and volumes whose data a namespace delete would destroy), with the same
-//! decisions the webhook makes: [`guard::decide`] for a namespace holding several stacks,
+//! decisions the webhook makes: [`namespace_guard::decide`] for a namespace holding several stacks,
 //! [`placement::place`] for a sub-env object outside its namespace.
 
 pub mod misplaced;

@@ -12,6 +12,8 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::{AskingArgs, GuardInputs};
+use crate::admission::NamespaceGuard;
+use crate::admission::pipeline;
 use crate::decisions::namespace_guard::{DeleteRequest, Verdict};
 
 #[derive(Debug, Args)]
@@ -51,7 +53,8 @@ pub fn can_delete(args: CanDeleteArgs) -> anyhow::Result<ExitCode> {
             annotations: Some(&annotations),
         };
         let config = args.inputs.guard.config();
-        let (decision, _) = source.guard(&config, &request, timeout).await;
+        let guard = NamespaceGuard { config: &config };
+        let (decision, _) = pipeline::decide(&guard, &source, &request, timeout).await;
         match args.asking.output {
             OutputFormat::Text => println!("{}", decision.message()),
             OutputFormat::Json => {

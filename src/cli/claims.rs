@@ -14,6 +14,8 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::{AskingArgs, GuardInputs};
+use crate::admission::VolumeGuard;
+use crate::admission::pipeline;
 use crate::cluster::{ClaimMetadata, ClusterSource};
 use crate::decisions::volume_guard::{ClaimDecision, ClaimOperation, ClaimRequest, Verdict};
 use crate::documents::{self, ObjectHead};
@@ -197,9 +199,12 @@ async fn decide(
         if let Some(invalid) = request.invalid_names() {
             anyhow::bail!("{invalid}");
         }
-        let (decision, _) = source
-            .volume_guard(scheme, &config, &request, inputs.lookup.lookup_timeout)
-            .await;
+        let guard = VolumeGuard {
+            scheme,
+            config: &config,
+        };
+        let (decision, _) =
+            pipeline::decide(&guard, source, &request, inputs.lookup.lookup_timeout).await;
         decisions.push(decision);
     }
     Ok(decisions)

@@ -205,11 +205,12 @@ pub fn exemption(config: &GuardConfig, request: &DeleteRequest<'_>) -> Option<Gu
     Some(GuardDecision::without_lookup(request.namespace, verdict))
 }
 
-/// Decide over a finished (or failed) lookup. Call [`exemption`] first.
+/// Decide over a finished lookup, or why it failed (the lookup's own error, said in
+/// the denial). Call [`exemption`] first.
 pub fn decide(
     config: &GuardConfig,
     namespace: &str,
-    scan: Result<&NamespaceScan, &str>,
+    scan: Result<&NamespaceScan, &dyn std::fmt::Display>,
 ) -> GuardDecision {
     let scan = match scan {
         Ok(scan) => scan,
@@ -217,7 +218,7 @@ pub fn decide(
             return GuardDecision::without_lookup(
                 namespace,
                 Verdict::LookupFailed {
-                    error: error.to_owned(),
+                    error: error.to_string(),
                 },
             );
         }
@@ -592,7 +593,11 @@ mod tests {
 
     #[test]
     fn failures_fail_closed() {
-        let d = decide(&GuardConfig::default(), "a", Err("deadline of 3s exceeded"));
+        let d = decide(
+            &GuardConfig::default(),
+            "a",
+            Err(&"deadline of 3s exceeded"),
+        );
         assert!(!d.allowed());
         assert!(d.message().contains("deadline of 3s exceeded"));
 

@@ -9,7 +9,7 @@
 //! the move before any delete runs; refusing the delete keeps a move half done from
 //! destroying the data.
 //!
-//! Pure: the shell ([`crate::cluster::ClusterSource::volume_guard`]) checks the exemptions,
+//! Pure: the admission pipeline ([`crate::admission::pipeline`], as the CLI's) checks the exemptions,
 //! reads the sub-env's claims of that name in every namespace, their volumes and whether
 //! the sub-env's namespace exists, and calls [`on_create`] or [`on_delete`].
 
@@ -164,15 +164,18 @@ pub fn before_lookup(
     Ok((stack_ref, target.into_owned()))
 }
 
-/// The decision over what the lookup read (or why it could not).
+/// The decision over what the lookup read, or why it could not (the lookup's own error,
+/// said in the refusal).
 pub fn decide(
     request: &ClaimRequest<'_>,
     stack: StackRef,
     target: String,
-    facts: Result<&Facts, String>,
+    facts: Result<&Facts, &dyn std::fmt::Display>,
 ) -> ClaimDecision {
     let verdict = match facts {
-        Err(error) => Verdict::LookupFailed { error },
+        Err(error) => Verdict::LookupFailed {
+            error: error.to_string(),
+        },
         Ok(facts) => {
             let claim = ClaimUnderReview {
                 namespace: request.namespace,

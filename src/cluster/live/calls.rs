@@ -78,8 +78,17 @@ pub enum LookupError {
         total: usize,
         pending: Vec<String>,
     },
+    /// A lookup of a few calls (the volume guard's) was still running at its deadline.
+    #[error(
+        "the cluster lookup at {server} did not finish within {timeout:?} ({calls} calls made)"
+    )]
+    Unfinished {
+        server: String,
+        timeout: Duration,
+        calls: usize,
+    },
     /// Discovery (`/api`, `/apis`) failed and no good result of the last
-    /// [`LiveOptions::discovery_ttl`] can stand in for it.
+    /// [`LiveOptions::discovery_ttl`](super::LiveOptions::discovery_ttl) can stand in for it.
     #[error("API discovery at {server} failed: {cause}")]
     Discovery {
         server: String,
@@ -95,7 +104,7 @@ pub enum LookupError {
         #[source]
         cause: CallError,
     },
-    /// [`LiveOptions::max_concurrent_scans`] lookups of one kind (`what`: namespace, claim)
+    /// [`LiveOptions::max_concurrent_scans`](super::LiveOptions::max_concurrent_scans) lookups of one kind (`what`: namespace, claim)
     /// were running and none finished in time.
     #[error(
         "{limit} {what} lookups were already running and none finished within {timeout:?}; retry"
@@ -114,7 +123,7 @@ impl LookupError {
     /// A short, fixed name for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            LookupError::Deadline { .. } => "deadline",
+            LookupError::Deadline { .. } | LookupError::Unfinished { .. } => "deadline",
             LookupError::Discovery { .. } => "discovery",
             LookupError::Read { .. } => "read",
             LookupError::Busy { .. } => "busy",

@@ -10,12 +10,12 @@ use std::sync::atomic::AtomicUsize;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
-use tokio::time::Instant;
 
 use super::LiveCluster;
 use super::calls::LookupError;
 use super::volumes::{ephemeral_pod, volume_of};
 use crate::cluster::ClaimMetadata;
+use crate::cluster::Deadline;
 use crate::decisions::volume_guard::{ClaimOperation, ClaimUnderReview, Facts};
 
 impl LiveCluster {
@@ -25,7 +25,7 @@ impl LiveCluster {
         &self,
         operation: ClaimOperation,
         claim: &ClaimUnderReview<'_>,
-        deadline: Instant,
+        deadline: Deadline,
         calls: &AtomicUsize,
     ) -> Result<Facts, LookupError> {
         let read = |what: &'static str| {
@@ -35,19 +35,8 @@ impl LiveCluster {
                 cause,
             }
         };
-        let bound = deadline.saturating_duration_since(Instant::now());
-        let _permit = match tokio::time::timeout_at(deadline, self.claim_lookups.acquire()).await {
-            // A slot with no time left is no slot: no call is started.
-            Ok(Ok(permit)) if Instant::now() < deadline => permit,
-            // Never closed; a closed one would be as good as full.
-            Ok(_) | Err(_) => {
-                return Err(LookupError::Busy {
-                    what: "claim",
-                    limit: self.options.max_concurrent_scans.max(1),
-                    timeout: bound,
-                });
-            }
-        };
+        let _permit = self.slot(&self.claim_lookups, "claim", deadline).await?;
+        let deadline = deadline.at();
         // Every claim of that name, whoever's: the decision keeps the sub-env's, in any
         // label generation.
         let claims = self.claims(
@@ -114,7 +103,7 @@ impl LiveCluster {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         let calls = AtomicUsize::new(0);
         let found = self
-            .call(Instant::now() + timeout, &calls, || {
+            .call(Deadline::after(timeout).at(), &calls, || {
                 api.get_metadata_opt(name)
             })
             .await

@@ -31,9 +31,9 @@ pub struct Discovered {
 }
 
 impl LiveCluster {
-    /// A fresh discovery, bounded by [`LiveOptions::discovery_timeout`] and `deadline`.
+    /// A fresh discovery, bounded by [`LiveOptions::discovery_timeout`](super::LiveOptions::discovery_timeout) and `deadline`.
     /// When it fails as a whole, the last good one stands in if it is younger than
-    /// [`LiveOptions::discovery_ttl`] (logged).
+    /// [`LiveOptions::discovery_ttl`](super::LiveOptions::discovery_ttl) (logged).
     ///
     /// # Guarantees
     /// With no time left before `deadline` (a lookup that waited for its slot until then),

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use kube::Client;
 
+use crate::cluster::Deadline;
 use crate::simple_container::labels::LabelScheme;
 pub use access::{AccessReport, Unlistable};
 pub use calls::{CallError, LookupError, cause_chain};
@@ -155,6 +156,26 @@ impl LiveCluster {
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// A slot among `lookups` (one guard's bound on its lookups at once), waited for
+    /// until `deadline`. A slot with no time left is no slot: no call is started, and the
+    /// lookup says the guard's `what` lookups were busy.
+    async fn slot<'s>(
+        &self,
+        lookups: &'s tokio::sync::Semaphore,
+        what: &'static str,
+        deadline: Deadline,
+    ) -> Result<tokio::sync::SemaphorePermit<'s>, LookupError> {
+        match tokio::time::timeout_at(deadline.at(), lookups.acquire()).await {
+            Ok(Ok(permit)) if !deadline.passed() => Ok(permit),
+            // Never closed; a closed one would be as good as full.
+            Ok(_) | Err(_) => Err(LookupError::Busy {
+                what,
+                limit: self.options.max_concurrent_scans.max(1),
+                timeout: deadline.timeout(),
+            }),
+        }
     }
 }
 

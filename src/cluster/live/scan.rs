@@ -15,6 +15,7 @@ use super::calls::LookupError;
 use super::discovery::still_served;
 use super::lists::{Progress, Seen};
 use super::resource_types::ResourceType;
+use crate::cluster::Deadline;
 use crate::decisions::namespace_guard::{NamespaceScan, OwnedObject};
 use crate::documents::qualified_kind;
 
@@ -31,12 +32,10 @@ impl LiveCluster {
         namespace: &str,
         timeout: Duration,
     ) -> Result<NamespaceScan, LookupError> {
-        self.scan_by(namespace, Instant::now() + timeout, timeout)
-            .await
+        self.scan_by(namespace, Deadline::after(timeout)).await
     }
 
-    /// [`Self::scan`] before `deadline`, which a decision set once for all its reads
-    /// (`timeout` is how long it was, for the message).
+    /// [`Self::scan`] by `deadline`, which a decision set once for all its reads.
     ///
     /// # Guarantees
     /// Answers by `deadline` (plus scheduling); a scan that got its slot with no time
@@ -45,27 +44,18 @@ impl LiveCluster {
     pub async fn scan_by(
         &self,
         namespace: &str,
-        deadline: Instant,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> Result<NamespaceScan, LookupError> {
-        let busy = || LookupError::Busy {
-            what: "namespace",
-            limit: self.options.max_concurrent_scans.max(1),
-            timeout,
-        };
-        let _permit = match tokio::time::timeout_at(deadline, self.scans.acquire()).await {
-            Ok(Ok(permit)) if Instant::now() < deadline => permit,
-            // The semaphore is never closed; a closed one would be as good as full.
-            Ok(_) | Err(_) => return Err(busy()),
-        };
+        let _permit = self.slot(&self.scans, "namespace", deadline).await?;
         let progress = Progress::default();
+        let timeout = deadline.timeout();
         match tokio::time::timeout_at(
-            deadline,
-            self.scan_unbounded(namespace, deadline, &progress),
+            deadline.at(),
+            self.scan_unbounded(namespace, deadline.at(), &progress),
         )
         .await
         {
-            Ok(Err(_)) | Err(_) if Instant::now() >= deadline => {
+            Ok(Err(_)) | Err(_) if deadline.passed() => {
                 Err(progress.past_deadline(&self.server, timeout))
             }
             Ok(result) => result,
