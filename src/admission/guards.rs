@@ -18,7 +18,7 @@ use crate::decisions::volume_guard::{
     self, ClaimDecision, ClaimOperation, ClaimRequest, ClaimUnderReview, Facts,
 };
 use crate::excerpt::excerpt;
-use crate::metrics::Metrics;
+use crate::metrics::{LookupErrorReason, Metrics};
 use crate::simple_container::labels::{LabelScheme, StackRef};
 use crate::simple_container::naming::MAX_NAME_LEN;
 
@@ -142,7 +142,7 @@ impl Guard for NamespaceGuard<'_> {
         }) = lookup
         {
             if !facts.scan.unverified.is_empty() {
-                metrics.lookup_error("unverified_types");
+                metrics.lookup_error(LookupErrorReason::UnverifiedTypes);
             }
             metrics.lookup_api_calls(*api_calls);
             if facts.scan.stale_discovery.is_some() {

@@ -7,12 +7,12 @@
 mod audit;
 mod can_delete;
 mod certs;
-mod claims;
 mod guard_args;
 mod migrate;
 mod naming;
 mod placement;
 mod serve;
+mod volume_guard_checks;
 
 use std::process::ExitCode;
 
@@ -70,10 +70,10 @@ enum Command {
     CanDelete(Box<can_delete::CanDeleteArgs>),
     /// Would creating these PersistentVolumeClaims pass the volume guard? Exit 0 allowed,
     /// 1 refused (why, and what to run), 2 error.
-    CanCreateClaim(Box<claims::CanCreateClaimArgs>),
+    CanCreateClaim(Box<volume_guard_checks::CanCreateClaimArgs>),
     /// Would deleting this PersistentVolumeClaim pass the volume guard? Exit 0 allowed, 1
     /// refused (why, and what to run), 2 error or no such claim.
-    CanDeleteClaim(Box<claims::CanDeleteClaimArgs>),
+    CanDeleteClaim(Box<volume_guard_checks::CanDeleteClaimArgs>),
     /// Report sub-env objects in manifests that sit outside their namespace (or whose
     /// namespace cannot be told). Exit 0 none, 1 some, 2 bad input.
     Check(placement::CheckArgs),
@@ -167,8 +167,8 @@ impl Cli {
             Command::Serve(args) => serve::serve(*args),
             Command::Certs(args) => certs::certs(args),
             Command::CanDelete(args) => can_delete::can_delete(*args),
-            Command::CanCreateClaim(args) => claims::can_create_claim(*args),
-            Command::CanDeleteClaim(args) => claims::can_delete_claim(*args),
+            Command::CanCreateClaim(args) => volume_guard_checks::can_create_claim(*args),
+            Command::CanDeleteClaim(args) => volume_guard_checks::can_delete_claim(*args),
             Command::Check(args) => placement::check(args),
             Command::Rewrite(args) => placement::rewrite(args),
             Command::Audit(args) => audit::audit(*args),

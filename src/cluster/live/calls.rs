@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::LiveCluster;
 use crate::decisions::namespace_guard::Unverified;
+use crate::metrics::LookupErrorReason;
 
 /// Why one call to the API server failed, kept typed until it becomes a message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -117,16 +118,15 @@ pub enum LookupError {
 }
 
 impl LookupError {
-    /// Every [`Self::reason`].
-    pub const REASONS: [&'static str; 4] = ["deadline", "discovery", "read", "busy"];
-
-    /// A short, fixed name for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    /// Its name in `nsguard_lookup_errors_total{reason}` and the logs.
+    pub fn reason(&self) -> LookupErrorReason {
         match self {
-            LookupError::Deadline { .. } | LookupError::Unfinished { .. } => "deadline",
-            LookupError::Discovery { .. } => "discovery",
-            LookupError::Read { .. } => "read",
-            LookupError::Busy { .. } => "busy",
+            LookupError::Deadline { .. } | LookupError::Unfinished { .. } => {
+                LookupErrorReason::Deadline
+            }
+            LookupError::Discovery { .. } => LookupErrorReason::Discovery,
+            LookupError::Read { .. } => LookupErrorReason::Read,
+            LookupError::Busy { .. } => LookupErrorReason::Busy,
         }
     }
 }

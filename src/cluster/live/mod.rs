@@ -23,12 +23,12 @@
 mod access;
 mod aggregated;
 mod calls;
-mod claims;
 mod discovery;
 mod inventory;
 mod lists;
 mod resource_types;
 mod scan;
+mod volume_guard_reads;
 mod volumes;
 
 use std::sync::{Arc, Mutex};
