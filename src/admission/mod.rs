@@ -1,5 +1,6 @@
 //! AdmissionReview in and out: decoding the API server's body, dispatching the request to
-//! the decisions, and building the response. Transport-free, so the HTTPS handlers, the
+//! its guard (the namespace guard and the volume guard through [`pipeline`], placement
+//! here), and building the response. Transport-free, so the HTTPS handlers, the
 //! benchmarks and the tests all go through the same code.
 
 pub mod guards;
@@ -196,6 +197,13 @@ impl Webhook {
     /// Sub-env placement of one CREATE, per mode and endpoint: `rewrite` patches on
     /// `/mutate`, `enforce` denies and `warn` warns on `/validate`. Objects that are not
     /// misplaced, cluster-scoped objects and exempt objects are allowed untouched.
+    ///
+    /// Placement is the guard that reads nothing: its exemptions
+    /// ([`placement::exempt`]) and its decision ([`placement::place`]) over the labels
+    /// alone, so it has no deadline, lookup or lookup error, and is not run through
+    /// [`pipeline`]: it stays synchronous and allocation-free on the hot path (every
+    /// create of a labelled object). Its answers are counted with every review's
+    /// (`nsguard_admission_reviews_total`) and kept in the API server's audit log.
     fn place<'r>(&self, endpoint: Endpoint, request: &'r Request<'_>) -> Response<'r> {
         let allow = || Response::allow(request);
         let (Some(object), Some(namespace)) = (&request.object, request.namespace.as_ref()) else {

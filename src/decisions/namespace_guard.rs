@@ -103,22 +103,25 @@ pub struct OwnerSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Verdict {
+    /// The Namespace carries the break-glass annotation: allowed without a lookup, so an
+    /// emergency never waits on the API server.
     BreakGlass,
-    ExemptUser {
-        user: String,
-    },
-    ExemptGroup {
-        group: String,
-    },
+    /// `user` is exempt (`--exempt-user`): allowed without a lookup.
+    ExemptUser { user: String },
+    /// The asker is in exempt `group` (`--exempt-group`): allowed without a lookup.
+    ExemptGroup { group: String },
     /// Nothing owned inside, or (multi-owner policy) a single owner.
     Safe,
+    /// Objects of two or more stacks inside: one stack's teardown would take the others
+    /// with it (the outage nsguard exists for).
     MultipleOwners,
+    /// Policy `non-empty`: a stack's objects are still inside; a stack that destroys
+    /// itself empties its namespace before deleting it.
     OwnedObjectsRemain,
-    /// The lookup did not finish: fail closed.
-    LookupFailed {
-        error: String,
-    },
-    /// Some resource types could not be read and what was read does not already deny.
+    /// The lookup failed or passed its deadline: fail closed, saying why.
+    LookupFailed { error: String },
+    /// Some resource types could not be read and what was read does not already deny:
+    /// what could not be read might hold a second stack, so fail closed.
     Incomplete,
 }
 
