@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "scope",
     "simple_container",
     "decisions",
+    "placement_policy",
     "manifests",
     "audit",
     "migration",

@@ -13,6 +13,7 @@
 //! - [`simple_container`]: its naming, its labels, its releases;
 //! - [`decisions`]: the namespace guard, placement, the volume guard, what a delete
 //!   destroys, and the exemptions they share;
+//! - [`placement_policy`]: placement as the API server's own ValidatingAdmissionPolicy;
 //! - [`manifests`]: offline placement over manifest files;
 //! - [`audit`] (its findings, [`audit::misplaced`], [`audit::policy_report`]) and
 //!   [`migration`] (the plan that keeps every volume).
@@ -41,6 +42,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod migration;
 pub mod outcome;
+pub mod placement_policy;
 pub mod scope;
 pub mod server;
 pub mod simple_container;

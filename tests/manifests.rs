@@ -11,10 +11,11 @@ use nsguard::simple_container::labels::LabelScheme;
 use serde_json::Value;
 
 /// Every kustomization users install: the base and each overlay.
-const KUSTOMIZATIONS: [&str; 5] = [
+const KUSTOMIZATIONS: [&str; 6] = [
     "manifests/base",
     "manifests/overlays/cert-manager",
     "manifests/overlays/monitoring",
+    "manifests/overlays/placement-policy",
     "manifests/overlays/policy-reports",
     "manifests/overlays/rewrite",
 ];
@@ -1156,4 +1157,71 @@ async fn the_monitoring_overlay_installs_with_kubectl_apply_k() {
             "{name} not in:\n{stdout}"
         );
     }
+}
+
+/// The shipped ValidatingAdmissionPolicy is `nsguard policy`'s output for the base's
+/// placement mode, byte for byte, and judges what the placement webhooks are sent: the
+/// same parent-env keys (their objectSelectors) and the same excluded namespaces.
+#[test]
+fn the_shipped_placement_policy_is_nsguard_policys_output_and_matches_the_webhooks() {
+    let shipped =
+        std::fs::read_to_string(repo_path("manifests/overlays/placement-policy/policy.json"))
+            .unwrap();
+    let mode = load("manifests/base", "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        ["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NSGUARD_PLACEMENT_MODE")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let printed = common::nsguard_cli(["policy", "--placement-mode", &mode])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    assert_eq!(
+        shipped,
+        String::from_utf8(printed.stdout).unwrap(),
+        "manifests/overlays/placement-policy/policy.json is not `nsguard policy --placement-mode {mode}`: regenerate it"
+    );
+    let policies = load(
+        "manifests/overlays/placement-policy",
+        "ValidatingAdmissionPolicy",
+    );
+    let bindings = load(
+        "manifests/overlays/placement-policy",
+        "ValidatingAdmissionPolicyBinding",
+    );
+    assert_eq!((policies.len(), bindings.len()), (1, 1));
+    let spec = &policies[0]["spec"];
+    let hooks: Vec<Value> = webhooks("manifests/base", "ValidatingWebhookConfiguration")
+        .into_iter()
+        .filter(|h| h["name"].as_str().unwrap().starts_with("placement"))
+        .collect();
+    assert_eq!(hooks.len(), LabelScheme::default().generations().len());
+    let selector = spec["matchConditions"][0]["expression"].as_str().unwrap();
+    for hook in &hooks {
+        let key = hook["objectSelector"]["matchExpressions"][0]["key"]
+            .as_str()
+            .unwrap();
+        assert!(
+            selector.contains(&format!("'{key}' in")),
+            "{key} not in {selector}"
+        );
+        assert_eq!(
+            hook["namespaceSelector"], spec["matchConstraints"]["namespaceSelector"],
+            "{}",
+            hook["name"]
+        );
+        assert_eq!(
+            hook["rules"][0]["operations"],
+            spec["matchConstraints"]["resourceRules"][0]["operations"]
+        );
+    }
+    assert_eq!(
+        bindings[0]["spec"]["validationActions"],
+        serde_json::json!([if mode == "enforce" { "Deny" } else { "Warn" }])
+    );
 }

@@ -28,6 +28,8 @@
 mod common;
 #[path = "real_cluster/on_a_node.rs"]
 mod on_a_node;
+#[path = "real_cluster/placement_policy.rs"]
+mod placement_policy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -42,7 +44,7 @@ const E2E: &str = "nsguard.dev/e2e";
 
 type Scenario = fn(&Suite);
 
-const SCENARIOS: [(&str, Scenario); 8] = [
+const SCENARIOS: [(&str, Scenario); 9] = [
     (
         "a_shared_namespace_delete_is_refused_real_and_dry_run",
         a_shared_namespace_delete_is_refused_real_and_dry_run,
@@ -74,6 +76,10 @@ const SCENARIOS: [(&str, Scenario); 8] = [
     (
         "the_migration_plan_hands_the_volume_over_with_the_pv_controller",
         the_migration_plan_hands_the_volume_over_with_the_pv_controller,
+    ),
+    (
+        "the_placement_policy_answers_as_the_webhook_and_nsguard_check",
+        placement_policy::the_placement_policy_answers_as_the_webhook_and_nsguard_check,
     ),
 ];
 

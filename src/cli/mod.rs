@@ -90,6 +90,10 @@ enum Command {
     /// Print manifests with misplaced sub-env objects moved to their namespace, changing
     /// nothing else. Reads standard input without -f (a Helm post-renderer).
     Rewrite(placement::RewriteArgs),
+    /// Print placement as a ValidatingAdmissionPolicy and its binding (Kubernetes 1.30+):
+    /// the API server refuses (enforce) or warns about (warn) a misplaced sub-env create
+    /// itself, while nsguard is down too. Apply with `kubectl apply -f -`.
+    Policy(placement::PolicyArgs),
 }
 
 /// How a command prints its result.
@@ -171,6 +175,7 @@ impl Cli {
             Command::CanDeleteClaim(args) => volume_guard_checks::can_delete_claim(*args),
             Command::Check(args) => placement::check(args),
             Command::Rewrite(args) => placement::rewrite(args),
+            Command::Policy(args) => placement::policy(args),
             Command::Audit(args) => audit::audit(*args),
             Command::Dump(args) => audit::dump(*args),
             Command::Migrate(args) => migrate::migrate(args),

@@ -1,5 +1,5 @@
 //! `nsguard check` and `nsguard rewrite`: sub-env placement over manifests, before they
-//! are applied. Exit codes: check 0 nothing to report, 1 misplaced or unresolvable
+//! are applied; `nsguard policy`: placement as the API server's own policy. Exit codes: check 0 nothing to report, 1 misplaced or unresolvable
 //! objects, 2 bad input; rewrite 0, or 2.
 //!
 //! Without `-f` both read standard input, so `rewrite` is a Helm post-renderer as it is:
@@ -14,8 +14,10 @@ use clap::Args;
 
 use super::OutputFormat;
 use super::guard_args::LabelArgs;
+use crate::decisions::placement::PlacementMode;
 use crate::documents;
 use crate::manifests::{self, Finding};
+use crate::placement_policy;
 use crate::scope::{Scope, Scopes};
 
 #[derive(Debug, Args)]
@@ -177,5 +179,34 @@ pub fn rewrite(args: RewriteArgs) -> anyhow::Result<ExitCode> {
             false => eprintln!("not moved: {finding}"),
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  nsguard policy --placement-mode enforce | kubectl apply -f -
+  nsguard policy --placement-mode warn > placement-policy.json")]
+pub struct PolicyArgs {
+    /// `enforce`: the API server refuses a misplaced create (validationActions Deny);
+    /// `warn`: it warns (Warn). `rewrite` and `off` have no policy (exit 2).
+    #[arg(long, value_enum, default_value = "enforce")]
+    placement_mode: PlacementMode,
+    #[command(flatten)]
+    labels: LabelArgs,
+}
+
+/// `nsguard policy`: placement as a ValidatingAdmissionPolicy and its binding (Kubernetes
+/// 1.30 and later), printed as a JSON `List`.
+pub fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    let list = placement_policy::policy(&args.labels.scheme(), args.placement_mode)
+        .with_context(|| {
+            format!(
+                "placement mode {:?} has no ValidatingAdmissionPolicy (a policy can refuse or warn, not rewrite): use enforce or warn",
+                args.placement_mode
+            )
+        })?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &list)?;
+    writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }
