@@ -182,6 +182,44 @@ pub fn policy(scheme: &LabelScheme, mode: PlacementMode) -> Option<Value> {
     Some(json!({"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
 }
 
+/// The shipped placement webhooks, one per label generation of the default scheme.
+pub const PLACEMENT_WEBHOOKS: [&str; 3] = [
+    "placement.nsguard.dev",
+    "placement-dot.nsguard.dev",
+    "placement-legacy.nsguard.dev",
+];
+
+/// A strategic-merge patch of the shipped ValidatingWebhookConfiguration that gives each
+/// placement webhook a `matchCondition`, so that beside the policy the API server calls
+/// nsguard only where CEL may not name the namespace: some generation's app-name and env
+/// together 63 bytes or more, where simple-container may truncate and hash the stack-env
+/// name. (A superset: a long name CEL can name is answered by both, the same way. Label
+/// values always hold an alphanumeric, so an app-name never sanitizes to nothing.)
+pub fn webhook_match_conditions(scheme: &LabelScheme) -> Value {
+    let labels = "object.metadata.labels";
+    let long: Vec<String> = scheme
+        .generations()
+        .iter()
+        .map(|keys| {
+            let (app, env) = (cel_string(&keys.app_name), cel_string(&keys.env));
+            format!(
+                "({app} in {labels} && {env} in {labels} && size({labels}[{app}]) + size({labels}[{env}]) >= {MAX_NAME_LEN})"
+            )
+        })
+        .collect();
+    let condition = json!({
+        "name": "cel-may-not-name-the-namespace",
+        "expression": format!("has({labels}) && ({})", long.join(" || ")),
+    });
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "nsguard"},
+        "webhooks": PLACEMENT_WEBHOOKS
+            .map(|name| json!({"name": name, "matchConditions": [condition.clone()]})),
+    })
+}
+
 fn variable(name: &str, expression: String) -> Value {
     json!({"name": name, "expression": expression})
 }

@@ -1220,6 +1220,31 @@ fn the_shipped_placement_policy_is_nsguard_policys_output_and_matches_the_webhoo
             spec["matchConstraints"]["resourceRules"][0]["operations"]
         );
     }
+    // Beside the policy, the placement webhooks are called only where CEL may not name
+    // the namespace; the guards' webhooks are untouched.
+    let patch = std::fs::read_to_string(repo_path(
+        "manifests/overlays/placement-policy/webhook-match-conditions.json",
+    ))
+    .unwrap();
+    let printed = common::nsguard_cli(["policy", "--webhook-match-conditions"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        patch,
+        String::from_utf8(printed.stdout).unwrap(),
+        "regenerate webhook-match-conditions.json"
+    );
+    let patched = webhooks(
+        "manifests/overlays/placement-policy",
+        "ValidatingWebhookConfiguration",
+    );
+    let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, nsguard::placement_policy::PLACEMENT_WEBHOOKS);
+    for hook in &patched {
+        let name = hook["name"].as_str().unwrap();
+        let conditions = hook["matchConditions"].as_array().map_or(0, Vec::len);
+        assert_eq!(conditions, usize::from(names.contains(&name)), "{name}");
+    }
     assert_eq!(
         bindings[0]["spec"]["validationActions"],
         serde_json::json!([if mode == "enforce" { "Deny" } else { "Warn" }])

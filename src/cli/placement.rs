@@ -191,6 +191,11 @@ pub struct PolicyArgs {
     /// `warn`: it warns (Warn). `rewrite` and `off` have no policy (exit 2).
     #[arg(long, value_enum, default_value = "enforce")]
     placement_mode: PlacementMode,
+    /// Print instead the patch of the shipped placement webhooks that has the API server
+    /// call nsguard only where the policy may not name the namespace (a long stack-env
+    /// name, which simple-container hashes), for a kustomization beside the policy.
+    #[arg(long)]
+    webhook_match_conditions: bool,
     #[command(flatten)]
     labels: LabelArgs,
 }
@@ -198,6 +203,13 @@ pub struct PolicyArgs {
 /// `nsguard policy`: placement as a ValidatingAdmissionPolicy and its binding (Kubernetes
 /// 1.30 and later), printed as a JSON `List`.
 pub fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if args.webhook_match_conditions {
+        let patch = placement_policy::webhook_match_conditions(&args.labels.scheme());
+        serde_json::to_writer_pretty(&mut out, &patch)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let list = placement_policy::policy(&args.labels.scheme(), args.placement_mode)
         .with_context(|| {
             format!(
@@ -205,7 +217,6 @@ pub fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 args.placement_mode
             )
         })?;
-    let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &list)?;
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)

@@ -41,7 +41,7 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SHARED}}),
     )]);
     let cases = cases();
-    assert!(cases.len() > 60, "{} cases", cases.len());
+    assert!(cases.len() > 100, "{} cases", cases.len());
 
     // Warn: the policy's warning and the webhook's (the suite's nsguard warns) in one
     // answer, each naming its target.
@@ -108,6 +108,35 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
         cases.len(),
         misplaced - left_to_the_webhook.len(),
         left_to_the_webhook.len()
+    );
+
+    // The placement webhooks with the overlay's matchCondition: the API server calls
+    // nsguard only where CEL may not name the namespace, so each misplaced create is
+    // answered once, by the policy or (a long stack-env name) by the webhook.
+    let patch = nsguard::placement_policy::webhook_match_conditions(&scheme);
+    plane.ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "nsguard",
+        "--type",
+        "strategic",
+        "-p",
+        &patch.to_string(),
+    ]);
+    let long = cases
+        .iter()
+        .zip(&named)
+        .position(|(case, policy)| policy.is_none() && beyond_cel(&case.labels))
+        .expect("a case CEL cannot name");
+    eventually("only the policy warns", Duration::from_secs(30), || {
+        let answer = create(plane, SHARED, "probe", &probe.labels, true);
+        (answer.policy_target.is_some() && answer.webhook_target.is_none()).then_some(())
+    });
+    let answer = create(plane, SHARED, "long", &cases[long].labels, true);
+    assert!(
+        answer.policy_target.is_none() && answer.webhook_target.is_some(),
+        "{}: {answer:?}",
+        cases[long].what
     );
 
     // Enforce: the API server refuses, with the webhook's message, and stores nothing; the
@@ -231,9 +260,10 @@ fn cases() -> Vec<Case> {
         {
             continue;
         }
-        // Every long one (where truncation starts), one in four of the rest: a few
-        // hundred creates in all.
-        if base.len() + env.len() <= 60 && seen.len() % 4 != 0 {
+        // One in two long ones (where truncation starts), one in eight of the rest: a
+        // few hundred creates in all.
+        let every = if base.len() + env.len() > 60 { 2 } else { 8 };
+        if seen.len() % every != 0 {
             continue;
         }
         cases.push(Case {
