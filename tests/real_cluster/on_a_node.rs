@@ -23,7 +23,7 @@ use super::{
 
 pub type NodeScenario = fn(&Installed);
 
-pub const SCENARIOS: [(&str, NodeScenario); 8] = [
+pub const SCENARIOS: [(&str, NodeScenario); 9] = [
     (
         "installed_as_pods_it_answers_through_its_service",
         installed_as_pods_it_answers_through_its_service,
@@ -51,6 +51,10 @@ pub const SCENARIOS: [(&str, NodeScenario); 8] = [
     (
         "a_pod_killed_hard_fails_at_most_its_reviews_in_flight",
         a_pod_killed_hard_fails_at_most_its_reviews_in_flight,
+    ),
+    (
+        "scaled_to_zero_the_placement_policy_still_refuses_a_misplaced_create",
+        scaled_to_zero_the_placement_policy_still_refuses_a_misplaced_create,
     ),
     (
         "the_uninstall_leaves_nothing_and_logs_no_error",
@@ -1030,6 +1034,99 @@ fn a_pod_killed_hard_fails_at_most_its_reviews_in_flight(installed: &Installed) 
         0,
         "after the restart: {report}"
     );
+}
+
+/// Issue #41's proof: with `nsguard policy --placement-mode enforce` applied and every
+/// nsguard pod gone (the Deployment scaled to zero), the API server itself still refuses a
+/// sub-env's object in its parent's namespace, with nsguard's message, and allows it in
+/// its own; then nsguard is scaled back and the policy removed.
+fn scaled_to_zero_the_placement_policy_still_refuses_a_misplaced_create(installed: &Installed) {
+    let plane = installed.plane();
+    installed.await_two_ready();
+    let printed = Command::new(&installed.binary)
+        .args(["policy", "--placement-mode", "enforce"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let out = plane.kubectl_with(&["apply", "-f", "-"], Some(&text(&printed.stdout)));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for name in ["vap-parent", "vapapp-tenant-a"] {
+        plane.apply(&[json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"nsguard.dev/e2e": "true"}}})]);
+    }
+    plane.ok(&[
+        "-n",
+        NAMESPACE,
+        "scale",
+        "deployment/nsguard",
+        "--replicas=0",
+    ]);
+    eventually("no nsguard pod", Duration::from_secs(120), || {
+        installed.pod_objects().is_empty().then_some(())
+    });
+    let config_map = |namespace: &str, name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace,
+                "labels": stack_labels("vapapp-tenant-a", "tenant-a", Some("production"))}})
+        .to_string()
+    };
+    // The binding takes effect once the API server has read it: the dry run says when.
+    let refusal = eventually("the policy refuses", Duration::from_secs(60), || {
+        let out = plane.kubectl_with(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&config_map("vap-parent", "dry")),
+        );
+        let stderr = text(&out.stderr);
+        (!out.status.success() && stderr.contains("ValidatingAdmissionPolicy 'nsguard-placement'"))
+            .then_some(stderr)
+    });
+    assert!(
+        refusal.contains(
+            "denied request: nsguard: ConfigMap \"dry\" is in the wrong namespace: sub-env stack vapapp-tenant-a/tenant-a"
+        ) && refusal.contains("belongs in namespace \"vapapp-tenant-a\", not \"vap-parent\""),
+        "{refusal}"
+    );
+    let out = plane.kubectl_with(
+        &["create", "-f", "-"],
+        Some(&config_map("vap-parent", "real")),
+    );
+    assert!(!out.status.success(), "created while misplaced");
+    assert!(
+        plane
+            .get(&["configmap", "-n", "vap-parent", "real"])
+            .is_none()
+    );
+    let out = plane.kubectl_with(
+        &["create", "-f", "-"],
+        Some(&config_map("vapapp-tenant-a", "home")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        installed.pod_objects().is_empty(),
+        "nsguard came back during the check"
+    );
+    // Back as it was: the pods, then the policy gone and the namespaces deleted (the
+    // namespace guard answers again).
+    plane.ok(&[
+        "-n",
+        NAMESPACE,
+        "scale",
+        "deployment/nsguard",
+        "--replicas=2",
+    ]);
+    installed.await_two_ready();
+    plane.ok(&[
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        "nsguard-placement",
+    ]);
+    plane.ok(&[
+        "delete",
+        "namespace",
+        "vap-parent",
+        "vapapp-tenant-a",
+        "--wait=false",
+    ]);
 }
 
 /// README's uninstall, its commands as written: every object of the install is gone, and
