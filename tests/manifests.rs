@@ -1177,13 +1177,9 @@ fn the_shipped_placement_policy_is_nsguard_policys_output_and_matches_the_webhoo
         .as_str()
         .unwrap()
         .to_owned();
-    let printed = common::nsguard_cli(["policy", "--placement-mode", &mode])
-        .output()
-        .unwrap();
-    assert!(printed.status.success(), "{printed:?}");
     assert_eq!(
         shipped,
-        String::from_utf8(printed.stdout).unwrap(),
+        nsguard_prints(&["policy", "--placement-mode", &mode]),
         "manifests/overlays/placement-policy/policy.json is not `nsguard policy --placement-mode {mode}`: regenerate it"
     );
     let policies = load(
@@ -1226,12 +1222,9 @@ fn the_shipped_placement_policy_is_nsguard_policys_output_and_matches_the_webhoo
         "manifests/overlays/placement-policy/webhook-match-conditions.json",
     ))
     .unwrap();
-    let printed = common::nsguard_cli(["policy", "--webhook-match-conditions"])
-        .output()
-        .unwrap();
     assert_eq!(
         patch,
-        String::from_utf8(printed.stdout).unwrap(),
+        nsguard_prints(&["policy", "--webhook-match-conditions"]),
         "regenerate webhook-match-conditions.json"
     );
     let patched = webhooks(
@@ -1249,4 +1242,11 @@ fn the_shipped_placement_policy_is_nsguard_policys_output_and_matches_the_webhoo
         bindings[0]["spec"]["validationActions"],
         serde_json::json!([if mode == "enforce" { "Deny" } else { "Warn" }])
     );
+}
+
+/// What `nsguard ARGS` prints, which must succeed.
+fn nsguard_prints(args: &[&str]) -> String {
+    let printed = common::nsguard_cli(args).output().unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    String::from_utf8(printed.stdout).unwrap()
 }

@@ -225,25 +225,13 @@ fn cases() -> Vec<Case> {
     )
     .unwrap();
     let mut cases = Vec::new();
-    let keys = [
-        (
-            "simple-container-com/app-name",
-            "simple-container-com/env",
-            "simple-container-com/parent-env",
-        ),
-        (
-            "simple-container.com/app-name",
-            "simple-container.com/env",
-            "simple-container.com/parent-env",
-        ),
-        ("appName", "appEnv", "simplecontainer.com/parent-env"),
-    ];
+    let generations = LabelScheme::default().generations().to_vec();
     let labels = |generation: usize, app: &str, env: &str, parent: &str| {
-        let (a, e, p) = keys[generation];
+        let keys = &generations[generation];
         BTreeMap::from([
-            (a.to_owned(), app.to_owned()),
-            (e.to_owned(), env.to_owned()),
-            (p.to_owned(), parent.to_owned()),
+            (keys.app_name.clone(), app.to_owned()),
+            (keys.env.clone(), env.to_owned()),
+            (keys.parent_env.clone(), parent.to_owned()),
         ])
     };
     let mut seen = BTreeSet::new();
