@@ -1120,13 +1120,22 @@ fn scaled_to_zero_the_placement_policy_still_refuses_a_misplaced_create(installe
         "validatingadmissionpolicybinding,validatingadmissionpolicy",
         "nsguard-placement",
     ]);
-    plane.ok(&[
-        "delete",
-        "namespace",
-        "vap-parent",
-        "vapapp-tenant-a",
-        "--wait=false",
-    ]);
+    // Through the Service once kube-proxy routes to the new pods again.
+    eventually(
+        "the namespace guard answers again",
+        Duration::from_secs(60),
+        || {
+            let out = plane.kubectl(&[
+                "delete",
+                "namespace",
+                "vap-parent",
+                "vapapp-tenant-a",
+                "--wait=false",
+                "--ignore-not-found",
+            ]);
+            out.status.success().then_some(())
+        },
+    );
 }
 
 /// README's uninstall, its commands as written: every object of the install is gone, and
