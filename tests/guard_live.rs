@@ -457,6 +457,16 @@ async fn the_webhook_denies_over_https_from_a_live_lookup_and_fails_closed_on_a_
             "nsguard_lookup_stale_discoveries_total 0",
         ])
         .await;
+    // One typed error, said the same way in the answer, the metric and the decision log.
+    let logged: Vec<serde_json::Value> = server
+        .wait_for_logs("lookup-failed", 1, Duration::from_secs(5))
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "nsguard::audit")
+        .collect();
+    assert_eq!(logged.len(), 1, "{:#?}", server.logs());
+    assert_eq!(logged[0]["lookup_error"], "deadline", "{}", logged[0]);
+    assert_eq!(logged[0]["reason"], "lookup-failed");
 
     // `/apis` fails: the last good discovery stands in, the second stack is still found,
     // and the fallback is counted.

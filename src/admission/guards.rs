@@ -157,7 +157,7 @@ impl Guard for NamespaceGuard<'_> {
         request: &Request<'_>,
         ask: &DeleteRequest<'_>,
         decision: &GuardDecision,
-        _: Option<&Lookup<NamespaceFacts>>,
+        lookup: Option<&Lookup<NamespaceFacts>>,
         elapsed: Duration,
     ) {
         let owners: Vec<String> = (decision.owners.iter())
@@ -175,6 +175,7 @@ impl Guard for NamespaceGuard<'_> {
             dry_run = request.dry_run,
             decision = if decision.allowed() { "allowed" } else { "denied" },
             reason = decision.verdict.code(),
+            lookup_error = lookup_error(lookup),
             owners = %owners.join(","),
             unverified = %unverified.join(","),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -321,6 +322,7 @@ impl Guard for VolumeGuard<'_> {
             dry_run = request.dry_run,
             decision = if decision.allowed() { "allowed" } else { "denied" },
             reason = decision.verdict.reason(),
+            lookup_error = lookup_error(lookup),
             api_calls = lookup.map_or(0, |l| l.api_calls),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "claim {operation} {}",
@@ -385,4 +387,12 @@ fn claim_metadata<'r, 'b>(
         ClaimOperation::Delete => request.old_object.as_ref(),
     }
     .map(|o| &o.metadata)
+}
+
+/// The decision log's `lookup_error`: why the lookup failed, as its metric label names it
+/// (`deadline`, `discovery`, `read`, `busy`); empty when it did not.
+fn lookup_error<F>(lookup: Option<&Lookup<F>>) -> &'static str {
+    lookup
+        .and_then(|l| l.read.as_ref().err())
+        .map_or("", |err| err.reason().as_str())
 }

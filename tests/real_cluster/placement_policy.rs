@@ -110,6 +110,14 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
         left_to_the_webhook.len()
     );
 
+    // An object misplaced before enforcement (a warn-mode create goes through), for the
+    // teardown below.
+    let answer = create(plane, SHARED, "teardown", &probe.labels, false);
+    assert!(
+        answer.refused.is_none() && answer.policy_target.is_some(),
+        "{answer:?}"
+    );
+
     // The placement webhooks with the overlay's matchCondition: the API server calls
     // nsguard only where CEL may not name the namespace, so each misplaced create is
     // answered once, by the policy or (a long stack-env name) by the webhook.
@@ -195,6 +203,11 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
             .refused
             .is_none()
     );
+
+    // Teardown: the policy judges creates only, so an object misplaced before it can
+    // still be updated (labels, finalizers) and deleted.
+    plane.ok(&["label", "configmap", "-n", SHARED, "teardown", "tier=old"]);
+    plane.ok(&["delete", "configmap", "-n", SHARED, "teardown"]);
 
     plane.ok(&[
         "delete",
