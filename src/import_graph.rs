@@ -336,3 +336,21 @@ fn the_reader_finds_what_a_file_imports() {
         vec![vec!["a".to_owned(), "b".to_owned()]]
     );
 }
+
+/// A file names its own items and its children's from where it is (`leader::Turn`, not
+/// `crate::background_audit::leader::Turn`): a `crate::` path back into the file's own
+/// module hides which imports leave it.
+#[test]
+fn no_file_reaches_itself_through_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for (me, file) in modules(&src) {
+        let code = code(&std::fs::read_to_string(&file).unwrap());
+        for own in [format!("crate::{me}::"), format!("crate::{me};")] {
+            if code.contains(&own) {
+                found.push(format!("{}: {own}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Webhook;
 use crate::audit::policy_report;
 use crate::audit::{self, Inventory};
-use crate::background_audit::leader::Turn;
 use crate::cluster::{ClusterSource, LiveCluster};
 use crate::metrics::Metrics;
 use crate::simple_container::labels::LabelScheme;
+use leader::Turn;
 
 /// When and how the background audit runs.
 #[derive(Debug, Clone)]
