@@ -578,3 +578,38 @@ fn a_namespace_from_a_merge_key_is_refused_not_silently_kept() {
     let o = nsguard(&["check"], Some(manifest));
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
 }
+
+/// `nsguard policy`: a List of the policy and its binding, Deny by default; a mode a
+/// policy cannot express is an error naming it as the user wrote it.
+#[test]
+fn policy_prints_the_policy_and_refuses_a_mode_it_cannot_express() {
+    let out = nsguard(&["policy"], None);
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ]
+    );
+    assert_eq!(list["items"][1]["spec"]["validationActions"][0], "Deny");
+    for mode in ["rewrite", "off"] {
+        let out = nsguard(&["policy", "--placement-mode", mode], None);
+        assert_eq!(out.status.code(), Some(2), "{mode}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "placement mode {mode} has no ValidatingAdmissionPolicy"
+            )),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{mode}: printed something");
+    }
+}

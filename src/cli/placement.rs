@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::OutputFormat;
 use super::guard_args::LabelArgs;
@@ -213,8 +213,10 @@ pub fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     let list = placement_policy::policy(&args.labels.scheme(), args.placement_mode)
         .with_context(|| {
             format!(
-                "placement mode {:?} has no ValidatingAdmissionPolicy (a policy can refuse or warn, not rewrite): use enforce or warn",
+                "placement mode {} has no ValidatingAdmissionPolicy (a policy can refuse or warn, not rewrite): use enforce or warn",
                 args.placement_mode
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_owned())
             )
         })?;
     serde_json::to_writer_pretty(&mut out, &list)?;
