@@ -192,16 +192,32 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
     // The exemptions: the skip annotation, a controller's object.
     let skipped = json!({"nsguard.dev/skip-placement": "true"});
     assert!(
-        create_with(plane, SHARED, "skipped", &probe.labels, Some(skipped), None)
-            .refused
-            .is_none()
+        create_object(
+            plane,
+            SHARED,
+            "skipped",
+            &probe.labels,
+            Some(skipped),
+            None,
+            true
+        )
+        .refused
+        .is_none()
     );
     let owned = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
         "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]);
     assert!(
-        create_with(plane, SHARED, "owned", &probe.labels, None, Some(owned))
-            .refused
-            .is_none()
+        create_object(
+            plane,
+            SHARED,
+            "owned",
+            &probe.labels,
+            None,
+            Some(owned),
+            true
+        )
+        .refused
+        .is_none()
     );
 
     // Teardown: the policy judges creates only, so an object misplaced before it can
@@ -355,17 +371,6 @@ fn create(
     dry_run: bool,
 ) -> Answer {
     create_object(plane, namespace, name, labels, None, None, dry_run)
-}
-
-fn create_with(
-    plane: &ControlPlane,
-    namespace: &str,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-    annotations: Option<Value>,
-    owners: Option<Value>,
-) -> Answer {
-    create_object(plane, namespace, name, labels, annotations, owners, true)
 }
 
 /// `kubectl create` of a ConfigMap, read back as the policy's and the webhook's answers.
