@@ -43,9 +43,27 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
     let cases = cases();
     assert!(cases.len() > 100, "{} cases", cases.len());
 
-    // Warn: the policy's warning and the webhook's (the suite's nsguard warns) in one
-    // answer, each naming its target.
-    apply_policy(plane, &scheme, PlacementMode::Warn);
+    // The policy's warning and the webhook's (the suite's nsguard warns) in one answer,
+    // each naming its target.
+    // Warn: the shipped overlay as `kubectl kustomize` renders it (the base's mode).
+    let overlay = super::kustomize("manifests/overlays/placement-policy");
+    let shipped: Vec<Value> = overlay
+        .iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("ValidatingAdmissionPolicy"))
+        })
+        .cloned()
+        .map(labelled)
+        .collect();
+    assert_eq!(shipped.len(), 2);
+    let binding = shipped
+        .iter()
+        .find(|o| o["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    assert_eq!(binding["spec"]["validationActions"], json!(["Warn"]));
+    plane.apply(&shipped);
     // A sub-env's ConfigMap in its parent's namespace, as in the outage.
     let probe = &Case {
         what: "the probe".to_owned(),
@@ -121,7 +139,19 @@ pub fn the_placement_policy_answers_as_the_webhook_and_nsguard_check(suite: &Sui
     // The placement webhooks with the overlay's matchCondition: the API server calls
     // nsguard only where CEL may not name the namespace, so each misplaced create is
     // answered once, by the policy or (a long stack-env name) by the webhook.
-    let patch = nsguard::placement_policy::webhook_match_conditions(&scheme);
+    // The rendered overlay's conditions, on the webhooks the suite registered.
+    let rendered = overlay
+        .iter()
+        .find(|o| o["kind"] == "ValidatingWebhookConfiguration")
+        .unwrap();
+    let patch = json!({"webhooks": rendered["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h.get("matchConditions").is_some())
+        .map(|h| json!({"name": h["name"], "matchConditions": h["matchConditions"]}))
+        .collect::<Vec<_>>()});
+    assert_eq!(patch["webhooks"].as_array().unwrap().len(), 3, "{patch}");
     plane.ok(&[
         "patch",
         "validatingwebhookconfiguration",
