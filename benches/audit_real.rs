@@ -55,11 +55,7 @@ fn main() {
         .build()
         .unwrap();
     let client = runtime.block_on(async {
-        let config = kube::config::Kubeconfig::read_from(&plane.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
+        kube::Client::try_from(control_plane::kube_config(&plane.kubeconfig).await).unwrap()
     });
     let mut made = 0;
     let mut rows = Vec::new();

@@ -61,10 +61,7 @@ fn main() {
         .build()
         .unwrap();
     let client = runtime.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&plane.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
+        let config = control_plane::kube_config(&plane.kubeconfig).await;
         kube::Client::try_from(nsguard::cluster::live::client_config(config)).unwrap()
     });
     volume_guard(&plane, &runtime, &client, decisions);

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::control_plane::{ControlPlane, b64, eventually, kubeconfig, poll, text};
+use common::control_plane::{ControlPlane, b64, eventually, kube_config, kubeconfig, poll, text};
 use common::{Cluster, Server, kustomize, repo_path};
 use serde_json::{Value, json};
 
@@ -509,10 +509,7 @@ fn an_allowed_delete_is_emptied_by_the_namespace_controller(suite: &Suite) {
 /// nsguard's own lookup, in process, as its ServiceAccount (the shipped RBAC).
 fn lookup(suite: &Suite, runtime: &tokio::runtime::Runtime) -> nsguard::cluster::LiveCluster {
     runtime.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&suite.nsguard_kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
+        let config = kube_config(&suite.nsguard_kubeconfig).await;
         let server = config.cluster_url.to_string();
         let client = kube::Client::try_from(nsguard::cluster::live::client_config(config)).unwrap();
         nsguard::cluster::LiveCluster::new(

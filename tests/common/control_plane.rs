@@ -190,6 +190,14 @@ pub fn b64(text: &str) -> String {
 }
 
 /// A kubeconfig for `server` with `user` (a YAML mapping's body).
+/// The kube client configuration of the kubeconfig at `path`, its current context.
+pub async fn kube_config(path: &Path) -> kube::Config {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap()
+}
+
 pub fn kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &str) {
     std::fs::write(
         path,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::common::control_plane::{ControlPlane, eventually, poll, text};
+use super::common::control_plane::{ControlPlane, eventually, kube_config, poll, text};
 use super::common::node::{self, Node};
 use super::common::{kustomize, repo_path};
 use super::{
@@ -433,11 +433,7 @@ impl Stream {
 }
 
 async fn review_loop(kind: usize, kubeconfig: &Path, stop: &AtomicBool, tally: &Tally) {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = kube::Client::try_from(kube_config(kubeconfig).await).unwrap();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
